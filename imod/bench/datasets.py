@@ -1,0 +1,468 @@
+"""ADBench datasets: validated loading, the upstream catalogue, local discovery, names, suites.
+
+A dataset is identified by its ADBench folder and file stem, e.g. ``Classical/6_cardio``.
+Users name it as they know it: ``6_cardio``, ``cardio`` or ``CARDIO`` (matching ignores case
+and the numeric prefix), but never ``Cardiotocography``, which is ``7_Cardiotocography``.
+
+Local files are searched, in this order of precedence, in
+
+1. a data folder (``data_dir`` argument, else the ``IMOD_ADBENCH_DIR`` environment variable),
+   both at its top level and in its subfolders ``Classical``, ``CV_by_ResNet18``,
+   ``CV_by_ViT``, ``NLP_by_BERT`` and ``NLP_by_RoBERTa``;
+2. the download cache (``IMOD_CACHE_DIR``, default ``~/.cache/imod/adbench``), laid out like
+   upstream (``<cache>/<folder>/<file>``);
+3. the tiny datasets bundled in ``imod/data/`` (the ``mini`` suite), so the default
+   benchmark runs offline.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import re
+import zipfile
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "ADBENCH_FOLDERS",
+    "BUNDLED_DIR",
+    "SUITES",
+    "Dataset",
+    "DatasetRef",
+    "catalogue",
+    "default_cache_dir",
+    "discover_local",
+    "load_npz",
+    "resolve_name",
+    "resolve_datasets",
+]
+
+#: Upstream folders, in the order a plain name prefers them (ResNet-18 / BERT embeddings are
+#: the ADBench defaults; the ViT / RoBERTa variants share their file names).
+ADBENCH_FOLDERS: tuple[str, ...] = (
+    "Classical",
+    "CV_by_ResNet18",
+    "NLP_by_BERT",
+    "CV_by_ViT",
+    "NLP_by_RoBERTa",
+)
+#: Folder of the package data (bundled datasets, manifest, catalogue).
+BUNDLED_DIR: Path = Path(__file__).resolve().parent.parent / "data"
+#: Named suites and the upstream folder each one covers (``mini`` = bundled files).
+SUITES: dict[str, tuple[str, ...]] = {
+    "mini": (),
+    "classical": ("Classical",),
+    "cv": ("CV_by_ResNet18",),
+    "nlp": ("NLP_by_BERT",),
+    "all": ("Classical", "CV_by_ResNet18", "NLP_by_BERT"),
+}
+_PREFIX = re.compile(r"^\d+_")
+# Embedding variants not in the catalogue -> (their folder, the folder with the same names).
+_MIRRORS = {"cv_by_vit": ("CV_by_ViT", "CV_by_ResNet18"),
+            "nlp_by_roberta": ("NLP_by_RoBERTa", "NLP_by_BERT")}
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """Where a dataset lives: its upstream folder, file stem, and local path if any.
+
+    Parameters
+    ----------
+    folder : str
+        ADBench folder (``Classical``, ``CV_by_ResNet18``, ...) or ``custom`` for a file in a
+        data folder that is not in the upstream catalogue.
+    stem : str
+        File name without ``.npz`` (``6_cardio``).
+    path : Path or None
+        Local file, or None when the dataset is only known upstream.
+    source : str
+        ``data-dir``, ``cache``, ``bundled`` or ``upstream``.
+    sha256 : str or None
+        Official checksum when the manifest knows it.
+    """
+
+    folder: str
+    stem: str
+    path: Path | None = None
+    source: str = "upstream"
+    sha256: str | None = field(default=None, compare=False)
+
+    @property
+    def relpath(self) -> str:
+        """Upstream relative path ``folder/file.npz``."""
+        return f"{self.folder}/{self.stem}.npz"
+
+    @property
+    def name(self) -> str:
+        """Name used in result tables: the stem, qualified by folder for the ViT/RoBERTa
+        variants (whose stems collide with the ResNet-18/BERT ones)."""
+        if self.folder in ("CV_by_ViT", "NLP_by_RoBERTa"):
+            return f"{self.folder}/{self.stem}"
+        return self.stem
+
+    @property
+    def key(self) -> str:
+        """Case-folded stem without the numeric prefix: what users usually type."""
+        return _PREFIX.sub("", self.stem).casefold()
+
+
+@dataclass
+class Dataset:
+    """A loaded, validated dataset.
+
+    Attributes
+    ----------
+    name : str
+        Display name (see `DatasetRef.name`).
+    X : ndarray of shape (n_samples, n_features), float64
+    y : ndarray of shape (n_samples,), int64 with values in {0, 1} (1 = outlier)
+    path : Path
+        File it was read from.
+    """
+
+    name: str
+    X: np.ndarray
+    y: np.ndarray
+    path: Path
+
+    @property
+    def outlier_fraction(self) -> float:
+        """Share of rows labelled 1."""
+        return float(self.y.mean()) if len(self.y) else float("nan")
+
+
+def load_npz(path: str | os.PathLike[str], name: str | None = None) -> Dataset:
+    """Load and validate an ADBench ``.npz`` file (keys ``X``, ``y``) without unpickling.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.npz`` file.
+    name : str, optional
+        Display name; defaults to the file stem.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        Naming the file and the problem when it is not a readable ``.npz`` archive (corrupt or
+        truncated zip, bad CRC), holds pickled object arrays, lacks ``X`` or ``y``, or when
+        ``X`` is not a finite numeric 2-D array or ``y`` not a 1-D 0/1 array of the same
+        length.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file not found: {path}")
+    try:
+        # allow_pickle=False: a data file must never be able to run code on load.
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+            missing = [k for k in ("X", "y") if k not in keys]
+            if missing:
+                raise ValueError(
+                    f"{path}: missing key(s) {missing}; an ADBench file holds 'X' and 'y' "
+                    f"(found {sorted(keys)})"
+                )
+            X = data["X"]
+            y = data["y"]
+    except ValueError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        # numpy says "Object arrays cannot be loaded when allow_pickle=False" for pickles.
+        raise ValueError(f"{path}: cannot read as a plain .npz archive: {exc}") from exc
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
+        raise ValueError(
+            f"{path}: corrupt or unreadable .npz file ({type(exc).__name__}: {exc})"
+        ) from exc
+    X, y = _validate_arrays(X, y, str(path))
+    return Dataset(name=name or path.stem, X=X, y=y, path=path)
+
+
+def _validate_arrays(X: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Check shapes, dtypes and values; return float64 X and int64 y."""
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"{where}: X must be numeric, got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise ValueError(f"{where}: X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{where}: X is empty (shape {X.shape})")
+    X = np.asarray(X, dtype=np.float64)
+    if not np.isfinite(X).all():
+        raise ValueError(f"{where}: X contains {int((~np.isfinite(X)).sum())} NaN/inf values")
+    if y.dtype.kind not in "biuf":
+        raise ValueError(f"{where}: y must be numeric 0/1 labels, got dtype {y.dtype}")
+    if y.ndim != 1:
+        raise ValueError(f"{where}: y must be 1-D, got shape {y.shape}")
+    if len(y) != X.shape[0]:
+        raise ValueError(f"{where}: X has {X.shape[0]} rows but y has {len(y)} labels")
+    values = np.unique(y)
+    if not np.isin(values, (0, 1)).all():
+        raise ValueError(f"{where}: y must be binary 0/1 (1 = outlier), found values {values[:10]}")
+    return X, y.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- catalogue
+
+
+def _read_table(path: Path) -> dict[str, str | None]:
+    """Read ``relpath  sha`` / ``sha  relpath`` lines (``#`` comments; ``-`` = unknown)."""
+    table: dict[str, str | None] = {}
+    if not path.is_file():
+        return table
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        a, b = line.split()[:2]
+        rel, sha = (b, a) if re.fullmatch(r"[0-9a-f]{64}", a) else (a, b)
+        table[rel.removeprefix("./")] = None if sha == "-" else sha.lower()
+    return table
+
+
+def manifest() -> dict[str, str]:
+    """Official SHA-256 per upstream relative path (``imod/data/adbench_sha256.txt``)."""
+    return dict(_manifest())
+
+
+@functools.lru_cache(maxsize=1)
+def _manifest() -> tuple[tuple[str, str], ...]:
+    table = _read_table(BUNDLED_DIR / "adbench_sha256.txt")
+    return tuple((k, v) for k, v in table.items() if v)
+
+
+@functools.lru_cache(maxsize=1)
+def _catalogue() -> tuple[DatasetRef, ...]:
+    sums = manifest()
+    refs = []
+    for rel, sha in _read_table(BUNDLED_DIR / "adbench_catalogue.txt").items():
+        folder, file = rel.split("/", 1)
+        refs.append(DatasetRef(folder, file.removesuffix(".npz"), sha256=sha or sums.get(rel)))
+    return tuple(refs)
+
+
+def catalogue() -> list[DatasetRef]:
+    """Upstream datasets (``imod/data/adbench_catalogue.txt``), hash attached when known."""
+    return list(_catalogue())
+
+
+def default_cache_dir() -> Path:
+    """``IMOD_CACHE_DIR`` or ``~/.cache/imod/adbench``."""
+    env = os.environ.get("IMOD_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "imod" / "adbench"
+
+
+def default_data_dir() -> Path | None:
+    """``IMOD_ADBENCH_DIR`` if set."""
+    env = os.environ.get("IMOD_ADBENCH_DIR")
+    return Path(env).expanduser() if env else None
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _upstream_folder_of(stem: str) -> str:
+    """Guess the folder of a loose file from the catalogue (else ``custom``)."""
+    for ref in catalogue():
+        if ref.stem == stem:
+            return ref.folder
+    return "custom"
+
+
+def discover_local(
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    include_bundled: bool = True,
+) -> list[DatasetRef]:
+    """List local ``.npz`` files, one entry per (folder, stem), highest precedence first.
+
+    Parameters
+    ----------
+    data_dir : path-like, optional
+        Data folder; defaults to ``IMOD_ADBENCH_DIR`` when set.
+    cache_dir : path-like, optional
+        Download cache; defaults to `default_cache_dir`.
+    include_bundled : bool
+        Whether to include the datasets shipped in ``imod/data``.
+
+    Returns
+    -------
+    list of DatasetRef
+    """
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    sums = manifest()
+    found: dict[tuple[str, str], DatasetRef] = {}
+
+    def add(folder: str, path: Path, source: str) -> None:
+        key = (folder, path.stem)
+        if key not in found:  # first source wins: data dir > cache > bundled
+            rel = f"{folder}/{path.name}"
+            found[key] = DatasetRef(folder, path.stem, path, source, sums.get(rel))
+
+    if data_dir is not None and data_dir.is_dir():
+        for folder in ADBENCH_FOLDERS:
+            for p in sorted((data_dir / folder).glob("*.npz")):
+                add(folder, p, "data-dir")
+        for p in sorted(data_dir.glob("*.npz")):
+            add(_upstream_folder_of(p.stem), p, "data-dir")
+    if cache_dir.is_dir():
+        for folder in ADBENCH_FOLDERS:
+            for p in sorted((cache_dir / folder).glob("*.npz")):
+                add(folder, p, "cache")
+    if include_bundled:
+        for p in sorted(BUNDLED_DIR.glob("*.npz")):
+            add("Classical", p, "bundled")
+    return list(found.values())
+
+
+def bundled_names() -> list[str]:
+    """Stems of the bundled datasets (the ``mini`` suite), in catalogue order."""
+    return _sort_refs([DatasetRef("Classical", p.stem) for p in BUNDLED_DIR.glob("*.npz")])
+
+
+def sort_key(ref: DatasetRef) -> tuple[int, int, str]:
+    folder_rank = ADBENCH_FOLDERS.index(ref.folder) if ref.folder in ADBENCH_FOLDERS else 99
+    m = re.match(r"^(\d+)_", ref.stem)
+    return folder_rank, int(m.group(1)) if m else 10**6, ref.stem.casefold()
+
+
+def _sort_refs(refs: Iterable[DatasetRef]) -> list[str]:
+    return [r.stem for r in sorted(refs, key=sort_key)]
+
+
+# --------------------------------------------------------------------------- names
+
+
+class DatasetNameError(ValueError):
+    """Unknown or ambiguous dataset name (message lists close matches and choices)."""
+
+
+def _candidates(local: Sequence[DatasetRef]) -> list[DatasetRef]:
+    """Local refs first (they carry paths), then catalogue entries not present locally."""
+    seen = {(r.folder, r.stem) for r in local}
+    return list(local) + [r for r in catalogue() if (r.folder, r.stem) not in seen]
+
+
+def resolve_name(name: str, local: Sequence[DatasetRef]) -> DatasetRef:
+    """Resolve a user-given dataset name to one dataset.
+
+    Accepts ``folder/stem`` (``CV_by_ViT/MVTec-AD_bottle``), an exact stem (``6_cardio``), or,
+    ignoring case, the stem or the stem without its numeric prefix (``cardio``). When a name
+    exists in several folders the ResNet-18/BERT one wins over the ViT/RoBERTa variant.
+
+    Parameters
+    ----------
+    name : str
+        What the user typed (a trailing ``.npz`` is ignored).
+    local : sequence of DatasetRef
+        Local files (see `discover_local`); upstream-only names resolve to a ref without path.
+
+    Returns
+    -------
+    DatasetRef
+
+    Raises
+    ------
+    DatasetNameError
+        Unknown or ambiguous name; the message lists close matches and the valid names.
+    """
+    cands = _candidates(local)
+    query = name.strip().removesuffix(".npz")
+    if "/" in query:
+        folder, stem = query.split("/", 1)
+        hits = [r for r in cands if r.folder.casefold() == folder.casefold()]
+        hits = [r for r in hits if stem.casefold() in (r.stem.casefold(), r.key)]
+        mirror = _MIRRORS.get(folder.casefold())
+        if not hits and mirror:
+            # The ViT / RoBERTa folders hold the same file names as ResNet-18 / BERT.
+            twins = [r for r in cands if r.folder == mirror[1]
+                     and stem.casefold() in (r.stem.casefold(), r.key)]
+            hits = [DatasetRef(mirror[0], r.stem) for r in twins]
+    else:
+        hits = [r for r in cands if r.stem == query]
+        if not hits:
+            hits = [r for r in cands if r.stem.casefold() == query.casefold()]
+        if not hits:
+            hits = [r for r in cands if r.key == query.casefold()]
+    # Same stem in several folders (ResNet18 vs ViT): keep the preferred folder.
+    by_stem: dict[str, DatasetRef] = {}
+    for r in sorted(hits, key=sort_key):
+        by_stem.setdefault(r.stem, r)
+    hits = list(by_stem.values())
+    if len(hits) == 1:
+        return hits[0]
+    all_names = _sort_refs({DatasetRef(r.folder, r.stem) for r in cands})
+    if len(hits) > 1:
+        raise DatasetNameError(
+            f"dataset name {name!r} is ambiguous: {', '.join(r.stem for r in hits)}; "
+            "give the full name"
+        )
+    pool = {n: n for n in all_names}
+    pool.update({_PREFIX.sub("", n).casefold(): n for n in all_names})
+    close = difflib.get_close_matches(query.casefold(), list(pool), n=5, cutoff=0.6)
+    close_names = list(dict.fromkeys(pool[c] for c in close))
+    hint = f" Did you mean: {', '.join(close_names)}?" if close_names else ""
+    raise DatasetNameError(
+        f"unknown dataset {name!r}.{hint} Suites: {', '.join(SUITES)}. "
+        f"Valid names: {', '.join(all_names)}"
+    )
+
+
+def resolve_datasets(
+    names: Sequence[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> tuple[list[DatasetRef], list[DatasetRef]]:
+    """Expand suites and names into dataset refs.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Suite names (``mini``, ``classical``, ``cv``, ``nlp``, ``all``) and/or dataset names.
+    data_dir, cache_dir : path-like, optional
+        See `discover_local`.
+
+    Returns
+    -------
+    available : list of DatasetRef
+        Datasets with a local file, in order, without duplicates.
+    missing : list of DatasetRef
+        Datasets of a suite (or named explicitly) known upstream but absent locally; the caller
+        decides whether to download them (see `imod.bench.download`).
+
+    Raises
+    ------
+    DatasetNameError
+        For unknown or ambiguous names.
+    """
+    local = discover_local(data_dir, cache_dir)
+    by_key = {(r.folder, r.stem): r for r in local}
+    chosen: list[DatasetRef] = []
+    for name in names:
+        suite = name.casefold()
+        if suite == "mini":
+            chosen += [by_key.get(("Classical", s), DatasetRef("Classical", s)) for s in
+                       bundled_names()]
+        elif suite in SUITES:
+            folders = SUITES[suite]
+            refs = [r for r in _candidates(local) if r.folder in folders]
+            chosen += sorted(refs, key=sort_key)
+        else:
+            chosen.append(resolve_name(name, local))
+    out: dict[tuple[str, str], DatasetRef] = {}
+    for r in chosen:
+        out.setdefault((r.folder, r.stem), r)
+    available = [r for r in out.values() if r.path is not None]
+    missing = [r for r in out.values() if r.path is None]
+    return available, missing

@@ -1,0 +1,49 @@
+"""Per-example losses over member outputs.
+
+A loss maps outputs ``(K, B, ...)`` and targets ``(B, ...)`` to per-example,
+per-member values ``(K, B)``. The trainer masks and averages them per member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.nn import functional as F
+
+__all__ = ["LOSSES", "LossFn", "get_loss", "mse", "cross_entropy", "bce"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over features, one value per member and example."""
+    diff = outputs - targets.unsqueeze(0)
+    return diff.pow(2).flatten(2).mean(dim=2)
+
+
+def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy with integer class targets."""
+    n_members, batch = outputs.shape[:2]
+    flat = outputs.reshape(n_members * batch, -1)
+    tiled = targets.repeat(n_members)
+    return F.cross_entropy(flat, tiled, reduction="none").view(n_members, batch)
+
+
+def bce(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy on logits, averaged over features."""
+    expanded = targets.unsqueeze(0).expand_as(outputs).to(outputs.dtype)
+    loss = F.binary_cross_entropy_with_logits(outputs, expanded, reduction="none")
+    return loss.flatten(2).mean(dim=2)
+
+
+LOSSES: dict[str, LossFn] = {"mse": mse, "cross_entropy": cross_entropy, "bce": bce}
+
+
+def get_loss(loss: str | LossFn) -> LossFn:
+    """A named loss from ``LOSSES``, or a user callable passed through."""
+    if callable(loss):
+        return loss
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)} or a callable")
+    return LOSSES[loss]

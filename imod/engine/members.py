@@ -1,0 +1,252 @@
+"""Member architectures with stacked parameters.
+
+A *members* object knows how to create the stacked parameters of K members and
+how to run all K of them on one shared batch of inputs::
+
+    params = members.init(random_state, range(k0, k1), init, init_scale)
+    outputs = members.forward(params, x)          # x: (B, ...) -> (K, B, ...)
+
+Two implementations share that interface:
+
+* :class:`StackedMLP`, the fast path. The first layer of all members is one
+  wide matrix product ``x @ [W_1; ...; W_K]^T`` (the input batch is shared, so
+  its rows are read once); deeper layers are batched matrix products.
+* :class:`ModuleMembers`, the general path for any ``torch.nn.Module``, through
+  ``torch.func.functional_call`` under ``torch.vmap``.
+
+Parameter names follow ``torch.nn.Sequential`` (``"0.weight"``, ``"0.bias"``,
+``"2.weight"`` ...) so one member can be exported as a plain module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .init import InitHook, apply_init, member_seed
+
+__all__ = ["ACTIVATIONS", "StackedMLP", "ModuleMembers", "Members", "make_members"]
+
+Params = dict[str, torch.Tensor]
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "sigmoid": nn.Sigmoid,
+    "identity": nn.Identity,
+}
+
+
+def _check_activation(name: str) -> None:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+
+
+@dataclass(frozen=True)
+class StackedMLP:
+    """K fully connected networks of the same shape, trained together.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths ``(n_inputs, hidden_1, ..., n_outputs)``.
+    activation : str, default="relu"
+        Hidden activation: one of ``ACTIVATIONS``.
+    output_activation : str, default="identity"
+        Activation on the last layer (``"sigmoid"`` for [0, 1] reconstructions).
+    bias : bool, default=True
+        Whether layers have biases.
+
+    Examples
+    --------
+    >>> import torch
+    >>> mlp = StackedMLP((4, 8, 4))
+    >>> params = mlp.init(0, range(3))
+    >>> mlp.forward(params, torch.zeros(5, 4)).shape
+    torch.Size([3, 5, 4])
+    """
+
+    sizes: tuple[int, ...]
+    activation: str = "relu"
+    output_activation: str = "identity"
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        sizes = tuple(int(s) for s in self.sizes)
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"sizes must list at least two positive widths, got {self.sizes!r}")
+        object.__setattr__(self, "sizes", sizes)
+        _check_activation(self.activation)
+        _check_activation(self.output_activation)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    def module(self) -> nn.Sequential:
+        """One member as a plain ``nn.Sequential`` (parameter names match)."""
+        layers: list[nn.Module] = []
+        for i in range(self.n_layers):
+            layers.append(nn.Linear(self.sizes[i], self.sizes[i + 1], bias=self.bias))
+            last = i == self.n_layers - 1
+            layers.append(ACTIVATIONS[self.output_activation if last else self.activation]())
+        return nn.Sequential(*layers)
+
+    def init(
+        self,
+        random_state: int | None,
+        members: range,
+        init: str | InitHook = "default",
+        init_scale: float = 1.0,
+    ) -> Params:
+        """Stacked initial parameters of ``members`` (weights ``(K, out, in)``)."""
+        stacks: dict[str, list[torch.Tensor]] = {}
+        for k in members:
+            gen = torch.Generator().manual_seed(member_seed(random_state, k))
+            for i in range(self.n_layers):
+                fan_in, fan_out = self.sizes[i], self.sizes[i + 1]
+                bound = fan_in**-0.5  # nn.Linear's default: kaiming_uniform(a=sqrt(5))
+                w = torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=gen)
+                apply_init(f"{2 * i}.weight", w, gen, init, init_scale)
+                stacks.setdefault(f"{2 * i}.weight", []).append(w)
+                if self.bias:
+                    b = torch.empty(fan_out).uniform_(-bound, bound, generator=gen)
+                    apply_init(f"{2 * i}.bias", b, gen, init, init_scale)
+                    stacks.setdefault(f"{2 * i}.bias", []).append(b)
+        return {name: torch.stack(ts) for name, ts in stacks.items()}
+
+    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """Run every member on the shared batch ``x`` of shape ``(B, n_inputs)``.
+
+        Returns ``(K, B, n_outputs)``.
+        """
+        w0 = params["0.weight"]
+        n_members, width, n_in = w0.shape
+        # One wide product for all members' first layers: (B, d) @ (d, K*h).
+        b0 = params["0.bias"].reshape(-1) if self.bias else None
+        h = nn.functional.linear(x, w0.reshape(n_members * width, n_in), b0)
+        h = h.view(x.shape[0], n_members, width).transpose(0, 1)
+        for i in range(self.n_layers):
+            if i > 0:
+                w = params[f"{2 * i}.weight"]
+                h = torch.matmul(h, w.transpose(1, 2))
+                if self.bias:
+                    h = h + params[f"{2 * i}.bias"].unsqueeze(1)
+            last = i == self.n_layers - 1
+            h = _activate(h, self.output_activation if last else self.activation)
+        return h
+
+
+def _activate(h: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "relu":
+        return torch.relu(h)
+    if name == "leaky_relu":
+        return nn.functional.leaky_relu(h, 0.01)
+    if name == "tanh":
+        return torch.tanh(h)
+    if name == "gelu":
+        return nn.functional.gelu(h)
+    if name == "sigmoid":
+        return torch.sigmoid(h)
+    return h
+
+
+class ModuleMembers:
+    """K copies of any ``torch.nn.Module``, vectorized with ``torch.func``.
+
+    Parameters
+    ----------
+    factory : callable
+        Builds one member, e.g. ``lambda: MyCNN()``. It is called once per
+        member under that member's seed, so the module's own default
+        initialization is the ``"default"`` scheme.
+
+    Notes
+    -----
+    Modules whose forward pass updates buffers (BatchNorm running statistics)
+    cannot run under ``vmap``; use GroupNorm/LayerNorm or no normalization.
+
+    Examples
+    --------
+    >>> import torch
+    >>> members = ModuleMembers(lambda: torch.nn.Linear(4, 2))
+    >>> params = members.init(0, range(3))
+    >>> members.forward(params, torch.zeros(5, 4)).shape
+    torch.Size([3, 5, 2])
+    """
+
+    def __init__(self, factory: Callable[[], nn.Module]) -> None:
+        if not callable(factory):
+            raise TypeError("factory must be a callable returning a torch.nn.Module")
+        self.factory = factory
+        with torch.random.fork_rng(devices=[]):
+            template = factory()
+        if not isinstance(template, nn.Module):
+            raise TypeError(f"factory returned {type(template).__name__}, not a torch.nn.Module")
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in template.modules()):
+            raise ValueError(
+                "BatchNorm layers keep running statistics, which torch.vmap cannot update; "
+                "use GroupNorm, LayerNorm or no normalization in ensemble members"
+            )
+        self._template = template.to("meta")
+        self._buffers = {n: b for n, b in template.named_buffers()}
+
+    def module(self) -> nn.Module:
+        """One member as a fresh module (load a member's state dict into it)."""
+        return self.factory()
+
+    def init(
+        self,
+        random_state: int | None,
+        members: range,
+        init: str | InitHook = "default",
+        init_scale: float = 1.0,
+    ) -> Params:
+        stacks: dict[str, list[torch.Tensor]] = {}
+        for k in members:
+            seed = member_seed(random_state, k)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                module = self.factory()
+            gen = torch.Generator().manual_seed(seed)
+            for name, p in module.named_parameters():
+                t = p.detach().clone()
+                apply_init(name, t, gen, init, init_scale)
+                stacks.setdefault(name, []).append(t)
+        return {name: torch.stack(ts) for name, ts in stacks.items()}
+
+    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        buffers = {n: b.to(x.device) for n, b in self._buffers.items()}
+
+        def one(p: Params, xb: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(self._template, (p, buffers), (xb,))
+
+        return torch.vmap(one, in_dims=(0, None))(params, x)
+
+
+Members = StackedMLP | ModuleMembers
+
+
+def make_members(model: StackedMLP | ModuleMembers | Callable[[], nn.Module]) -> Members:
+    """Accept a :class:`StackedMLP`, a :class:`ModuleMembers`, or a module factory."""
+    if isinstance(model, (StackedMLP, ModuleMembers)):
+        return model
+    if isinstance(model, nn.Module):
+        raise TypeError(
+            "pass a factory (e.g. `lambda: MyNet()`) rather than a module instance, "
+            "so every member gets its own initialization"
+        )
+    if callable(model):
+        return ModuleMembers(model)
+    raise TypeError(f"model must be a StackedMLP or a module factory, got {type(model).__name__}")
+
+
+def member_state_dict(params: Params, k: int) -> dict[str, torch.Tensor]:
+    """Member ``k``'s parameters as a plain state dict."""
+    return {name: t[k].detach().clone() for name, t in params.items()}
+

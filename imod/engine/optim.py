@@ -1,0 +1,122 @@
+"""Optimizers over stacked member parameters.
+
+Each update takes an ``active`` vector of shape ``(K,)``: a member whose
+mini-batch held none of its examples takes no step at all (its moments and step
+count stay as they were), exactly as a model trained alone would skip that
+batch. The formulas are those of ``torch.optim.SGD``, ``Adam`` and ``AdamW``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["OptimizerSpec", "StackedOptimizer", "OPTIMIZERS"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """Which optimizer, with its hyper-parameters.
+
+    Parameters
+    ----------
+    name : {"adam", "adamw", "sgd"}
+    lr : float
+        Learning rate.
+    weight_decay : float
+        L2 penalty (added to the gradient for ``adam``/``sgd``, decoupled for ``adamw``).
+    betas : tuple of float
+        Adam moment decay rates.
+    eps : float
+        Adam denominator guard.
+    momentum : float
+        SGD momentum (0 = plain SGD).
+
+    Examples
+    --------
+    >>> OptimizerSpec("adam", lr=1e-3).name
+    'adam'
+    """
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = field(default=(0.9, 0.999))
+    eps: float = 1e-8
+    momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.name!r}; choose one of {OPTIMIZERS}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    @classmethod
+    def coerce(cls, spec: OptimizerSpec | str | dict) -> OptimizerSpec:
+        """Accept a spec, an optimizer name, or a dict of its fields."""
+        if isinstance(spec, OptimizerSpec):
+            return spec
+        if isinstance(spec, str):
+            return cls(spec)
+        if isinstance(spec, dict):
+            return cls(**spec)
+        raise TypeError(f"optimizer must be an OptimizerSpec, a name or a dict, got {spec!r}")
+
+
+class StackedOptimizer:
+    """Applies one optimizer step to every member at once."""
+
+    def __init__(self, spec: OptimizerSpec, params: dict[str, torch.Tensor]) -> None:
+        self.spec = spec
+        n_members = next(iter(params.values())).shape[0]
+        device = next(iter(params.values())).device
+        self.steps = torch.zeros(n_members, device=device)
+        self.state = {
+            name: (torch.zeros_like(p), torch.zeros_like(p)) for name, p in params.items()
+        }
+
+    @torch.no_grad()
+    def step(
+        self,
+        params: dict[str, torch.Tensor],
+        grads: dict[str, torch.Tensor],
+        active: torch.Tensor,
+    ) -> None:
+        s = self.spec
+        act = active.to(self.steps.dtype)
+        self.steps += act
+        if s.name in ("adam", "adamw"):
+            b1, b2 = s.betas
+            t = self.steps.clamp_min(1.0)
+            corr1 = 1.0 - b1**t
+            corr2 = 1.0 - b2**t
+        for name, p in params.items():
+            g = grads[name]
+            shape = (-1,) + (1,) * (p.ndim - 1)
+            a = act.view(shape)
+            if s.name == "sgd":
+                if s.weight_decay:
+                    g = g + s.weight_decay * p
+                if s.momentum:
+                    buf, _ = self.state[name]
+                    # torch.optim.SGD starts the buffer at the first gradient.
+                    first = (self.steps == 1).to(p.dtype).view(shape)
+                    new = first * g + (1 - first) * (s.momentum * buf + g)
+                    buf.copy_(a * new + (1 - a) * buf)
+                    g = buf
+                p.sub_(a * s.lr * g)
+                continue
+            m, v = self.state[name]
+            if s.name == "adamw" and s.weight_decay:
+                p.mul_(1 - a * s.lr * s.weight_decay)
+            elif s.weight_decay:
+                g = g + s.weight_decay * p
+            m.lerp_(g, a * (1 - b1))
+            v.lerp_(g * g, a * (1 - b2))
+            denom = (v / corr2.view(shape)).sqrt_().add_(s.eps)
+            p.sub_(a * (s.lr / corr1.view(shape)) * m / denom)

@@ -1,0 +1,424 @@
+"""Train K small networks at once, each on its own subset of the data.
+
+The whole schedule in one place (see :func:`train_ensemble`):
+
+1. Every epoch draws one permutation of all examples from ``random_state``.
+   It is cut into *shared* batches of ``ceil(batch_size / mean rate)`` rows, so a
+   member whose mask holds a fraction ``r`` of the data sees about
+   ``batch_size`` of its own examples per update.
+2. All members run on the shared batch (one wide matrix product for the first
+   layer). Member ``k``'s loss is the mean over the rows of the batch that are
+   in its mask: rows outside the mask are multiplied by zero, so they never
+   reach its gradient. A member with no rows in a batch takes no step.
+3. Recorders run after every epoch (or every N updates) on their evaluation sets.
+
+Members are processed in chunks that fit a memory budget; a member's initial
+weights and the batch order depend only on ``random_state`` and the member's
+index, so the chunk size never changes the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .init import InitHook, check_init
+from .losses import LossFn, get_loss
+from .masks import validate_mask
+from .members import Members, ModuleMembers, StackedMLP, make_members, member_state_dict
+from .optim import OptimizerSpec, StackedOptimizer
+from .recorders import Recorder, _Store
+
+__all__ = ["EnsembleResult", "train_ensemble", "resolve_device", "as_tensor", "batch_order"]
+
+Params = dict[str, torch.Tensor]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` picks CUDA when available, else the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:i]'") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but CUDA is not available")
+    return dev
+
+
+def as_tensor(data, name: str, *, integer: bool = False) -> torch.Tensor:
+    """Convert inputs/targets to a tensor, refusing NaN/inf and empty data."""
+    t = data if isinstance(data, torch.Tensor) else torch.as_tensor(np.asarray(data))
+    if t.ndim == 0 or t.shape[0] == 0:
+        raise ValueError(f"{name} is empty: need at least one example")
+    if integer:
+        if t.is_floating_point():
+            if not torch.equal(t, t.round()):
+                raise ValueError(f"{name} must hold integer class labels")
+        return t.long()
+    if not t.is_floating_point():
+        t = t.to(torch.float32)
+    if not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+    return t.to(torch.float32)
+
+
+def batch_order(random_state: int | None, epoch: int, n_samples: int) -> np.ndarray:
+    """The permutation of examples for one epoch (shared by all members)."""
+    seed = [0 if random_state is None else int(random_state), int(epoch)]
+    return np.random.default_rng(seed).permutation(n_samples)
+
+
+@dataclass
+class EnsembleResult:
+    """What :func:`train_ensemble` returns.
+
+    Attributes
+    ----------
+    members : StackedMLP or ModuleMembers
+        The architecture, to run the trained parameters on new data.
+    params : dict of str to Tensor
+        Final stacked parameters, ``(K, ...)`` each, on the CPU.
+    records : dict of str to ndarray
+        One entry per recorder: ``(T, K, n_eval)`` for ``reduce="stack"``,
+        ``(K, n_eval)`` otherwise.
+    record_epochs : ndarray of shape (T,)
+        Epoch (fractional for ``record_every=N`` updates) of each recording.
+    record_updates : ndarray of shape (T,)
+        Number of shared batches processed at each recording.
+    snapshots : list of dict, or None
+        Stacked parameters at every recording, when ``keep_snapshots=True``.
+    mask : ndarray of shape (K, n)
+        The membership mask used.
+    """
+
+    members: Members
+    params: Params
+    records: dict[str, np.ndarray]
+    record_epochs: np.ndarray
+    record_updates: np.ndarray
+    snapshots: list[Params] | None
+    mask: np.ndarray
+    seconds: float = 0.0
+    chunk_size: int = 0
+    history: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def n_members(self) -> int:
+        return int(self.mask.shape[0])
+
+    def forward(
+        self,
+        X,
+        params: Params | None = None,
+        batch_size: int = 4096,
+        device: str | torch.device = "cpu",
+    ) -> torch.Tensor:
+        """Outputs ``(K, n, ...)`` of every member on ``X`` (no gradients)."""
+        x = as_tensor(X, "X")
+        p = self.params if params is None else params
+        dev = resolve_device(device)
+        p = {k: v.to(dev) for k, v in p.items()}
+        with torch.no_grad():
+            outs = [
+                self.members.forward(p, x[i : i + batch_size].to(dev)).cpu()
+                for i in range(0, x.shape[0], batch_size)
+            ]
+        return torch.cat(outs, dim=1)
+
+    def member_module(self, k: int) -> nn.Module:
+        """Member ``k`` as a standalone ``torch.nn.Module``."""
+        module = self.members.module()
+        module.load_state_dict(member_state_dict(self.params, k))
+        return module
+
+
+def _auto_chunk(
+    members: Members,
+    params_per_member: int,
+    batch_rows: int,
+    eval_rows: int,
+    device: torch.device,
+) -> int:
+    """Members per chunk so one chunk stays within a memory budget."""
+    if isinstance(members, StackedMLP):
+        activations = sum(members.sizes[1:])
+    else:
+        activations = 4 * params_per_member  # unknown model: be conservative
+    # parameters, gradients, two optimizer moments and temporaries; activations
+    # saved for backward (x3 for pre/post activation and gradient).
+    per_member = 4 * (6 * params_per_member + 3 * activations * (batch_rows + eval_rows))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = int(0.5 * free)
+    else:
+        budget = 2 * 1024**3
+    return max(1, budget // max(per_member, 1))
+
+
+def train_ensemble(
+    model: StackedMLP | ModuleMembers | Callable[[], nn.Module],
+    X,
+    y=None,
+    *,
+    mask: np.ndarray | None = None,
+    n_members: int | None = None,
+    loss: str | LossFn = "mse",
+    optimizer: OptimizerSpec | str | dict = "adam",
+    epochs: int = 10,
+    batch_size: int = 64,
+    random_state: int | None = 0,
+    init: str | InitHook = "default",
+    init_scale: float = 1.0,
+    recorders: Sequence[Recorder] = (),
+    record_every: str | int = "epoch",
+    record_initial: bool = False,
+    keep_snapshots: bool = False,
+    chunk_size: int | str = "auto",
+    first_member: int = 0,
+    device: str | torch.device = "auto",
+    eval_batch_size: int = 8192,
+    progress: bool = False,
+) -> EnsembleResult:
+    """Train an ensemble of K networks, each on its own subset of ``X``.
+
+    Parameters
+    ----------
+    model : StackedMLP, ModuleMembers, or callable
+        Member architecture. A :class:`StackedMLP` takes the fast path; any
+        ``torch.nn.Module`` factory takes the ``torch.func`` path.
+    X : array-like of shape (n, ...)
+        Training inputs.
+    y : array-like of shape (n, ...), optional
+        Targets. ``None`` trains an autoencoder (targets are the inputs).
+    mask : ndarray of shape (K, n), optional
+        ``mask[k, i]`` is True when member ``k`` trains on example ``i``. See
+        :func:`~imod.engine.masks.balanced_mask` and friends. Defaults to all
+        examples for ``n_members`` members.
+    n_members : int, optional
+        K, when no mask is given.
+    loss : {"mse", "cross_entropy", "bce"} or callable
+        Per-example loss ``(outputs (K, B, ...), targets (B, ...)) -> (K, B)``.
+    optimizer : OptimizerSpec, str or dict
+        E.g. ``"adam"`` or ``OptimizerSpec("sgd", lr=0.1, momentum=0.9)``.
+    epochs : int
+        Passes over the data.
+    batch_size : int
+        Examples of its own per member per update (on average).
+    random_state : int or None
+        Seeds the initialization and the batch order.
+    init, init_scale
+        Initialization scheme and weight scale; see :mod:`imod.engine.init`.
+    recorders : sequence of Recorder
+        What to measure during training.
+    record_every : "epoch" or int
+        Record after each epoch or every N updates.
+    record_initial : bool
+        Also record before the first update.
+    keep_snapshots : bool
+        Keep the stacked parameters at every recording (on the CPU).
+    chunk_size : "auto" or int
+        Members trained together; ``"auto"`` fits a memory budget (2 GiB on
+        the CPU, half the free memory on a GPU).
+    first_member : int
+        Global index of the first member (row 0 of the mask). Member ``k`` is
+        seeded from ``(random_state, first_member + k)``, so an ensemble trained
+        in blocks (to resume, extend, or spread over workers) gets exactly the
+        numbers of one run over all members.
+    device : "auto", "cpu", "cuda" or torch.device
+    eval_batch_size : int
+        Rows per forward pass when recording.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    EnsembleResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imod.engine import StackedMLP, Recorder, per_example_loss, train_ensemble
+    >>> X = np.random.default_rng(0).normal(size=(100, 5)).astype("float32")
+    >>> res = train_ensemble(StackedMLP((5, 3, 5)), X, n_members=4, epochs=3,
+    ...                      recorders=[Recorder("loss", per_example_loss("mse"))],
+    ...                      device="cpu")
+    >>> res.records["loss"].shape
+    (3, 4, 100)
+    """
+    import time
+
+    start_time = time.perf_counter()
+    members = make_members(model)
+    x = as_tensor(X, "X")
+    n = x.shape[0]
+    loss_fn = get_loss(loss)
+    if y is None:
+        targets = x
+    else:
+        classify = loss == "cross_entropy"
+        targets = as_tensor(y, "y", integer=classify)
+        if targets.shape[0] != n:
+            raise ValueError(f"X has {n} examples but y has {targets.shape[0]}")
+    if mask is None:
+        if n_members is None:
+            raise ValueError("give either a mask (K x n) or n_members")
+        if not isinstance(n_members, (int, np.integer)) or n_members < 1:
+            raise ValueError(f"n_members must be an integer >= 1 (K >= 1), got {n_members!r}")
+        mask = np.ones((int(n_members), n), dtype=bool)
+    else:
+        mask = validate_mask(mask, n)
+        if n_members is not None and n_members != mask.shape[0]:
+            raise ValueError(f"n_members={n_members} but the mask has {mask.shape[0]} rows")
+    n_total = mask.shape[0]
+    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if record_every != "epoch" and not (isinstance(record_every, int) and record_every >= 1):
+        raise ValueError(f"record_every must be 'epoch' or a positive int, got {record_every!r}")
+    check_init(init, init_scale)
+    spec = OptimizerSpec.coerce(optimizer)
+    dev = resolve_device(device)
+    names = [r.name for r in recorders]
+    if len(set(names)) != len(names):
+        raise ValueError(f"recorder names must be unique, got {names}")
+
+    # Evaluation sets, converted and checked once.
+    eval_sets = []
+    for rec in recorders:
+        ex = x if rec.X is None else as_tensor(rec.X, f"recorder {rec.name!r} X")
+        if rec.y is not None:
+            ey = as_tensor(rec.y, f"recorder {rec.name!r} y", integer=targets.dtype == torch.long)
+        elif rec.X is None:
+            ey = targets
+        elif y is None:
+            ey = ex
+        else:
+            raise ValueError(f"recorder {rec.name!r} has X but no y for a supervised model")
+        if ey.shape[0] != ex.shape[0]:
+            raise ValueError(f"recorder {rec.name!r}: X and y lengths differ")
+        eval_sets.append((ex.to(dev), ey.to(dev)))
+
+    shared_batch = min(n, math.ceil(batch_size / float(mask.mean())))
+    steps_per_epoch = math.ceil(n / shared_batch)
+
+    if not isinstance(first_member, (int, np.integer)) or first_member < 0:
+        raise ValueError(f"first_member must be a non-negative integer, got {first_member!r}")
+    probe = members.init(random_state, range(0, 1), init, init_scale)
+    params_per_member = sum(t[0].numel() for t in probe.values())
+    if chunk_size == "auto":
+        max_eval = max([min(e[0].shape[0], eval_batch_size) for e in eval_sets], default=0)
+        chunk = _auto_chunk(members, params_per_member, shared_batch, max_eval, dev)
+    elif isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1:
+        chunk = int(chunk_size)
+    else:
+        raise ValueError(f"chunk_size must be 'auto' or a positive int, got {chunk_size!r}")
+    chunk = min(chunk, n_total)
+
+    x_dev, t_dev = x.to(dev), targets.to(dev)
+    orders = [batch_order(random_state, e, n) for e in range(epochs)]
+    all_params: list[Params] = []
+    stores = {name: [] for name in names}
+    snapshots_chunks: list[list[Params]] = []
+    rec_epochs: list[float] = []
+    rec_updates: list[int] = []
+
+    n_chunks = math.ceil(n_total / chunk)
+    bar = tqdm(
+        total=n_chunks * epochs * steps_per_epoch,
+        disable=not progress,
+        desc="training ensemble",
+        unit="update",
+        leave=False,
+    )
+    for c0 in range(0, n_total, chunk):
+        c1 = min(c0 + chunk, n_total)
+        seeds = range(first_member + c0, first_member + c1)
+        params = {
+            k: v.to(dev).requires_grad_(True)
+            for k, v in members.init(random_state, seeds, init, init_scale).items()
+        }
+        opt = StackedOptimizer(spec, params)
+        mask_dev = torch.as_tensor(mask[c0:c1], device=dev)
+        chunk_stores = [_Store(r.reduce) for r in recorders]
+        chunk_snaps: list[Params] = []
+        first_chunk = c0 == 0
+
+        def record(epoch_pos: float, updates: int) -> None:
+            with torch.no_grad():
+                for rec, (ex, ey), store in zip(recorders, eval_sets, chunk_stores):
+                    parts = []
+                    for i in range(0, ex.shape[0], eval_batch_size):
+                        out = members.forward(params, ex[i : i + eval_batch_size])
+                        parts.append(rec.fn(out, ey[i : i + eval_batch_size]))
+                    vals = torch.cat(parts, dim=1)
+                    if rec.transform is not None:
+                        vals = rec.transform(vals)
+                    store.add(vals.float().cpu().numpy())
+            if keep_snapshots:
+                chunk_snaps.append({k: v.detach().cpu().clone() for k, v in params.items()})
+            if first_chunk:
+                rec_epochs.append(epoch_pos)
+                rec_updates.append(updates)
+
+        updates = 0
+        if record_initial:
+            record(0.0, 0)
+        for epoch in range(epochs):
+            order = orders[epoch]
+            for s in range(steps_per_epoch):
+                idx_np = order[s * shared_batch : (s + 1) * shared_batch]
+                idx = torch.as_tensor(idx_np, device=dev)
+                weights = mask_dev[:, idx].to(x_dev.dtype)  # (K, B): 1 where in the member
+                counts = weights.sum(dim=1)
+                out = members.forward(params, x_dev[idx])
+                per_example = loss_fn(out, t_dev[idx])
+                member_loss = (per_example * weights).sum(dim=1) / counts.clamp_min(1.0)
+                grads = torch.autograd.grad(member_loss.sum(), list(params.values()))
+                opt.step(params, dict(zip(params.keys(), grads)), counts > 0)
+                updates += 1
+                bar.update(1)
+                if record_every != "epoch" and updates % record_every == 0:
+                    record(epoch + (s + 1) / steps_per_epoch, updates)
+            if record_every == "epoch":
+                record(float(epoch + 1), updates)
+
+        all_params.append({k: v.detach().cpu() for k, v in params.items()})
+        for name, store in zip(names, chunk_stores):
+            stores[name].append(store)
+        snapshots_chunks.append(chunk_snaps)
+    bar.close()
+
+    final = {k: torch.cat([p[k] for p in all_params]) for k in all_params[0]}
+    records = {}
+    for rec in recorders:
+        parts = [s.result() for s in stores[rec.name]]
+        records[rec.name] = np.concatenate(parts, axis=1 if rec.reduce == "stack" else 0)
+    snapshots = None
+    if keep_snapshots:
+        snapshots = [
+            {k: torch.cat([snaps[t][k] for snaps in snapshots_chunks]) for k in final}
+            for t in range(len(snapshots_chunks[0]))
+        ]
+    return EnsembleResult(
+        members=members,
+        params=final,
+        records=records,
+        record_epochs=np.asarray(rec_epochs, dtype=float),
+        record_updates=np.asarray(rec_updates, dtype=int),
+        snapshots=snapshots,
+        mask=mask,
+        seconds=time.perf_counter() - start_time,
+        chunk_size=chunk,
+    )
