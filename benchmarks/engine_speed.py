@@ -15,42 +15,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
-from torch.nn import functional as F
 
-from imod.engine import StackedMLP, batch_order, train_ensemble
-
-
-def loop_train(
-    mlp: StackedMLP,
-    init: dict[str, torch.Tensor],
-    X: torch.Tensor,
-    y: torch.Tensor,
-    epochs: int,
-    batch_size: int,
-    seed: int,
-) -> list[torch.nn.Module]:
-    """The reference: each member alone, plain PyTorch, same batches."""
-    models = []
-    n_members = next(iter(init.values())).shape[0]
-    for k in range(n_members):
-        model = mlp.module().to(X.device)
-        model.load_state_dict({name: t[k] for name, t in init.items()})
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        for epoch in range(epochs):
-            order = torch.as_tensor(batch_order(seed, epoch, len(X)), device=X.device)
-            for s in range(math.ceil(len(X) / batch_size)):
-                idx = order[s * batch_size : (s + 1) * batch_size]
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(X[idx]), y[idx]).backward()
-                opt.step()
-        models.append(model)
-    return models
+from imod.engine import StackedMLP, train_ensemble
+from imod.engine.reference import train_one_by_one
 
 
 def sync(device: torch.device) -> None:
@@ -72,7 +44,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads for both runs (default: torch's own choice)",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     Xn, yn = load_digits(return_X_y=True)
@@ -80,8 +60,14 @@ def main() -> None:
     X, y = torch.as_tensor(Xn, device=device), torch.as_tensor(yn, device=device)
     n_loop = args.loop_members or args.members
 
-    print(f"device={device} K={args.members} epochs={args.epochs} batch={args.batch_size}")
-    print(f"{'width':>6} {'vectorized s':>13} {'loop s':>10} {'speed-up':>9} {'acc vec':>8} {'acc loop':>9}")
+    print(
+        f"device={device} threads={torch.get_num_threads()} K={args.members} "
+        f"epochs={args.epochs} batch={args.batch_size}"
+    )
+    print(
+        f"{'width':>6} {'vectorized s':>13} {'loop s':>10} {'speed-up':>9} "
+        f"{'acc vec':>8} {'acc loop':>9}"
+    )
     for width in args.widths:
         mlp = StackedMLP((Xn.shape[1], width, 10))
         # Warm-up (allocator, kernels), not timed.
@@ -90,8 +76,15 @@ def main() -> None:
         sync(device)
         t0 = time.perf_counter()
         res = train_ensemble(
-            mlp, X, y, n_members=args.members, loss="cross_entropy", epochs=args.epochs,
-            batch_size=args.batch_size, random_state=args.seed, device=device,
+            mlp,
+            X,
+            y,
+            n_members=args.members,
+            loss="cross_entropy",
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            random_state=args.seed,
+            device=device,
         )
         sync(device)
         t_vec = time.perf_counter() - t0
@@ -99,7 +92,17 @@ def main() -> None:
         init = mlp.init(args.seed, range(n_loop))
         sync(device)
         t0 = time.perf_counter()
-        models = loop_train(mlp, init, X, y, args.epochs, args.batch_size, args.seed)
+        models = train_one_by_one(
+            mlp,
+            init,
+            X,
+            y,
+            loss="cross_entropy",
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            random_state=args.seed,
+            device=device,
+        )
         sync(device)
         t_loop = (time.perf_counter() - t0) * args.members / n_loop
 

@@ -276,7 +276,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from imod.bench.datasets import sort_key, catalogue, discover_local, load_npz
+    from imod.bench.datasets import catalogue, discover_local, load_npz, sort_key
 
     local = sorted(discover_local(args.data_dir, args.cache_dir), key=sort_key)
     print(f"Local datasets ({len(local)}):")

@@ -60,7 +60,9 @@ def test_bad_seeds_and_reference_exit_2(capsys: pytest.CaptureFixture[str]):
 
 
 def test_missing_explicit_dataset_without_download(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]):
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("IMOD_ADBENCH_DIR", raising=False)
     code, _, err = _run(["bench", "--datasets", "Cardiotocography", "--cache-dir",
                          str(tmp_path), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "--download" in err

@@ -118,7 +118,8 @@ def test_invalid_content(tmp_path: Path, arrays: dict, message: str):
         load_npz(f)
 
 
-def test_names_cardio_vs_cardiotocography():
+def test_names_cardio_vs_cardiotocography(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("IMOD_ADBENCH_DIR", raising=False)
     local = discover_local(data_dir=None, cache_dir="/nonexistent")
     assert resolve_name("cardio", local).stem == "6_cardio"
     assert resolve_name("6_cardio", local).stem == "6_cardio"

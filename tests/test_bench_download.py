@@ -13,6 +13,7 @@ import pytest
 
 from imod.bench.datasets import manifest, resolve_datasets
 from imod.bench.download import ChecksumError, DownloadError, download, sha256_file
+from imod.cli import main
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def mirror(adbench_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """Serve a tmp folder laid out like ``adbench/datasets`` on 127.0.0.1."""
     root = tmp_path / "mirror"
     (root / "Classical").mkdir(parents=True)
-    for name in ("15_Hepatitis.npz", "39_vertebral.npz", "45_wine.npz"):
+    for name in ("15_Hepatitis.npz", "39_vertebral.npz", "45_wine.npz", "46_WPBC.npz"):
         shutil.copy(adbench_dir / "Classical" / name, root / "Classical" / name)
     # A tampered copy: same name as an official file, one byte changed.
     bad = root / "Classical" / "45_wine.npz"
@@ -101,3 +102,21 @@ def test_http_error_is_clear(mirror: tuple[str, Path], tmp_path: Path):
     with pytest.raises(DownloadError, match="could not download"):
         download("Classical/29_Pima.npz", cache_dir=tmp_path / "c", base_url_override=url)
     assert not [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
+
+
+def test_cli_bench_download(mirror: tuple[str, Path], tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    url, _ = mirror
+    monkeypatch.setenv("IMOD_ADBENCH_URL", url)
+    monkeypatch.delenv("IMOD_ADBENCH_DIR", raising=False)
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    argv = ["bench", "--datasets", "WPBC", "--detectors", "PCA", "--seeds", "1",
+            "--cache-dir", str(cache), "--out", str(out), "--quiet", "--no-plots"]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)  # not local and no --download: argparse error
+    assert exc.value.code == 2
+    assert main([*argv, "--download"]) == 0
+    assert (cache / "NLP_by_BERT").exists() is False
+    assert (cache / "Classical" / "46_WPBC.npz").is_file()
+    assert "46_WPBC" in (out / "summary.md").read_text()
+    capsys.readouterr()

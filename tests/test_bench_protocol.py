@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import bench_helpers
 import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import MinMaxScaler
 
-import bench_helpers
 from imod.bench.datasets import BUNDLED_DIR, load_npz
 from imod.bench.detectors import (
     DetectorNameError,

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import bench_helpers
 import pandas as pd
 import pytest
 
-import bench_helpers
 from imod.bench.datasets import resolve_datasets
 from imod.bench.protocol import ProtocolConfig
 from imod.bench.runner import ConfigMismatchError, read_results, run_benchmark

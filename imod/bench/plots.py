@@ -40,15 +40,16 @@ def auroc_heatmap(results: pd.DataFrame, path: str | Path) -> Path:
     table = table[order]
     n_rows, n_cols = table.shape
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * n_cols, 1.2 + 0.32 * n_rows))
-    im = ax.imshow(table.to_numpy(dtype=float), cmap="viridis", vmin=0.0, vmax=1.0,
-                   aspect="auto")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgray")  # failed = gray
+    values = np.ma.masked_invalid(table.to_numpy(dtype=float))
+    im = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(n_cols), labels=list(table.columns), rotation=45, ha="right")
     ax.set_yticks(range(n_rows), labels=list(table.index))
     for i in range(n_rows):
         for j in range(n_cols):
             v = table.iat[i, j]
             text = "err" if pd.isna(v) else f"{v:.2f}"
-            color = "black" if (not pd.isna(v) and v > 0.6) else "white"
+            color = "black" if (pd.isna(v) or v > 0.6) else "white"
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
     fig.colorbar(im, ax=ax, label="AUROC", fraction=0.04)
     ax.set_title("AUROC per dataset (mean over seeds)")
@@ -76,16 +77,16 @@ def rank_plot(results: pd.DataFrame, path: str | Path, alpha: float = 0.05) -> P
             friedman = float(stats.friedmanchisquare(*[ranks[c] for c in ranks.columns]).pvalue)
         except ValueError:
             pass
-    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.3 * k))
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.28 * k))
     lo, hi = 1.0, max(float(k), 2.0)
     ax.set_xlim(lo - 0.3, hi + 0.3)
-    ax.set_ylim(-(k + 1), 2)
+    ax.set_ylim(-(k * 0.8 + 0.5), 1.9)
     ax.hlines(0, lo, hi, color="black", lw=1)
     for r in range(1, int(hi) + 1):
         ax.vlines(r, -0.1, 0.1, color="black", lw=1)
         ax.text(r, 0.25, str(r), ha="center", va="bottom", fontsize=8)
     for i, (name, r) in enumerate(avg.items()):
-        y = -(i + 1) * 0.8
+        y = -(i + 1) * 0.8 - 0.2  # leave room for the clique bars under the axis
         ax.plot([r, r], [0, y], color="gray", lw=0.8)
         ax.plot(r, 0, "o", color="C0", ms=4)
         left = r <= (lo + hi) / 2
@@ -105,7 +106,7 @@ def rank_plot(results: pd.DataFrame, path: str | Path, alpha: float = 0.05) -> P
             if j > i and not any(a <= i and j <= b for a, b in cliques):
                 cliques.append((i, j))
         for c, (i, j) in enumerate(cliques):
-            y = -0.35 - 0.15 * c
+            y = -0.25 - 0.12 * c
             ax.plot([values[i] - 0.03, values[j] + 0.03], [y, y], color="black", lw=3)
     title = f"Average AUROC rank over {n} datasets (lower is better)"
     if math.isfinite(friedman):

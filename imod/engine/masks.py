@@ -89,8 +89,8 @@ def balanced_mask(
     empty = np.flatnonzero(~mask.any(axis=1))
     if empty.size:
         raise ValueError(
-            f"member {int(empty[0])} received no examples (n_members={n_members}, n_samples={n_samples}, "
-            f"rate={rate}); use fewer members or more data"
+            f"member {int(empty[0])} received no examples (n_members={n_members}, "
+            f"n_samples={n_samples}, rate={rate}); use fewer members or more data"
         )
     return mask
 

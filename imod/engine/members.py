@@ -249,4 +249,3 @@ def make_members(model: StackedMLP | ModuleMembers | Callable[[], nn.Module]) ->
 def member_state_dict(params: Params, k: int) -> dict[str, torch.Tensor]:
     """Member ``k``'s parameters as a plain state dict."""
     return {name: t[k].detach().clone() for name, t in params.items()}
-

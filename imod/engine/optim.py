@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch.optim.adam import adam as torch_adam
+from torch.optim.sgd import sgd as torch_sgd
 
 __all__ = ["OptimizerSpec", "StackedOptimizer", "OPTIMIZERS"]
 
@@ -69,16 +71,26 @@ class OptimizerSpec:
 
 
 class StackedOptimizer:
-    """Applies one optimizer step to every member at once."""
+    """Applies one optimizer step to every member at once.
+
+    While every member has stepped at every update (the usual case), the step
+    is torch's own fused (CUDA) or multi-tensor (CPU) implementation: one pass
+    over memory, which matters when K members hold hundreds of millions of
+    weights. Once some member skips a batch, members' step counts differ and the
+    per-member formula of :meth:`_masked_step` takes over for good.
+    """
 
     def __init__(self, spec: OptimizerSpec, params: dict[str, torch.Tensor]) -> None:
         self.spec = spec
-        n_members = next(iter(params.values())).shape[0]
-        device = next(iter(params.values())).device
-        self.steps = torch.zeros(n_members, device=device)
-        self.state = {
-            name: (torch.zeros_like(p), torch.zeros_like(p)) for name, p in params.items()
-        }
+        self.names = list(params)
+        first = next(iter(params.values()))
+        self.steps = torch.zeros(first.shape[0], device=first.device)
+        self.uniform = True
+        self.scalar_steps = [torch.zeros((), device=first.device) for _ in params]
+        self.exp_avg = [torch.zeros_like(p) for p in params.values()]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params.values()]
+        # SGD momentum buffers; torch creates them from the first gradient.
+        self.momentum: list[torch.Tensor | None] = [None] * len(params)
 
     @torch.no_grad()
     def step(
@@ -86,6 +98,60 @@ class StackedOptimizer:
         params: dict[str, torch.Tensor],
         grads: dict[str, torch.Tensor],
         active: torch.Tensor,
+        all_active: bool | None = None,
+    ) -> None:
+        """One update; ``all_active``, when known on the host, spares a device sync."""
+        if all_active is None:
+            all_active = bool(active.all())
+        self.uniform = self.uniform and all_active
+        ps = [params[n] for n in self.names]
+        gs = [grads[n] for n in self.names]
+        if self.uniform:
+            self.steps += 1
+            self._torch_step(ps, gs)
+        else:
+            self._masked_step(ps, gs, active)
+
+    def _torch_step(self, ps: list[torch.Tensor], gs: list[torch.Tensor]) -> None:
+        s = self.spec
+        fused = ps[0].is_cuda
+        if s.name == "sgd":
+            torch_sgd(
+                ps,
+                gs,
+                self.momentum,
+                foreach=not fused,
+                fused=fused,
+                weight_decay=s.weight_decay,
+                momentum=s.momentum,
+                lr=s.lr,
+                dampening=0.0,
+                nesterov=False,
+                maximize=False,
+            )
+            return
+        b1, b2 = s.betas
+        torch_adam(
+            ps,
+            gs,
+            self.exp_avg,
+            self.exp_avg_sq,
+            [],
+            self.scalar_steps,
+            foreach=not fused,
+            fused=fused,
+            decoupled_weight_decay=s.name == "adamw",
+            amsgrad=False,
+            beta1=b1,
+            beta2=b2,
+            lr=s.lr,
+            weight_decay=s.weight_decay,
+            eps=s.eps,
+            maximize=False,
+        )
+
+    def _masked_step(
+        self, ps: list[torch.Tensor], gs: list[torch.Tensor], active: torch.Tensor
     ) -> None:
         s = self.spec
         act = active.to(self.steps.dtype)
@@ -95,23 +161,24 @@ class StackedOptimizer:
             t = self.steps.clamp_min(1.0)
             corr1 = 1.0 - b1**t
             corr2 = 1.0 - b2**t
-        for name, p in params.items():
-            g = grads[name]
+        for i, (p, g) in enumerate(zip(ps, gs)):
             shape = (-1,) + (1,) * (p.ndim - 1)
             a = act.view(shape)
             if s.name == "sgd":
                 if s.weight_decay:
                     g = g + s.weight_decay * p
                 if s.momentum:
-                    buf, _ = self.state[name]
-                    # torch.optim.SGD starts the buffer at the first gradient.
+                    buf = self.momentum[i]
+                    if buf is None:
+                        buf = self.momentum[i] = torch.zeros_like(p)
+                    # A member's first step starts its buffer at its gradient.
                     first = (self.steps == 1).to(p.dtype).view(shape)
                     new = first * g + (1 - first) * (s.momentum * buf + g)
                     buf.copy_(a * new + (1 - a) * buf)
                     g = buf
                 p.sub_(a * s.lr * g)
                 continue
-            m, v = self.state[name]
+            m, v = self.exp_avg[i], self.exp_avg_sq[i]
             if s.name == "adamw" and s.weight_decay:
                 p.mul_(1 - a * s.lr * s.weight_decay)
             elif s.weight_decay:

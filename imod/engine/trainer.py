@@ -19,9 +19,11 @@ index, so the chunk size never changes the numbers.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,7 +37,15 @@ from .members import Members, ModuleMembers, StackedMLP, make_members, member_st
 from .optim import OptimizerSpec, StackedOptimizer
 from .recorders import Recorder, _Store
 
-__all__ = ["EnsembleResult", "train_ensemble", "resolve_device", "as_tensor", "batch_order"]
+__all__ = [
+    "PRECISIONS",
+    "EnsembleResult",
+    "as_tensor",
+    "batch_order",
+    "precision_context",
+    "resolve_device",
+    "train_ensemble",
+]
 
 Params = dict[str, torch.Tensor]
 
@@ -71,6 +81,34 @@ def as_tensor(data, name: str, *, integer: bool = False) -> torch.Tensor:
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
     return t.to(torch.float32)
+
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """Matrix-product precision for a training run.
+
+    ``"tf32"`` lets CUDA matrix products use TensorFloat-32; ``"bf16"`` runs the
+    forward pass under bfloat16 autocast. Parameters, gradients and optimizer
+    state stay float32 in every mode.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if precision == "fp32":
+        yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        if precision == "bf16":
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def batch_order(random_state: int | None, epoch: int, n_samples: int) -> np.ndarray:
@@ -111,7 +149,6 @@ class EnsembleResult:
     mask: np.ndarray
     seconds: float = 0.0
     chunk_size: int = 0
-    history: dict[str, list] = field(default_factory=dict)
 
     @property
     def n_members(self) -> int:
@@ -166,6 +203,94 @@ def _auto_chunk(
     return max(1, budget // max(per_member, 1))
 
 
+@dataclass
+class _ChunkResult:
+    params: Params
+    stores: list[_Store]
+    snapshots: list[Params]
+    epochs: list[float]
+    updates: list[int]
+
+
+@dataclass
+class _ChunkRun:
+    """Everything a chunk of members needs; :meth:`train` runs one chunk."""
+
+    members: Members
+    loss_fn: LossFn
+    spec: OptimizerSpec
+    recorders: list[Recorder]
+    eval_sets: list[tuple[torch.Tensor, torch.Tensor]]
+    epochs: int
+    shared_batch: int
+    steps_per_epoch: int
+    record_every: str | int
+    record_initial: bool
+    keep_snapshots: bool
+    eval_batch_size: int
+    precision: str
+    device: torch.device
+    orders: list[np.ndarray]
+
+    def train(
+        self,
+        init_params: Params,
+        mask: np.ndarray,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        bar: tqdm,
+    ) -> _ChunkResult:
+        params = {k: v.to(self.device).requires_grad_(True) for k, v in init_params.items()}
+        opt = StackedOptimizer(self.spec, params)
+        mask_dev = torch.as_tensor(mask, device=self.device)
+        out = _ChunkResult(params, [_Store(r.reduce) for r in self.recorders], [], [], [])
+        updates = 0
+        if self.record_initial:
+            self._record(out, 0.0, 0)
+        for epoch in range(self.epochs):
+            order = self.orders[epoch]
+            for s in range(self.steps_per_epoch):
+                idx_np = order[s * self.shared_batch : (s + 1) * self.shared_batch]
+                idx = torch.as_tensor(idx_np, device=self.device)
+                weights = mask_dev[:, idx].to(x.dtype)  # (K, B): 1 where in the member
+                counts = weights.sum(dim=1)
+                # Known on the host, so the optimizer needs no device sync.
+                all_active = bool(mask[:, idx_np].any(axis=1).all())
+                with precision_context(self.precision, self.device):
+                    outputs = self.members.forward(params, x[idx])
+                    per_example = self.loss_fn(outputs.float(), targets[idx])
+                member_loss = (per_example * weights).sum(dim=1) / counts.clamp_min(1.0)
+                grads = torch.autograd.grad(member_loss.sum(), list(params.values()))
+                opt.step(params, dict(zip(params.keys(), grads)), counts > 0, all_active)
+                updates += 1
+                bar.update(1)
+                if isinstance(self.record_every, int) and updates % self.record_every == 0:
+                    self._record(out, epoch + (s + 1) / self.steps_per_epoch, updates)
+            if self.record_every == "epoch":
+                self._record(out, float(epoch + 1), updates)
+        if self.record_every == "end":
+            self._record(out, float(self.epochs), updates)
+        out.params = {k: v.detach().cpu() for k, v in params.items()}
+        return out
+
+    @torch.no_grad()
+    def _record(self, out: _ChunkResult, epoch_pos: float, updates: int) -> None:
+        step = self.eval_batch_size
+        for rec, (ex, ey), store in zip(self.recorders, self.eval_sets, out.stores):
+            parts = [
+                rec.fn(self.members.forward(out.params, ex[i : i + step]), ey[i : i + step])
+                for i in range(0, ex.shape[0], step)
+            ]
+            vals = torch.cat(parts, dim=1)
+            if rec.transform is not None:
+                vals = rec.transform(vals)
+            store.add(vals.float().cpu().numpy())
+        if self.keep_snapshots:
+            out.snapshots.append({k: v.detach().cpu().clone() for k, v in out.params.items()})
+        out.epochs.append(epoch_pos)
+        out.updates.append(updates)
+
+
 def train_ensemble(
     model: StackedMLP | ModuleMembers | Callable[[], nn.Module],
     X,
@@ -186,7 +311,9 @@ def train_ensemble(
     keep_snapshots: bool = False,
     chunk_size: int | str = "auto",
     first_member: int = 0,
+    rate: float | None = None,
     device: str | torch.device = "auto",
+    precision: str = "fp32",
     eval_batch_size: int = 8192,
     progress: bool = False,
 ) -> EnsembleResult:
@@ -221,8 +348,8 @@ def train_ensemble(
         Initialization scheme and weight scale; see :mod:`imod.engine.init`.
     recorders : sequence of Recorder
         What to measure during training.
-    record_every : "epoch" or int
-        Record after each epoch or every N updates.
+    record_every : "epoch", "end" or int
+        Record after each epoch, once after training, or every N updates.
     record_initial : bool
         Also record before the first update.
     keep_snapshots : bool
@@ -236,6 +363,9 @@ def train_ensemble(
         in blocks (to resume, extend, or spread over workers) gets exactly the
         numbers of one run over all members.
     device : "auto", "cpu", "cuda" or torch.device
+    precision : {"fp32", "tf32", "bf16"}
+        Matrix-product precision (see :func:`precision_context`); the speed-ups
+        are on GPUs, and recordings are always taken in float32.
     eval_batch_size : int
         Rows per forward pass when recording.
     progress : bool
@@ -256,8 +386,6 @@ def train_ensemble(
     >>> res.records["loss"].shape
     (3, 4, 100)
     """
-    import time
-
     start_time = time.perf_counter()
     members = make_members(model)
     x = as_tensor(X, "X")
@@ -285,8 +413,14 @@ def train_ensemble(
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if record_every != "epoch" and not (isinstance(record_every, int) and record_every >= 1):
-        raise ValueError(f"record_every must be 'epoch' or a positive int, got {record_every!r}")
+    if record_every not in ("epoch", "end") and not (
+        isinstance(record_every, int) and record_every >= 1
+    ):
+        raise ValueError(
+            f"record_every must be 'epoch', 'end' or a positive int, got {record_every!r}"
+        )
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     check_init(init, init_scale)
     spec = OptimizerSpec.coerce(optimizer)
     dev = resolve_device(device)
@@ -310,7 +444,11 @@ def train_ensemble(
             raise ValueError(f"recorder {rec.name!r}: X and y lengths differ")
         eval_sets.append((ex.to(dev), ey.to(dev)))
 
-    shared_batch = min(n, math.ceil(batch_size / float(mask.mean())))
+    if rate is None:
+        rate = float(mask.mean())
+    elif not 0.0 < rate <= 1.0:
+        raise ValueError(f"rate must be in (0, 1], got {rate!r}")
+    shared_batch = min(n, math.ceil(batch_size / rate))
     steps_per_epoch = math.ceil(n / shared_batch)
 
     if not isinstance(first_member, (int, np.integer)) or first_member < 0:
@@ -327,13 +465,23 @@ def train_ensemble(
     chunk = min(chunk, n_total)
 
     x_dev, t_dev = x.to(dev), targets.to(dev)
-    orders = [batch_order(random_state, e, n) for e in range(epochs)]
-    all_params: list[Params] = []
-    stores = {name: [] for name in names}
-    snapshots_chunks: list[list[Params]] = []
-    rec_epochs: list[float] = []
-    rec_updates: list[int] = []
-
+    run = _ChunkRun(
+        members=members,
+        loss_fn=loss_fn,
+        spec=spec,
+        recorders=list(recorders),
+        eval_sets=eval_sets,
+        epochs=epochs,
+        shared_batch=shared_batch,
+        steps_per_epoch=steps_per_epoch,
+        record_every=record_every,
+        record_initial=record_initial,
+        keep_snapshots=keep_snapshots,
+        eval_batch_size=eval_batch_size,
+        precision=precision,
+        device=dev,
+        orders=[batch_order(random_state, e, n) for e in range(epochs)],
+    )
     n_chunks = math.ceil(n_total / chunk)
     bar = tqdm(
         total=n_chunks * epochs * steps_per_epoch,
@@ -342,74 +490,25 @@ def train_ensemble(
         unit="update",
         leave=False,
     )
+    chunks = []
     for c0 in range(0, n_total, chunk):
         c1 = min(c0 + chunk, n_total)
         seeds = range(first_member + c0, first_member + c1)
-        params = {
-            k: v.to(dev).requires_grad_(True)
-            for k, v in members.init(random_state, seeds, init, init_scale).items()
-        }
-        opt = StackedOptimizer(spec, params)
-        mask_dev = torch.as_tensor(mask[c0:c1], device=dev)
-        chunk_stores = [_Store(r.reduce) for r in recorders]
-        chunk_snaps: list[Params] = []
-        first_chunk = c0 == 0
-
-        def record(epoch_pos: float, updates: int) -> None:
-            with torch.no_grad():
-                for rec, (ex, ey), store in zip(recorders, eval_sets, chunk_stores):
-                    parts = []
-                    for i in range(0, ex.shape[0], eval_batch_size):
-                        out = members.forward(params, ex[i : i + eval_batch_size])
-                        parts.append(rec.fn(out, ey[i : i + eval_batch_size]))
-                    vals = torch.cat(parts, dim=1)
-                    if rec.transform is not None:
-                        vals = rec.transform(vals)
-                    store.add(vals.float().cpu().numpy())
-            if keep_snapshots:
-                chunk_snaps.append({k: v.detach().cpu().clone() for k, v in params.items()})
-            if first_chunk:
-                rec_epochs.append(epoch_pos)
-                rec_updates.append(updates)
-
-        updates = 0
-        if record_initial:
-            record(0.0, 0)
-        for epoch in range(epochs):
-            order = orders[epoch]
-            for s in range(steps_per_epoch):
-                idx_np = order[s * shared_batch : (s + 1) * shared_batch]
-                idx = torch.as_tensor(idx_np, device=dev)
-                weights = mask_dev[:, idx].to(x_dev.dtype)  # (K, B): 1 where in the member
-                counts = weights.sum(dim=1)
-                out = members.forward(params, x_dev[idx])
-                per_example = loss_fn(out, t_dev[idx])
-                member_loss = (per_example * weights).sum(dim=1) / counts.clamp_min(1.0)
-                grads = torch.autograd.grad(member_loss.sum(), list(params.values()))
-                opt.step(params, dict(zip(params.keys(), grads)), counts > 0)
-                updates += 1
-                bar.update(1)
-                if record_every != "epoch" and updates % record_every == 0:
-                    record(epoch + (s + 1) / steps_per_epoch, updates)
-            if record_every == "epoch":
-                record(float(epoch + 1), updates)
-
-        all_params.append({k: v.detach().cpu() for k, v in params.items()})
-        for name, store in zip(names, chunk_stores):
-            stores[name].append(store)
-        snapshots_chunks.append(chunk_snaps)
+        init_params = members.init(random_state, seeds, init, init_scale)
+        chunks.append(run.train(init_params, mask[c0:c1], x_dev, t_dev, bar))
     bar.close()
+    rec_epochs, rec_updates = chunks[0].epochs, chunks[0].updates
 
-    final = {k: torch.cat([p[k] for p in all_params]) for k in all_params[0]}
+    final = {k: torch.cat([c.params[k] for c in chunks]) for k in chunks[0].params}
     records = {}
-    for rec in recorders:
-        parts = [s.result() for s in stores[rec.name]]
+    for i, rec in enumerate(recorders):
+        parts = [c.stores[i].result() for c in chunks]
         records[rec.name] = np.concatenate(parts, axis=1 if rec.reduce == "stack" else 0)
     snapshots = None
     if keep_snapshots:
         snapshots = [
-            {k: torch.cat([snaps[t][k] for snaps in snapshots_chunks]) for k in final}
-            for t in range(len(snapshots_chunks[0]))
+            {k: torch.cat([c.snapshots[t][k] for c in chunks]) for k in final}
+            for t in range(len(chunks[0].snapshots))
         ]
     return EnsembleResult(
         members=members,

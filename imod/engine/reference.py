@@ -1,0 +1,89 @@
+"""The plain loop the engine must agree with: one model at a time.
+
+:func:`train_one_by_one` trains each member alone as an ordinary
+``torch.nn.Module`` with a stock ``torch.optim`` optimizer, from the engine's own
+initial weights and in the engine's batch order, keeping from each shared batch
+only the rows in that member's mask. The tests check that
+:func:`~imod.engine.train_ensemble` gives the same numbers, and
+``benchmarks/engine_speed.py`` times it as the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .losses import get_loss
+from .members import Members, member_state_dict
+from .optim import OptimizerSpec
+from .trainer import as_tensor, batch_order
+
+__all__ = ["train_one_by_one"]
+
+
+def _torch_optimizer(spec: OptimizerSpec, params) -> torch.optim.Optimizer:
+    if spec.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+        )
+    cls = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay)
+
+
+def train_one_by_one(
+    members: Members,
+    init_params: dict[str, torch.Tensor],
+    X,
+    y=None,
+    *,
+    mask: np.ndarray | None = None,
+    loss: str = "mse",
+    optimizer: OptimizerSpec | str | dict = "adam",
+    epochs: int = 10,
+    batch_size: int = 64,
+    random_state: int | None = 0,
+    rate: float | None = None,
+    device: str | torch.device = "cpu",
+) -> list[torch.nn.Module]:
+    """Train every member separately; returns the trained modules.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imod.engine import StackedMLP
+    >>> mlp = StackedMLP((3, 2, 3))
+    >>> X = np.random.default_rng(0).normal(size=(20, 3))
+    >>> models = train_one_by_one(mlp, mlp.init(0, range(2)), X, epochs=1)
+    >>> len(models)
+    2
+    """
+    spec = OptimizerSpec.coerce(optimizer)
+    x = as_tensor(X, "X").to(device)
+    targets = x if y is None else as_tensor(y, "y", integer=loss == "cross_entropy").to(device)
+    n = x.shape[0]
+    n_members = next(iter(init_params.values())).shape[0]
+    mask = np.ones((n_members, n), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    loss_fn = get_loss(loss)
+    # Same shared batch size as the engine: ceil(batch_size / mean rate).
+    shared = min(n, math.ceil(batch_size / (float(mask.mean()) if rate is None else rate)))
+    models = []
+    for k in range(n_members):
+        model = members.module().to(device)
+        model.load_state_dict(member_state_dict(init_params, k))
+        opt = _torch_optimizer(spec, model.parameters())
+        for epoch in range(epochs):
+            order = batch_order(random_state, epoch, n)
+            for s in range(math.ceil(n / shared)):
+                idx = order[s * shared : (s + 1) * shared]
+                idx = idx[mask[k, idx]]
+                if idx.size == 0:
+                    continue  # the member has nothing in this batch: no step
+                idx_t = torch.as_tensor(idx, device=device)
+                opt.zero_grad(set_to_none=True)
+                out = model(x[idx_t]).unsqueeze(0)
+                loss_fn(out, targets[idx_t]).mean().backward()
+                opt.step()
+        models.append(model)
+    return models

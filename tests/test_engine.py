@@ -1,0 +1,357 @@
+"""The ensemble engine on real data (scikit-learn's digits)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from imod.engine import (
+    ModuleMembers,
+    OptimizerSpec,
+    Recorder,
+    StackedMLP,
+    balanced_mask,
+    bernoulli_mask,
+    correctness,
+    full_mask,
+    margin,
+    per_example_loss,
+    train_ensemble,
+)
+from imod.engine.reference import train_one_by_one
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    return X[:300], y[:300]
+
+
+def _assert_same_params(engine_params, models, atol=2e-5):
+    for k, model in enumerate(models):
+        for name, value in model.state_dict().items():
+            np.testing.assert_allclose(
+                engine_params[name][k].numpy(),
+                value.detach().numpy(),
+                atol=atol,
+                rtol=1e-4,
+                err_msg=f"member {k} parameter {name}",
+            )
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def test_masks_have_the_promised_structure():
+    assert full_mask(3, 5).all()
+    b = bernoulli_mask(200, 100, 0.3, random_state=1)
+    assert abs(b.mean() - 0.3) < 0.02 and b.any(axis=1).all()
+    m = balanced_mask(20, 50, 0.7, random_state=2)
+    assert (m.sum(axis=0) == 14).all()
+    assert not np.array_equal(m, balanced_mask(20, 50, 0.7, random_state=3))
+    np.testing.assert_array_equal(m, balanced_mask(20, 50, 0.7, random_state=2))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: full_mask(0, 5), "n_members"),
+        (lambda: bernoulli_mask(3, 5, 1.5), "rate"),
+        (lambda: balanced_mask(3, 5, 0.0), "rate"),
+        (lambda: balanced_mask(2, 100, 0.2), "round"),
+    ],
+)
+def test_mask_helpers_reject_bad_arguments(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# ----------------------------------------------------------------------- equivalence
+
+
+OPTIMIZERS = [
+    "adam",
+    OptimizerSpec("sgd", lr=0.05, momentum=0.9),
+    OptimizerSpec("adamw", weight_decay=0.1),
+]
+
+
+@pytest.mark.parametrize("uneven", [True, False], ids=["uneven-masks", "full-masks"])
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=["adam", "sgd-momentum", "adamw"])
+def test_fast_path_equals_one_by_one_loop(digits, opt, uneven):
+    X, y = digits
+    mlp = StackedMLP((64, 16, 10))
+    # Members with very different subset sizes (a tiny one skips many batches,
+    # which exercises the per-member optimizer formula), or all data (torch's
+    # fused/multi-tensor optimizer).
+    rng = np.random.default_rng(0)
+    rates = np.array([1.0, 0.7, 0.3, 0.05]) if uneven else np.ones(4)
+    mask = rng.random((4, len(X))) < rates[:, None]
+    res = train_ensemble(
+        mlp,
+        X,
+        y,
+        mask=mask,
+        loss="cross_entropy",
+        optimizer=opt,
+        epochs=3,
+        batch_size=32,
+        random_state=5,
+        device="cpu",
+    )
+    models = train_one_by_one(
+        mlp,
+        mlp.init(5, range(4)),
+        X,
+        y,
+        mask=mask,
+        loss="cross_entropy",
+        optimizer=opt,
+        epochs=3,
+        batch_size=32,
+        random_state=5,
+    )
+    _assert_same_params(res.params, models)
+
+
+def test_general_path_equals_fast_path_and_loop(digits):
+    X, y = digits
+    mlp = StackedMLP((64, 16, 10))
+    general = ModuleMembers(mlp.module)
+    mask = balanced_mask(6, len(X), 0.5, random_state=1)
+    kwargs = dict(mask=mask, loss="cross_entropy", epochs=2, batch_size=16, random_state=3)
+    fast = train_ensemble(mlp, X, y, device="cpu", **kwargs)
+    vmapped = train_ensemble(general, X, y, device="cpu", **kwargs)
+    models = train_one_by_one(general, general.init(3, range(6)), X, y, **kwargs)
+    _assert_same_params(vmapped.params, models)
+    # Both paths start from nn.Linear's default distribution but draw it
+    # differently, so compare what they learn rather than their weights.
+    acc_fast = (fast.forward(X).argmax(-1) == torch.as_tensor(y)).float().mean()
+    acc_vmap = (vmapped.forward(X).argmax(-1) == torch.as_tensor(y)).float().mean()
+    assert abs(acc_fast - acc_vmap) < 0.1
+
+
+def test_general_path_trains_a_convolutional_member(digits):
+    X, y = digits
+
+    def cnn() -> torch.nn.Module:
+        return torch.nn.Sequential(
+            torch.nn.Unflatten(1, (1, 8, 8)),
+            torch.nn.Conv2d(1, 4, 3),
+            torch.nn.ReLU(),
+            torch.nn.Flatten(),
+            torch.nn.Linear(4 * 6 * 6, 10),
+        )
+
+    res = train_ensemble(
+        cnn,
+        X,
+        y,
+        n_members=3,
+        loss="cross_entropy",
+        epochs=4,
+        optimizer={"lr": 1e-2},
+        recorders=[Recorder("acc", correctness, reduce="last")],
+        device="cpu",
+    )
+    assert res.records["acc"].shape == (3, len(X))
+    assert res.records["acc"].mean() > 0.8
+    models = train_one_by_one(
+        res.members,
+        res.members.init(0, range(3)),
+        X,
+        y,
+        loss="cross_entropy",
+        epochs=4,
+        optimizer={"lr": 1e-2},
+    )
+    _assert_same_params(res.params, models, atol=1e-4)
+
+
+# ------------------------------------------------------------------ mask isolation
+
+
+def test_examples_outside_a_members_mask_never_reach_its_gradient(digits):
+    X, y = digits
+    mask = bernoulli_mask(3, len(X), 0.5, random_state=0)
+    outside = ~mask[0]
+    X2, y2 = X.copy(), y.copy()
+    X2[outside] = np.random.default_rng(1).normal(scale=50.0, size=(outside.sum(), 64))
+    y2[outside] = (y2[outside] + 3) % 10
+    kwargs = dict(mask=mask, loss="cross_entropy", epochs=3, random_state=0, device="cpu")
+    a = train_ensemble(StackedMLP((64, 8, 10)), X, y, **kwargs)
+    b = train_ensemble(StackedMLP((64, 8, 10)), X2, y2, **kwargs)
+    for name in a.params:
+        torch.testing.assert_close(a.params[name][0], b.params[name][0], rtol=0, atol=1e-6)
+        assert not torch.allclose(a.params[name][1:], b.params[name][1:])
+
+
+# -------------------------------------------------------------------- determinism
+
+
+def test_runs_are_deterministic_and_chunking_does_not_change_numbers(digits):
+    X, y = digits
+    mlp = StackedMLP((64, 8, 10))
+    mask = balanced_mask(7, len(X), 0.7, random_state=0)
+    rec = [Recorder("loss", per_example_loss("cross_entropy"))]
+    kw = dict(mask=mask, loss="cross_entropy", epochs=2, recorders=rec, device="cpu")
+    a = train_ensemble(mlp, X, y, random_state=11, **kw)
+    b = train_ensemble(mlp, X, y, random_state=11, chunk_size=3, **kw)
+    c = train_ensemble(mlp, X, y, random_state=12, **kw)
+    assert b.chunk_size == 3
+    for name in a.params:
+        torch.testing.assert_close(a.params[name], b.params[name], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.records["loss"], b.records["loss"], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(a.params["0.weight"], c.params["0.weight"])
+
+
+def test_members_trained_in_blocks_match_one_run(digits):
+    X, y = digits
+    mlp = StackedMLP((64, 8, 10))
+    mask = balanced_mask(6, len(X), 0.5, random_state=0)
+    kw = dict(loss="cross_entropy", epochs=2, random_state=4, device="cpu")
+    whole = train_ensemble(mlp, X, y, mask=mask, rate=0.5, **kw)
+    tail = train_ensemble(mlp, X, y, mask=mask[4:], first_member=4, rate=0.5, **kw)
+    torch.testing.assert_close(whole.params["2.weight"][4:], tail.params["2.weight"])
+
+
+# ---------------------------------------------------------------------- recorders
+
+
+def test_recorders_shapes_schedules_and_reductions(digits):
+    X, y = digits
+    Xt, yt = X[:50], y[:50]
+    recs = [
+        Recorder("loss", per_example_loss("cross_entropy")),
+        Recorder("acc_test", correctness, X=Xt, y=yt, reduce="last"),
+        Recorder("margin_mean", margin, reduce="mean"),
+    ]
+    res = train_ensemble(
+        StackedMLP((64, 8, 10)),
+        X,
+        y,
+        n_members=4,
+        loss="cross_entropy",
+        epochs=3,
+        batch_size=50,
+        recorders=recs,
+        record_every=3,
+        record_initial=True,
+        keep_snapshots=True,
+        device="cpu",
+    )
+    # 300 rows / 50 = 6 updates per epoch, 18 in all: recordings at 0, 3, ..., 18.
+    assert res.records["loss"].shape == (7, 4, 300)
+    np.testing.assert_array_equal(res.record_updates, np.arange(0, 19, 3))
+    assert res.record_epochs[-1] == pytest.approx(3.0)
+    assert res.records["acc_test"].shape == (4, 50)
+    assert res.records["margin_mean"].shape == (4, 300)
+    assert len(res.snapshots) == 7
+    # The loss recorded from the last snapshot is the loss of the final params.
+    out = res.forward(X, params=res.snapshots[-1])
+    final = torch.nn.functional.cross_entropy(
+        out.reshape(-1, 10), torch.as_tensor(y).repeat(4), reduction="none"
+    ).view(4, -1)
+    np.testing.assert_allclose(res.records["loss"][-1], final.numpy(), rtol=1e-4, atol=1e-5)
+    # Training lowers the loss of the examples it fits.
+    assert res.records["loss"][-1].mean() < res.records["loss"][0].mean()
+
+
+def test_autoencoder_recorder_sees_early_and_late_losses():
+    X = load_digits().data[:200] / 16.0
+    res = train_ensemble(
+        StackedMLP((64, 16, 64), output_activation="sigmoid"),
+        X,
+        n_members=2,
+        epochs=4,
+        recorders=[Recorder("rec", per_example_loss("mse"))],
+        device="cpu",
+    )
+    traj = res.records["rec"].mean(axis=(1, 2))
+    assert traj.shape == (4,) and traj[-1] < traj[0]
+
+
+# ------------------------------------------------------------------ initialization
+
+
+def test_init_schemes_scale_orthogonal_and_hooks():
+    mlp = StackedMLP((16, 16, 4))
+    base = mlp.init(0, range(2))
+    scaled = mlp.init(0, range(2), init_scale=0.1)
+    torch.testing.assert_close(scaled["0.weight"], 0.1 * base["0.weight"])
+    torch.testing.assert_close(scaled["0.bias"], base["0.bias"])
+    ortho = mlp.init(0, range(2), init="orthogonal")
+    w = ortho["0.weight"][0]
+    torch.testing.assert_close(w @ w.T, torch.eye(16), atol=1e-5, rtol=0)
+    seen = []
+
+    def hook(name, tensor, generator):
+        seen.append(name)
+        tensor.fill_(0.5)
+
+    hooked = mlp.init(0, range(2), init=hook)
+    assert (hooked["2.weight"] == 0.5).all() and len(seen) == 8
+
+
+# --------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_members=0), "K >= 1"),
+        (dict(mask=np.ones((2, 5), bool)), "columns"),
+        (dict(mask=np.zeros((2, 300), bool)), "no training examples"),
+        (dict(n_members=2, optimizer="rmsprop"), "unknown optimizer"),
+        (dict(n_members=2, loss="hinge"), "unknown loss"),
+        (dict(n_members=2, init="xavier"), "unknown init"),
+        (dict(n_members=2, init_scale=-1.0), "init_scale"),
+        (dict(n_members=2, device="tpu"), "device"),
+        (dict(n_members=2, chunk_size=0), "chunk_size"),
+        (dict(n_members=2, record_every=0), "record_every"),
+        (dict(), "n_members"),
+    ],
+)
+def test_bad_options_get_clear_errors(digits, kwargs, message):
+    X, _ = digits
+    with pytest.raises(ValueError, match=message):
+        train_ensemble(StackedMLP((64, 4, 64)), X, **kwargs)
+
+
+def test_bad_data_gets_clear_errors(digits):
+    X, y = digits
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        train_ensemble(StackedMLP((64, 4, 64)), bad, n_members=1)
+    with pytest.raises(ValueError, match="empty"):
+        train_ensemble(StackedMLP((64, 4, 64)), X[:0], n_members=1)
+    with pytest.raises(ValueError, match="y has"):
+        train_ensemble(StackedMLP((64, 4, 10)), X, y[:10], n_members=1, loss="cross_entropy")
+    with pytest.raises(ValueError, match="activation"):
+        StackedMLP((64, 4), activation="swishy")
+
+
+def test_bf16_precision_stays_close_to_fp32(digits):
+    X, y = digits
+    kw = dict(n_members=3, loss="cross_entropy", epochs=3, random_state=0, device="cpu")
+    rec = [Recorder("loss", per_example_loss("cross_entropy"), reduce="last")]
+    fp32 = train_ensemble(StackedMLP((64, 32, 10)), X, y, recorders=rec, **kw)
+    bf16 = train_ensemble(StackedMLP((64, 32, 10)), X, y, recorders=rec, precision="bf16", **kw)
+    a, b = fp32.records["loss"].ravel(), bf16.records["loss"].ravel()
+    assert np.corrcoef(a, b)[0, 1] > 0.98
+    with pytest.raises(ValueError, match="precision"):
+        train_ensemble(StackedMLP((64, 4, 10)), X, y, precision="fp8", **kw)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(digits):
+    X, y = digits
+    kw = dict(n_members=4, loss="cross_entropy", epochs=2, random_state=0)
+    cpu = train_ensemble(StackedMLP((64, 16, 10)), X, y, device="cpu", **kw)
+    gpu = train_ensemble(StackedMLP((64, 16, 10)), X, y, device="cuda", **kw)
+    for name in cpu.params:
+        torch.testing.assert_close(cpu.params[name], gpu.params[name], rtol=1e-3, atol=1e-4)
