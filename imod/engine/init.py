@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-__all__ = ["INIT_SCHEMES", "InitHook", "member_generators", "apply_init", "check_init"]
+__all__ = ["INIT_SCHEMES", "InitHook", "apply_init", "block_seed", "check_init", "member_seed"]
 
 InitHook = Callable[[str, torch.Tensor, torch.Generator], None]
 INIT_SCHEMES = ("default", "orthogonal", "normal")
@@ -52,9 +52,11 @@ def member_seed(random_state: int | None, member: int) -> int:
     return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
-def member_generators(random_state: int | None, members: range) -> list[torch.Generator]:
-    """One CPU generator per member, seeded from ``(random_state, member)``."""
-    return [torch.Generator().manual_seed(member_seed(random_state, k)) for k in members]
+def block_seed(random_state: int | None, block: int) -> int:
+    """A 63-bit seed for a block of members (see ``StackedMLP.init``)."""
+    entropy = 0 if random_state is None else int(random_state)
+    seq = np.random.SeedSequence(entropy=entropy, spawn_key=(int(block), 1))
+    return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 def apply_init(

@@ -26,11 +26,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .init import InitHook, apply_init, member_seed
+from .init import InitHook, apply_init, block_seed, member_seed
 
 __all__ = ["ACTIVATIONS", "StackedMLP", "ModuleMembers", "Members", "make_members"]
 
 Params = dict[str, torch.Tensor]
+
+#: Members initialized together from one generator by :meth:`StackedMLP.init`.
+INIT_BLOCK = 32
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -104,42 +107,89 @@ class StackedMLP:
         init: str | InitHook = "default",
         init_scale: float = 1.0,
     ) -> Params:
-        """Stacked initial parameters of ``members`` (weights ``(K, out, in)``)."""
-        stacks: dict[str, list[torch.Tensor]] = {}
-        for k in members:
-            gen = torch.Generator().manual_seed(member_seed(random_state, k))
-            for i in range(self.n_layers):
-                fan_in, fan_out = self.sizes[i], self.sizes[i + 1]
-                bound = fan_in**-0.5  # nn.Linear's default: kaiming_uniform(a=sqrt(5))
-                w = torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=gen)
-                apply_init(f"{2 * i}.weight", w, gen, init, init_scale)
-                stacks.setdefault(f"{2 * i}.weight", []).append(w)
-                if self.bias:
-                    b = torch.empty(fan_out).uniform_(-bound, bound, generator=gen)
-                    apply_init(f"{2 * i}.bias", b, gen, init, init_scale)
-                    stacks.setdefault(f"{2 * i}.bias", []).append(b)
-        return {name: torch.stack(ts) for name, ts in stacks.items()}
+        """Stacked initial parameters of ``members`` (weights ``(K, out, in)``).
+
+        Weights are drawn for blocks of ``INIT_BLOCK`` consecutive members from
+        one generator per block (one call per layer rather than one per member:
+        thousands of members initialize in well under a second) and sliced, so a
+        member's values still depend only on ``random_state`` and its index.
+        """
+        first_block = members.start // INIT_BLOCK
+        last_block = (members.stop - 1) // INIT_BLOCK
+        scheme = "normal" if init == "normal" else "default"
+        blocks = [
+            self._init_block(random_state, b, scheme) for b in range(first_block, last_block + 1)
+        ]
+        lo = members.start - first_block * INIT_BLOCK
+        params = {
+            name: torch.cat([blk[name] for blk in blocks])[lo : lo + len(members)].clone()
+            for name in blocks[0]
+        }
+        if callable(init) or init == "orthogonal":
+            # Per-member schemes: each member from its own generator.
+            for j, k in enumerate(members):
+                gen = torch.Generator().manual_seed(member_seed(random_state, k))
+                for name, t in params.items():
+                    apply_init(name, t[j], gen, init, init_scale)
+            return params
+        if init_scale != 1.0:
+            for t in params.values():
+                if t.ndim == 3:
+                    t.mul_(init_scale)
+        return params
+
+    def _init_block(self, random_state: int | None, block: int, scheme: str) -> Params:
+        """One block's weights: nn.Linear's default (uniform in +-1/sqrt(fan_in))
+        or, for ``scheme="normal"``, N(0, 1/fan_in) weights and zero biases."""
+        gen = torch.Generator().manual_seed(block_seed(random_state, block))
+        params = {}
+        for i in range(self.n_layers):
+            fan_in, fan_out = self.sizes[i], self.sizes[i + 1]
+            bound = fan_in**-0.5  # kaiming_uniform(a=sqrt(5)), as nn.Linear
+            w = torch.empty(INIT_BLOCK, fan_out, fan_in)
+            if scheme == "normal":
+                w.normal_(0.0, bound, generator=gen)
+            else:
+                w.uniform_(-bound, bound, generator=gen)
+            params[f"{2 * i}.weight"] = w
+            if self.bias:
+                b = torch.empty(INIT_BLOCK, fan_out)
+                if scheme == "normal":
+                    b.zero_()
+                else:
+                    b.uniform_(-bound, bound, generator=gen)
+                params[f"{2 * i}.bias"] = b
+        return params
 
     def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """Run every member on the shared batch ``x`` of shape ``(B, n_inputs)``.
 
         Returns ``(K, B, n_outputs)``.
+
+        Activations are kept feature-major, ``(K, width, B)``: every product is
+        then ``W @ h`` with both operands contiguous, and so are the weight
+        gradients autograd returns (no transposed copies per update).
         """
         w0 = params["0.weight"]
         n_members, width, n_in = w0.shape
-        # One wide product for all members' first layers: (B, d) @ (d, K*h).
-        b0 = params["0.bias"].reshape(-1) if self.bias else None
-        h = nn.functional.linear(x, w0.reshape(n_members * width, n_in), b0)
-        h = h.view(x.shape[0], n_members, width).transpose(0, 1)
+        w0 = w0.reshape(n_members * width, n_in)
+        # One wide product for all members' first layers, (K*h, d) @ (d, B),
+        # with the bias added inside the matrix product (addmm/baddbmm).
+        if self.bias:
+            h = torch.addmm(params["0.bias"].reshape(-1, 1), w0, x.T)
+        else:
+            h = torch.matmul(w0, x.T)
+        h = h.view(n_members, width, -1)
         for i in range(self.n_layers):
             if i > 0:
                 w = params[f"{2 * i}.weight"]
-                h = torch.matmul(h, w.transpose(1, 2))
                 if self.bias:
-                    h = h + params[f"{2 * i}.bias"].unsqueeze(1)
+                    h = torch.baddbmm(params[f"{2 * i}.bias"].unsqueeze(-1), w, h)
+                else:
+                    h = torch.bmm(w, h)
             last = i == self.n_layers - 1
             h = _activate(h, self.output_activation if last else self.activation)
-        return h
+        return h.transpose(1, 2)
 
 
 def _activate(h: torch.Tensor, name: str) -> torch.Tensor:

@@ -108,7 +108,9 @@ class StackedOptimizer:
         gs = [grads[n] for n in self.names]
         if self.uniform:
             self.steps += 1
-            self._torch_step(ps, gs)
+            # torch's fused kernels want gradients laid out like their
+            # parameters; a transposed weight's gradient is a strided view.
+            self._torch_step(ps, [g.contiguous() for g in gs])
         else:
             self._masked_step(ps, gs, active)
 

@@ -138,6 +138,13 @@ class EnsembleResult:
         Stacked parameters at every recording, when ``keep_snapshots=True``.
     mask : ndarray of shape (K, n)
         The membership mask used.
+    seconds : float
+        Wall time of the whole call.
+    train_seconds : float
+        Time in the update loops (with recordings), without initialization,
+        data transfer and result collection.
+    chunk_size : int
+        Members trained together.
     """
 
     members: Members
@@ -148,6 +155,7 @@ class EnsembleResult:
     snapshots: list[Params] | None
     mask: np.ndarray
     seconds: float = 0.0
+    train_seconds: float = 0.0
     chunk_size: int = 0
 
     @property
@@ -180,27 +188,44 @@ class EnsembleResult:
         return module
 
 
-def _auto_chunk(
-    members: Members,
-    params_per_member: int,
-    batch_rows: int,
-    eval_rows: int,
-    device: torch.device,
-) -> int:
-    """Members per chunk so one chunk stays within a memory budget."""
-    if isinstance(members, StackedMLP):
-        activations = sum(members.sizes[1:])
-    else:
-        activations = 4 * params_per_member  # unknown model: be conservative
-    # parameters, gradients, two optimizer moments and temporaries; activations
-    # saved for backward (x3 for pre/post activation and gradient).
-    per_member = 4 * (6 * params_per_member + 3 * activations * (batch_rows + eval_rows))
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _memory_budget(device: torch.device) -> int:
+    """Bytes one chunk may use: 2 GiB on the CPU, half the free GPU memory."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        budget = int(0.5 * free)
-    else:
-        budget = 2 * 1024**3
-    return max(1, budget // max(per_member, 1))
+        return int(0.5 * free)
+    return 2 * 1024**3
+
+
+def _activation_width(members: Members, params_per_member: int) -> int:
+    """Floats of activation per example and member (a bound for unknown modules)."""
+    if isinstance(members, StackedMLP):
+        return sum(members.sizes[1:])
+    return 4 * params_per_member
+
+
+def _auto_chunk(
+    members: Members, params_per_member: int, batch_rows: int, device: torch.device
+) -> int:
+    """Members per chunk so that training one chunk stays within the budget."""
+    width = _activation_width(members, params_per_member)
+    # Parameters, gradients, two optimizer moments and a contiguous gradient
+    # copy; activations kept for backward (pre/post activation and gradient).
+    per_member = 4 * (6 * params_per_member + 3 * width * batch_rows)
+    return max(1, _memory_budget(device) // per_member)
+
+
+def _auto_eval_rows(
+    members: Members, params_per_member: int, n_members: int, device: torch.device, cap: int
+) -> int:
+    """Rows per recording pass so that K members' activations fit a quarter budget."""
+    width = _activation_width(members, params_per_member)
+    rows = _memory_budget(device) // (4 * 4 * 2 * width * n_members)
+    return int(min(cap, max(16, rows)))
 
 
 @dataclass
@@ -210,6 +235,7 @@ class _ChunkResult:
     snapshots: list[Params]
     epochs: list[float]
     updates: list[int]
+    seconds: float = 0.0
 
 
 @dataclass
@@ -247,6 +273,8 @@ class _ChunkRun:
         updates = 0
         if self.record_initial:
             self._record(out, 0.0, 0)
+        _sync(self.device)
+        start = time.perf_counter()
         for epoch in range(self.epochs):
             order = self.orders[epoch]
             for s in range(self.steps_per_epoch):
@@ -270,6 +298,8 @@ class _ChunkRun:
                 self._record(out, float(epoch + 1), updates)
         if self.record_every == "end":
             self._record(out, float(self.epochs), updates)
+        _sync(self.device)
+        out.seconds = time.perf_counter() - start
         out.params = {k: v.detach().cpu() for k, v in params.items()}
         return out
 
@@ -367,7 +397,8 @@ def train_ensemble(
         Matrix-product precision (see :func:`precision_context`); the speed-ups
         are on GPUs, and recordings are always taken in float32.
     eval_batch_size : int
-        Rows per forward pass when recording.
+        Most rows per forward pass when recording (fewer when K members'
+        activations would not fit the memory budget).
     progress : bool
         Show a tqdm progress bar.
 
@@ -456,13 +487,13 @@ def train_ensemble(
     probe = members.init(random_state, range(0, 1), init, init_scale)
     params_per_member = sum(t[0].numel() for t in probe.values())
     if chunk_size == "auto":
-        max_eval = max([min(e[0].shape[0], eval_batch_size) for e in eval_sets], default=0)
-        chunk = _auto_chunk(members, params_per_member, shared_batch, max_eval, dev)
+        chunk = _auto_chunk(members, params_per_member, shared_batch, dev)
     elif isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1:
         chunk = int(chunk_size)
     else:
         raise ValueError(f"chunk_size must be 'auto' or a positive int, got {chunk_size!r}")
     chunk = min(chunk, n_total)
+    eval_rows = _auto_eval_rows(members, params_per_member, chunk, dev, eval_batch_size)
 
     x_dev, t_dev = x.to(dev), targets.to(dev)
     run = _ChunkRun(
@@ -477,7 +508,7 @@ def train_ensemble(
         record_every=record_every,
         record_initial=record_initial,
         keep_snapshots=keep_snapshots,
-        eval_batch_size=eval_batch_size,
+        eval_batch_size=eval_rows,
         precision=precision,
         device=dev,
         orders=[batch_order(random_state, e, n) for e in range(epochs)],
@@ -519,5 +550,6 @@ def train_ensemble(
         snapshots=snapshots,
         mask=mask,
         seconds=time.perf_counter() - start_time,
+        train_seconds=sum(c.seconds for c in chunks),
         chunk_size=chunk,
     )
