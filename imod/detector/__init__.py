@@ -1,0 +1,18 @@
+"""Outlier detection from the inlier-memorization effect (scikit-learn and PyOD faces)."""
+
+from .estimator import IMDetector, auto_hidden_sizes
+from .plotting import plot_loss_trajectories
+from .preprocessing import PREPROCESSING_METHODS, IMPreprocessor
+from .pyod_face import IMDetectorPyOD
+from .scoring import SCORE_METHODS, bimodality
+
+__all__ = [
+    "IMDetector",
+    "IMDetectorPyOD",
+    "IMPreprocessor",
+    "PREPROCESSING_METHODS",
+    "SCORE_METHODS",
+    "auto_hidden_sizes",
+    "bimodality",
+    "plot_loss_trajectories",
+]

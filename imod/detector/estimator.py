@@ -1,0 +1,571 @@
+"""``IMDetector``: outlier scores from the inlier-memorization effect.
+
+An ensemble of small autoencoders is trained for a few hundred updates only
+(:func:`imod.engine.train_ensemble`). Early in training they reconstruct the
+bulk of the data (the inliers) much better than the rare, scattered outliers;
+the per-example reconstruction losses recorded during this early phase, after
+normalization (:mod:`imod.detector.scoring`), are the outlier score.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..engine import (
+    INIT_SCHEMES,
+    OptimizerSpec,
+    Recorder,
+    StackedMLP,
+    bernoulli_mask,
+    per_example_loss,
+    resolve_device,
+    train_ensemble,
+)
+from ..engine.losses import mse
+from .preprocessing import PREPROCESSING_METHODS, IMPreprocessor, check_numeric_frame
+from .scoring import SCORE_METHODS, normalize, robust_stats, select_weights
+
+__all__ = ["IMDetector", "auto_hidden_sizes"]
+
+Params = dict[str, torch.Tensor]
+
+
+def auto_hidden_sizes(n_features: int, style: str = "auto") -> tuple[int, ...]:
+    """Encoder widths ending with the latent size (the decoder mirrors them).
+
+    ``style="odim"``: ODIM's sizes (d <= 64: [32, 16] / latent <= 8; up to 500:
+    [128, 64] / 32; above: [256, 128] / 64). ``style="auto"`` (the default)
+    keeps [32, 16] / 8 for d > 64 too: on ADBench's musk (d=166), optdigits
+    (64) and InternetAds (1555) it was as accurate or better, and 2-8x faster
+    (the first layer's ``d x width`` product dominates the cost).
+
+    Examples
+    --------
+    >>> auto_hidden_sizes(21), auto_hidden_sizes(6), auto_hidden_sizes(300)
+    ((32, 16, 8), (32, 16, 3), (32, 16, 8))
+    >>> auto_hidden_sizes(300, style="odim")
+    (128, 64, 32)
+    """
+    d = int(n_features)
+    if d <= 64 or style == "auto":
+        return (32, 16, int(min(8, max(1, d // 2))))
+    if d <= 500:
+        return (128, 64, 32)
+    return (256, 128, 64)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily set torch's CPU thread count (restored afterwards).
+
+    The members are tiny matrices: one thread avoids OpenMP start-up and
+    spin-wait costs, which on a loaded 2-core machine made training 50x slower.
+    """
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class IMDetector(OutlierMixin, BaseEstimator):
+    """Unsupervised outlier detector from early autoencoder training losses.
+
+    K small MLP autoencoders are trained together for a short, fixed budget of
+    updates on the (preprocessed) data. Losses of every training example are
+    recorded ``n_recordings`` times; each (recording, member) slice is
+    normalized by its median and inter-quartile range, and the outlier score is
+    a weighted mean of normalized losses chosen by ``scoring``. The parameters of
+    the members at the chosen recordings are kept, so new data is scored by the
+    same early snapshots (inductive) while ``train_scores_`` holds the
+    transductive scores of the training data.
+
+    Parameters
+    ----------
+    n_members : int, default=8
+        Ensemble size K.
+    hidden_sizes : "auto", "odim" or sequence of int, default="auto"
+        Encoder widths ending with the latent size; the decoder mirrors them.
+        ``"auto"``: [32, 16] / latent min(8, d // 2); ``"odim"``: ODIM's
+        sizes, wider for d > 64 (see :func:`auto_hidden_sizes`).
+    activation : str, default="leaky_relu"
+        Hidden activation (``imod.engine.members.ACTIVATIONS``).
+    preprocessing : {"standard", "robust", "minmax", "whiten", "none"}, default="standard"
+        Feature scaling, see :class:`IMPreprocessor`.
+    clip : float or None, default=1e4
+        Bound on preprocessed values (keeps squared errors finite for 1e30 inputs).
+    init : {"default", "orthogonal", "normal"}, default="default"
+        Weight initialization scheme (:mod:`imod.engine.init`).
+    init_scale : float, default=1.0
+        Multiplies every initial weight matrix.
+    lr : float, default=1e-3
+        Adam learning rate.
+    weight_decay : float, default=0.0
+        Adam L2 penalty.
+    batch_size : int, default=128
+        Examples per member per update.
+    max_updates : int, default=100
+        Training budget in updates (early training only). When one pass over
+        the data takes more updates, each member trains for one pass over a
+        random subset of ``max_updates * batch_size`` rows (the first
+        ``max_updates`` batches of a random epoch); the other rows are scored
+        by the trained snapshots like any new data.
+    max_epochs : int, default=50
+        Cap on passes over small data sets.
+    n_recordings : int, default=10
+        About how many times losses are recorded (evenly spaced in updates).
+    scoring : {"window", "auto", "last", "odim", "holdout"}, default="window"
+        How the recorded losses become the score. ``"window"``: the mean over
+        the recordings with epoch in ``window`` (all of the short run if None);
+        the default, because it was the most accurate on 12 ADBench sets (see
+        the project notes). ``"auto"``: the recording whose ensemble-mean
+        normalized losses are most bimodal (ODIM's Gaussian-mixture
+        criterion), averaged with ``auto_halfwidth`` recordings on each side.
+        ``"last"``: the final recording. ``"odim"``: each member's own most
+        bimodal recording (ODIM's early stopping, one snapshot per member).
+        ``"holdout"``: members train on Bernoulli(``holdout_rate``) subsets and
+        a training example is scored only by members that did not train on it
+        (recordings chosen as in "auto"); new data by all members. (Not named
+        ``score``: scikit-learn reserves that name for a method.)
+    window : tuple (start, stop) of float, optional
+        Epoch range for ``scoring="window"`` (inclusive; epochs are fractional
+        when recordings fall inside an epoch; see ``loss_trajectory_``).
+    auto_halfwidth : int, default=1
+        Recordings averaged on each side of the bimodality peak (``"auto"``).
+    holdout_rate : float, default=0.5
+        Fraction of rows each member trains on (``scoring="holdout"`` only).
+    max_record_samples : int, default=20_000
+        Losses during training are recorded on at most this many rows (a random
+        subset when n is larger) for the normalization statistics, the choice
+        of recordings and ``train_trajectories_``; larger is slower.
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        Sets ``offset_``. A float: that fraction of training examples is
+        flagged. ``"auto"``: Tukey's fence, ``offset_`` = minus (Q3 + 1.5 IQR)
+        of the training outlier scores (a robust threshold that needs no
+        guess of the outlier rate).
+    random_state : int, RandomState or None, default=None
+        Seeds initialization, batch order and subsampling.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:i]"``.
+    n_threads : int or None, default=1
+        Torch CPU threads during fit and scoring (restored afterwards); ``None``
+        keeps torch's global setting. One thread is fastest for these tiny nets.
+    verbose : int, default=0
+        ``> 0`` shows a progress bar and prints timings.
+
+    Attributes
+    ----------
+    preprocessor_ : IMPreprocessor
+    sizes_ : tuple of int
+        Autoencoder layer widths ``(d, hidden..., latent, ...hidden, d)``.
+    record_epochs_, record_updates_ : ndarray of shape (T,)
+        When losses were recorded.
+    center_, scale_ : ndarray of shape (T, K)
+        Normalization statistics (median, IQR) of each member's losses.
+    weights_ : ndarray of shape (T, K)
+        Weight of each (recording, member) in the score (sums to 1).
+    used_recordings_ : ndarray of int
+        Recordings with non-zero weight; their parameters are ``snapshots_``.
+    snapshots_ : list of dict of str to Tensor
+        Stacked member parameters at ``used_recordings_``.
+    bimodality_ : ndarray of shape (T,) or None
+        The selection criterion per recording (``"auto"``, ``"odim"``, ``"holdout"``).
+    train_scores_ : ndarray of shape (n_samples,)
+        Transductive ``score_samples`` of the training data (higher = more normal).
+    offset_ : float
+        ``decision_function = score_samples - offset_``.
+    loss_trajectory_ : pandas.DataFrame
+        One row per recording: epoch, update, mean and quantiles of the
+        member-mean loss over the recorded rows, bimodality, weight.
+    train_trajectories_ : ndarray of shape (T, m)
+        Member-mean raw loss of the recorded training rows at every recording.
+    record_index_ : ndarray of shape (m,)
+        Rows of the training data in ``train_trajectories_``.
+    membership_ : ndarray of shape (K, n_samples) or None
+        Which member trained on which row (``scoring="holdout"`` only).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        When fitted on a DataFrame with string column names.
+    fit_seconds_ : float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imod import IMDetector
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.r_[rng.normal(size=(300, 5)), rng.uniform(-8, 8, size=(15, 5))]
+    >>> det = IMDetector(random_state=0).fit(X)
+    >>> scores = -det.score_samples(X)          # higher = more abnormal
+    >>> bool(scores[300:].mean() > scores[:300].mean())
+    True
+    >>> det.predict(X[:3]).tolist()
+    [1, 1, 1]
+    """
+
+    def __init__(
+        self,
+        n_members: int = 8,
+        hidden_sizes: str | tuple[int, ...] = "auto",
+        activation: str = "leaky_relu",
+        preprocessing: str = "standard",
+        clip: float | None = 1e4,
+        init: str = "default",
+        init_scale: float = 1.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        batch_size: int = 128,
+        max_updates: int = 100,
+        max_epochs: int = 50,
+        n_recordings: int = 10,
+        scoring: str = "window",
+        window: tuple[float, float] | None = None,
+        auto_halfwidth: int = 1,
+        holdout_rate: float = 0.5,
+        max_record_samples: int = 20_000,
+        contamination: str | float = "auto",
+        random_state=None,
+        device: str = "auto",
+        n_threads: int | None = 1,
+        verbose: int = 0,
+    ) -> None:
+        self.n_members = n_members
+        self.hidden_sizes = hidden_sizes
+        self.activation = activation
+        self.preprocessing = preprocessing
+        self.clip = clip
+        self.init = init
+        self.init_scale = init_scale
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_updates = max_updates
+        self.max_epochs = max_epochs
+        self.n_recordings = n_recordings
+        self.scoring = scoring
+        self.window = window
+        self.auto_halfwidth = auto_halfwidth
+        self.holdout_rate = holdout_rate
+        self.max_record_samples = max_record_samples
+        self.contamination = contamination
+        self.random_state = random_state
+        self.device = device
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self) -> None:
+        def pos_int(name: str, minimum: int = 1) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+
+        for name in ("n_members", "batch_size", "max_updates", "max_epochs", "n_recordings"):
+            pos_int(name)
+        pos_int("max_record_samples", 2)
+        pos_int("auto_halfwidth", 0)
+        if self.preprocessing not in PREPROCESSING_METHODS:
+            raise ValueError(
+                f"unknown preprocessing {self.preprocessing!r}; "
+                f"choose one of {PREPROCESSING_METHODS}"
+            )
+        if self.scoring not in SCORE_METHODS:
+            raise ValueError(f"unknown scoring {self.scoring!r}; choose one of {SCORE_METHODS}")
+        if self.init not in INIT_SCHEMES:
+            raise ValueError(f"unknown init {self.init!r}; choose one of {INIT_SCHEMES}")
+        for name in ("init_scale", "lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, numbers.Real) and np.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        if not (isinstance(self.weight_decay, numbers.Real) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.holdout_rate, numbers.Real) and 0 < self.holdout_rate < 1):
+            raise ValueError(f"holdout_rate must be in (0, 1), got {self.holdout_rate!r}")
+        c = self.contamination
+        if isinstance(c, str):
+            if c != "auto":
+                raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {c!r}")
+        elif not (isinstance(c, numbers.Real) and not isinstance(c, bool) and 0 < c <= 0.5):
+            raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {c!r}")
+        if self.window is not None:
+            w = self.window
+            if len(w) != 2 or not all(isinstance(v, numbers.Real) for v in w) or w[0] > w[1]:
+                raise ValueError(
+                    f"window must be (start, stop) epochs with start <= stop, got {w!r}"
+                )
+        if not (isinstance(self.hidden_sizes, str) and self.hidden_sizes in ("auto", "odim")):
+            hs = self.hidden_sizes
+            if (
+                isinstance(hs, str)
+                or len(hs) == 0
+                or not all(isinstance(h, numbers.Integral) and h >= 1 for h in hs)
+            ):
+                raise ValueError(
+                    f"hidden_sizes must be 'auto', 'odim' or positive integers, got {hs!r}"
+                )
+
+    def _validate(self, X, reset: bool) -> np.ndarray:
+        check_numeric_frame(X)
+        return validate_data(
+            self, X, dtype=np.float64, ensure_all_finite=True, ensure_min_samples=2, reset=reset
+        )
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None) -> IMDetector:
+        """Train the ensemble on ``X`` and keep its early snapshots.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Training data, outliers included (no labels needed).
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        X = self._validate(X, reset=True)
+        t0 = time.perf_counter()
+        n, d = X.shape
+        with _torch_threads(self.n_threads):
+            self._fit(X)
+        self.fit_seconds_ = time.perf_counter() - t0
+        if self.verbose:
+            print(f"IMDetector: fit {n} x {d} in {self.fit_seconds_:.2f} s")
+        return self
+
+    def _fit(self, X: np.ndarray) -> None:
+        n, d = X.shape
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+        rng = np.random.default_rng(seed)
+        self.preprocessor_ = IMPreprocessor(self.preprocessing, clip=self.clip).fit(X)
+        Xt = self.preprocessor_.transform(X).astype(np.float32)
+        d_in = Xt.shape[1]
+        if isinstance(self.hidden_sizes, str):
+            hidden = auto_hidden_sizes(d_in, style=self.hidden_sizes)
+        else:
+            hidden = self.hidden_sizes
+        hidden = tuple(int(h) for h in hidden)
+        self.sizes_ = (d_in, *hidden, *hidden[-2::-1], d_in)
+        self._device = resolve_device(self.device)
+
+        # Schedule: a fixed budget of updates, whatever n is.
+        holdout = self.scoring == "holdout"
+        rate = float(self.holdout_rate) if holdout else 1.0
+        steps_full = math.ceil(n * rate / self.batch_size)
+        if steps_full > self.max_updates:
+            n_train = min(n, int(math.ceil(self.max_updates * self.batch_size / rate)))
+            train_idx = np.sort(rng.choice(n, n_train, replace=False))
+        else:
+            n_train, train_idx = n, None
+        x_train = Xt if train_idx is None else Xt[train_idx]
+        steps = math.ceil(n_train * rate / self.batch_size)
+        epochs = max(1, min(self.max_epochs, self.max_updates // max(steps, 1)))
+        total = epochs * steps
+        record_every = max(1, total // self.n_recordings)
+
+        mask = None
+        self.membership_ = None
+        if holdout:
+            mask = bernoulli_mask(self.n_members, n_train, rate, random_state=seed)
+            member = np.zeros((self.n_members, n), dtype=bool)
+            member[:, slice(None) if train_idx is None else train_idx] = mask
+            self.membership_ = member
+
+        if n <= self.max_record_samples:
+            record_index = np.arange(n)
+        else:
+            record_index = np.sort(rng.choice(n, self.max_record_samples, replace=False))
+        same_rows = train_idx is None and len(record_index) == n
+        recorder = Recorder(
+            "loss", per_example_loss("mse"), X=None if same_rows else Xt[record_index]
+        )
+        res = train_ensemble(
+            StackedMLP(self.sizes_, activation=self.activation),
+            x_train,
+            mask=mask,
+            n_members=None if holdout else self.n_members,
+            loss="mse",
+            optimizer=OptimizerSpec(
+                "adam", lr=float(self.lr), weight_decay=float(self.weight_decay)
+            ),
+            epochs=epochs,
+            batch_size=self.batch_size,
+            random_state=seed,
+            init=self.init,
+            init_scale=float(self.init_scale),
+            recorders=[recorder],
+            record_every=record_every,
+            keep_snapshots=True,
+            device=self._device,
+            progress=bool(self.verbose),
+            # small evaluation batches stay in cache: ~2x faster than 8192 rows
+            eval_batch_size=1024,
+        )
+        L = res.records["loss"]  # (T, K, m)
+        epochs_arr = res.record_epochs
+        if train_idx is not None:
+            # Epochs are counted over the training subset; report passes over all rows.
+            epochs_arr = epochs_arr * (n_train / n)
+        center, scale = robust_stats(L)
+        Z = normalize(L, center, scale)
+        W, bimod = select_weights(
+            self.scoring, Z, epochs_arr, window=self.window, auto_halfwidth=self.auto_halfwidth
+        )
+        used = np.flatnonzero(W.sum(axis=1) > 0)
+        self.record_epochs_ = epochs_arr
+        self.record_updates_ = res.record_updates
+        self.center_, self.scale_, self.weights_ = center, scale, W
+        self.bimodality_ = bimod
+        self.used_recordings_ = used
+        self.snapshots_ = [res.snapshots[t] for t in used]
+        self.n_train_rows_ = n_train
+
+        # Transductive scores: straight from the records when every row was recorded.
+        if same_rows and not holdout:
+            outlier = np.einsum("tk,tkm->m", W, Z)
+        else:
+            outlier = self._outlier_scores(Xt, membership=self.membership_)
+        self.train_scores_ = -outlier
+
+        traj = L.mean(axis=1)
+        self.train_trajectories_ = traj.astype(np.float32)
+        self.record_index_ = record_index
+        q = np.percentile(traj, [5, 25, 50, 75, 95], axis=1)
+        self.loss_trajectory_ = pd.DataFrame(
+            {
+                "epoch": epochs_arr,
+                "update": res.record_updates,
+                "mean": traj.mean(axis=1),
+                "q05": q[0],
+                "q25": q[1],
+                "median": q[2],
+                "q75": q[3],
+                "q95": q[4],
+                "bimodality": np.full(len(epochs_arr), np.nan) if bimod is None else bimod,
+                "weight": W.sum(axis=1),
+            }
+        )
+        self.offset_ = self._offset_from(self.train_scores_)
+
+    def _offset_from(self, train_scores: np.ndarray) -> float:
+        if self.contamination == "auto":
+            q1, q3 = np.percentile(-train_scores, [25, 75])
+            return float(-(q3 + 1.5 * (q3 - q1)))
+        return float(np.percentile(train_scores, 100.0 * self.contamination))
+
+    # ------------------------------------------------------------------ scoring
+    def _member_losses(self, Xt: np.ndarray, snapshot: Params, batch: int = 1024):
+        """Per-member MSE ``(K, n)`` of one snapshot, in row batches."""
+        members = StackedMLP(self.sizes_, activation=self.activation)
+        dev = getattr(self, "_device", None) or resolve_device(self.device)
+        p = {k: v.to(dev) for k, v in snapshot.items()}
+        out = []
+        with torch.no_grad():
+            for i in range(0, Xt.shape[0], batch):
+                xb = torch.as_tensor(np.ascontiguousarray(Xt[i : i + batch]), device=dev)
+                out.append(mse(members.forward(p, xb), xb).cpu().numpy())
+        return np.concatenate(out, axis=1)
+
+    def _outlier_scores(self, Xt: np.ndarray, membership: np.ndarray | None = None) -> np.ndarray:
+        """Weighted mean of normalized losses (higher = more abnormal).
+
+        One pass over ``Xt`` per kept snapshot (measured ~3x faster on the CPU
+        than one pass with all snapshots stacked as ``T_used * K`` members).
+        With ``membership`` (K, n), each row uses only the members that did not
+        train on it (all members when every member did).
+        """
+        Xt = np.asarray(Xt, dtype=np.float32)
+        n = Xt.shape[0]
+        num = np.zeros(n)
+        den = np.zeros(n) if membership is not None else None
+        for j, t in enumerate(self.used_recordings_):
+            z = normalize(
+                self._member_losses(Xt, self.snapshots_[j]), self.center_[t], self.scale_[t]
+            )
+            w = self.weights_[t][:, None]  # (K, 1)
+            if membership is None:
+                num += (w * z).sum(axis=0)
+            else:
+                wo = w * ~membership
+                # rows every member trained on fall back to all members
+                none_out = wo.sum(axis=0) == 0
+                wo[:, none_out] = np.broadcast_to(w, wo.shape)[:, none_out]
+                num += (wo * z).sum(axis=0)
+                den += wo.sum(axis=0)
+        return num if den is None else num / den
+
+    def score_samples(self, X) -> np.ndarray:
+        """Opposite of the outlier score: higher = more normal.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        X = self._validate_frame(X)
+        Xt = self.preprocessor_.transform(X)
+        with _torch_threads(self.n_threads):
+            return -self._outlier_scores(Xt)
+
+    def _validate_frame(self, X) -> np.ndarray:
+        """Validate data at predict time (any number of rows, same features)."""
+        check_numeric_frame(X)
+        return validate_data(self, X, dtype=np.float64, ensure_all_finite=True, reset=False)
+
+    def decision_function(self, X) -> np.ndarray:
+        """``score_samples(X) - offset_``: negative for outliers."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X) -> np.ndarray:
+        """+1 for inliers, -1 for outliers."""
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        """Fit, then label the training data from its transductive scores."""
+        self.fit(X)
+        return np.where(self.train_scores_ - self.offset_ < 0, -1, 1)
+
+    def loss_trajectories(self, X) -> np.ndarray:
+        """Member-mean raw losses ``(T_used, n)`` of ``X`` at the kept snapshots."""
+        check_is_fitted(self)
+        X = self._validate_frame(X)
+        Xt = self.preprocessor_.transform(X).astype(np.float32)
+        with _torch_threads(self.n_threads):
+            return np.stack([self._member_losses(Xt, s).mean(axis=0) for s in self.snapshots_])
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Write ``path/weights.pt`` (tensors only) and ``path/config.json``.
+
+        See :func:`imod.detector.persistence.save_detector`.
+        """
+        from .persistence import save_detector
+
+        save_detector(self, path)
+
+    @classmethod
+    def load(cls, path) -> IMDetector:
+        """Load a detector written by :meth:`save` (no pickle involved)."""
+        from .persistence import load_detector
+
+        return load_detector(path)

@@ -1,0 +1,185 @@
+"""Input scaling for the detector, also usable as a standalone sklearn transformer.
+
+Why a custom transformer rather than ``StandardScaler`` & co.: the autoencoder's
+per-example loss squares every feature, so (a) a feature left on a large scale
+dominates the loss, and (b) a single huge value (``1e30``) overflows float32
+(``1e30 ** 2 = inf``) and turns losses, gradients and finally scores into NaN.
+:class:`IMPreprocessor` therefore
+
+* computes every statistic in float64 on columns first divided by their
+  largest absolute value (so ``x ** 2`` cannot overflow even for ``1e300``),
+* maps constant columns to 0 (a zero spread is replaced by 1, never divided by),
+* clips transformed values to ``+-clip`` (default ``1e4``): a value ``1e4``
+  spreads away is an outlier whatever the exact number, while ``1e4 ** 2 = 1e8``
+  keeps the squared error far from float32's limit (``3.4e38``) even summed over
+  thousands of features.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+__all__ = ["IMPreprocessor", "PREPROCESSING_METHODS", "check_numeric_frame"]
+
+PREPROCESSING_METHODS = ("standard", "robust", "minmax", "whiten", "none")
+
+# Bound on |x / prescale| before centering: keeps products in whitening finite
+# for any finite input (a new value 1e300 against a training max of 1e-300).
+_PRESCALED_BOUND = 1e150
+
+
+def check_numeric_frame(X) -> None:
+    """Raise a clear ``ValueError`` naming the non-numeric columns of a DataFrame."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(dtypes, "items"):
+        return
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    bad = [str(c) for c, dt in dtypes.items() if not (is_numeric_dtype(dt) or is_bool_dtype(dt))]
+    if bad:
+        raise ValueError(
+            f"non-numeric column(s) {bad}: the detector needs numeric features; "
+            "encode categorical columns (e.g. OneHotEncoder) or drop them first"
+        )
+
+
+class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Scale features for autoencoder-based outlier detection, overflow-safe.
+
+    Parameters
+    ----------
+    method : {"standard", "robust", "minmax", "whiten", "none"}, default="standard"
+        ``"standard"``: zero mean, unit variance. ``"robust"``: median and
+        inter-quartile range (outliers barely move the statistics).
+        ``"minmax"``: [0, 1] on the training data (ODIM's choice). ``"whiten"``:
+        PCA whitening (decorrelated, unit-variance components; directions with
+        no variance are dropped). ``"none"``: values as given (still clipped).
+    clip : float or None, default=1e4
+        Bound on the absolute transformed value; ``None`` disables it (then a
+        ``1e30`` input can overflow the float32 losses downstream).
+
+    Attributes
+    ----------
+    prescale_ : ndarray of shape (n_features_in_,)
+        Largest absolute training value per column (1 for all-zero columns).
+    center_, scale_ : ndarray
+        Statistics of the prescaled columns: ``(x / prescale_ - center_) / scale_``.
+    components_ : ndarray of shape (n_components, n_features_in_) or None
+        Whitening directions (``method="whiten"`` only).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when fitted on a DataFrame with string column names.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0]])
+    >>> IMPreprocessor("standard").fit_transform(X).round(3)
+    array([[-1.225,  0.   ],
+           [ 0.   ,  0.   ],
+           [ 1.225,  0.   ]])
+    >>> bool(np.isfinite(IMPreprocessor().fit(X).transform([[1e300, 5.0]])).all())
+    True
+    """
+
+    def __init__(self, method: str = "standard", clip: float | None = 1e4) -> None:
+        self.method = method
+        self.clip = clip
+
+    def _check_params(self) -> None:
+        if self.method not in PREPROCESSING_METHODS:
+            raise ValueError(
+                f"unknown preprocessing method {self.method!r}; choose one of "
+                f"{PREPROCESSING_METHODS}"
+            )
+        if self.clip is not None and not (np.isfinite(self.clip) and self.clip > 0):
+            raise ValueError(f"clip must be a positive finite number or None, got {self.clip!r}")
+
+    def fit(self, X, y=None) -> IMPreprocessor:
+        """Learn the scaling statistics of ``X`` (``y`` is ignored)."""
+        self._check_params()
+        check_numeric_frame(X)
+        X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True)
+        prescale = np.abs(X).max(axis=0)
+        prescale[prescale == 0] = 1.0
+        self.prescale_ = prescale
+        Z = X / prescale
+        self.components_ = None
+        if self.method == "standard":
+            center, scale = Z.mean(axis=0), Z.std(axis=0)
+        elif self.method == "robust":
+            q25, center, q75 = np.percentile(Z, [25, 50, 75], axis=0)
+            scale = q75 - q25
+            # A column that is constant on half of the rows (e.g. mostly zero) has
+            # IQR 0 but still varies: fall back to its standard deviation.
+            std = Z.std(axis=0)
+            scale = np.where(scale > 0, scale, std)
+        elif self.method == "minmax":
+            center, scale = Z.min(axis=0), Z.max(axis=0) - Z.min(axis=0)
+        elif self.method == "whiten":
+            center = Z.mean(axis=0)
+            _, s, vt = np.linalg.svd(Z - center, full_matrices=False)
+            var = s**2 / max(Z.shape[0] - 1, 1)
+            keep = var > 1e-12 * max(float(var.max(initial=0.0)), 1e-300)
+            if not keep.any():  # every column constant: keep one zero component
+                keep[:1] = True
+                var[:1] = 1.0
+            self.components_ = vt[keep]
+            scale = np.sqrt(var[keep])
+        else:  # "none"
+            center, scale = np.zeros(X.shape[1]), 1.0 / prescale
+        scale = np.where(scale > 0, scale, 1.0)  # constant columns map to 0
+        self.center_, self.scale_ = center, scale
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """Scale ``X`` with the fitted statistics; returns float64, finite."""
+        check_is_fitted(self)
+        check_numeric_frame(X)
+        X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True, reset=False)
+        Z = np.clip(X / self.prescale_, -_PRESCALED_BOUND, _PRESCALED_BOUND) - self.center_
+        if self.components_ is not None:
+            Z = Z @ self.components_.T
+        Z = Z / self.scale_
+        if self.clip is not None:
+            np.clip(Z, -self.clip, self.clip, out=Z)
+        return Z
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Input names, or ``pca0, pca1, ...`` for whitening."""
+        check_is_fitted(self)
+        if self.components_ is not None:
+            return np.asarray([f"pca{i}" for i in range(self.components_.shape[0])], dtype=object)
+        return super().get_feature_names_out(input_features)
+
+    @property
+    def n_features_out_(self) -> int:
+        check_is_fitted(self)
+        return self.n_features_in_ if self.components_ is None else self.components_.shape[0]
+
+    def get_state(self) -> dict:
+        """Fitted statistics as JSON-friendly lists (used by ``IMDetector.save``)."""
+        check_is_fitted(self)
+        return {
+            "prescale_": self.prescale_.tolist(),
+            "center_": np.asarray(self.center_, dtype=float).tolist(),
+            "scale_": np.asarray(self.scale_, dtype=float).tolist(),
+            "components_": None if self.components_ is None else self.components_.tolist(),
+            "n_features_in_": int(self.n_features_in_),
+        }
+
+    @classmethod
+    def from_state(cls, params: dict, state: dict, feature_names=None) -> IMPreprocessor:
+        """Rebuild a fitted preprocessor from :meth:`get_state` output."""
+        obj = cls(**params)
+        obj.prescale_ = np.asarray(state["prescale_"], dtype=np.float64)
+        obj.center_ = np.asarray(state["center_"], dtype=np.float64)
+        obj.scale_ = np.asarray(state["scale_"], dtype=np.float64)
+        comps = state["components_"]
+        obj.components_ = None if comps is None else np.asarray(comps, dtype=np.float64)
+        obj.n_features_in_ = int(state["n_features_in_"])
+        if feature_names is not None:
+            obj.feature_names_in_ = np.asarray(feature_names, dtype=object)
+        return obj

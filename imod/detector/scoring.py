@@ -1,0 +1,183 @@
+"""From early-training losses to outlier scores.
+
+Everything here works on recorded losses ``L`` of shape ``(T, K, m)``: ``T``
+recordings during training, ``K`` ensemble members, ``m`` recorded examples.
+
+1. :func:`robust_stats` normalizes each (recording, member) slice by the median
+   and inter-quartile range of that member's losses at that time, so every
+   recording and every member weighs the same in the final average (raw losses
+   shrink by orders of magnitude during training, and members differ). The
+   statistics are kept so new data is normalized identically.
+2. A *selection rule* (``SELECTORS``) turns the normalized losses into a weight
+   matrix ``W`` of shape ``(T, K)`` summing to 1. The outlier score of ``x`` is
+   ``sum_{t,k} W[t, k] * z_{t,k}(x)``. Every scoring option is just a way to
+   choose ``W``; adding one means adding a function to ``SELECTORS``.
+3. :func:`bimodality` is ODIM's label-free criterion (Kim et al., ICML 2024):
+   min-max scale the losses, fit a two-component 1-D Gaussian mixture, and
+   measure ``(mu0 - mu1)^2 + (var0 - var1)^2``. It is large when the losses split
+   into a low (memorized inliers) and a high (not yet fitted outliers) group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+__all__ = [
+    "SCORE_METHODS",
+    "SELECTORS",
+    "bimodality",
+    "normalize",
+    "robust_stats",
+    "select_weights",
+]
+
+
+def robust_stats(losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median and spread along the last axis, never zero.
+
+    The spread is the inter-quartile range; where that is 0 (over half of the
+    examples share one loss) the mean absolute deviation, and where that is 0
+    too (all equal) 1, so normalized values stay finite.
+    """
+    x = np.asarray(losses, dtype=np.float64)
+    q25, med, q75 = np.percentile(x, [25, 50, 75], axis=-1)
+    spread = q75 - q25
+    mad = np.abs(x - med[..., None]).mean(axis=-1)
+    spread = np.where(spread > 0, spread, mad)
+    spread = np.where(spread > 0, spread, 1.0)
+    return med, spread
+
+
+def normalize(losses: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``(losses - center) / scale`` broadcast over the last (example) axis."""
+    return (np.asarray(losses, dtype=np.float64) - center[..., None]) / scale[..., None]
+
+
+def bimodality(values: np.ndarray, n_iter: int = 60) -> np.ndarray:
+    """ODIM's bimodality ``(mu0 - mu1)^2 + (var0 - var1)^2`` per row.
+
+    Parameters
+    ----------
+    values : ndarray of shape (M, m)
+        ``M`` independent series of ``m`` values each (e.g. one per recording).
+    n_iter : int
+        EM iterations. The fit is a vectorized 1-D two-component Gaussian
+        mixture (k-means start, variance floor 1e-6 as in sklearn's
+        ``GaussianMixture``), ~100x faster than one sklearn fit per row.
+
+    Returns
+    -------
+    ndarray of shape (M,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> one = rng.normal(size=500)
+    >>> two = np.r_[rng.normal(size=450), rng.normal(8, 1, size=50)]
+    >>> b = bimodality(np.stack([one, two]))
+    >>> bool(b[1] > b[0])
+    True
+    """
+    x = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    lo, hi = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
+    x = (x - lo) / np.where(hi > lo, hi - lo, 1.0)
+    # k-means start from the quartiles (a few Lloyd steps), then EM.
+    mu = np.percentile(x, [25, 75], axis=1).T  # (M, 2)
+    for _ in range(5):
+        upper = np.abs(x - mu[:, 1:2]) < np.abs(x - mu[:, 0:1])
+        n1 = upper.sum(axis=1)
+        n0 = x.shape[1] - n1
+        mu0 = np.where(n0 > 0, (x * ~upper).sum(axis=1) / np.maximum(n0, 1), mu[:, 0])
+        mu1 = np.where(n1 > 0, (x * upper).sum(axis=1) / np.maximum(n1, 1), mu[:, 1])
+        mu = np.stack([mu0, mu1], axis=1)
+    r1 = upper.astype(np.float64)
+    reg = 1e-6
+    for _ in range(n_iter):
+        r0 = 1.0 - r1
+        w0, w1 = r0.sum(axis=1) + 1e-12, r1.sum(axis=1) + 1e-12
+        m0, m1 = (r0 * x).sum(axis=1) / w0, (r1 * x).sum(axis=1) / w1
+        v0 = (r0 * (x - m0[:, None]) ** 2).sum(axis=1) / w0 + reg
+        v1 = (r1 * (x - m1[:, None]) ** 2).sum(axis=1) / w1 + reg
+        pi1 = w1 / (w0 + w1)
+        # log densities, then responsibilities of component 1 (stable softmax)
+        l0 = np.log1p(-pi1 + 1e-12)[:, None] - 0.5 * (
+            np.log(v0)[:, None] + (x - m0[:, None]) ** 2 / v0[:, None]
+        )
+        l1 = np.log(pi1 + 1e-12)[:, None] - 0.5 * (
+            np.log(v1)[:, None] + (x - m1[:, None]) ** 2 / v1[:, None]
+        )
+        r1 = 1.0 / (1.0 + np.exp(np.clip(l0 - l1, -700, 700)))
+    return (m0 - m1) ** 2 + (v0 - v1) ** 2
+
+
+# ----------------------------------------------------------------------------- selectors
+# Each selector gets the normalized losses Z (T, K, m) and the recording epochs
+# (T,) plus the detector's options, and returns (W (T, K), bimodality info (T,)).
+
+Selector = Callable[..., tuple[np.ndarray, np.ndarray | None]]
+
+
+def _select_window(Z, epochs, *, window=None, **_) -> tuple[np.ndarray, None]:
+    T, K = Z.shape[:2]
+    if window is None:
+        use = np.ones(T, dtype=bool)
+    else:
+        start, stop = window
+        use = (epochs >= start - 1e-9) & (epochs <= stop + 1e-9)
+        if not use.any():
+            raise ValueError(
+                f"window={tuple(window)} holds no recording; recordings were at epochs "
+                f"{np.round(epochs, 3).tolist()}"
+            )
+    W = np.zeros((T, K))
+    W[use] = 1.0
+    return W / W.sum(), None
+
+
+def _select_last(Z, epochs, **_) -> tuple[np.ndarray, None]:
+    W = np.zeros(Z.shape[:2])
+    W[-1] = 1.0
+    return W / W.sum(), None
+
+
+def _select_auto(Z, epochs, *, auto_halfwidth: int = 1, **_) -> tuple[np.ndarray, np.ndarray]:
+    # The ensemble-mean normalized loss is far less noisy than one member's, so
+    # the bimodality peak is located once for all members.
+    T, K = Z.shape[:2]
+    b = bimodality(Z.mean(axis=1))
+    best = int(np.argmax(b))
+    lo, hi = max(0, best - auto_halfwidth), min(T, best + auto_halfwidth + 1)
+    W = np.zeros((T, K))
+    W[lo:hi] = 1.0
+    return W / W.sum(), b
+
+
+def _select_odim(Z, epochs, **_) -> tuple[np.ndarray, np.ndarray]:
+    # ODIM: every member keeps its own snapshot of maximal bimodality.
+    T, K, m = Z.shape
+    b = bimodality(Z.reshape(T * K, m)).reshape(T, K)
+    W = np.zeros((T, K))
+    W[b.argmax(axis=0), np.arange(K)] = 1.0
+    return W / W.sum(), b.mean(axis=1)
+
+
+SELECTORS: dict[str, Selector] = {
+    "auto": _select_auto,
+    "window": _select_window,
+    "last": _select_last,
+    "odim": _select_odim,
+    # "holdout" selects its window like "auto"; what differs is which members
+    # score a training example (those that did not train on it).
+    "holdout": _select_auto,
+}
+SCORE_METHODS = tuple(SELECTORS)
+
+
+def select_weights(method: str, Z: np.ndarray, epochs: np.ndarray, **options):
+    """Weights ``(T, K)`` (summing to 1) and bimodality per recording (or None)."""
+    if method not in SELECTORS:
+        raise ValueError(f"unknown score {method!r}; choose one of {SCORE_METHODS}")
+    return SELECTORS[method](Z, epochs, **options)

@@ -1,0 +1,17 @@
+"""scikit-learn's estimator checks on IMDetector and IMPreprocessor."""
+
+from __future__ import annotations
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from imod import IMDetector, IMPreprocessor
+
+FAST = dict(n_members=2, max_updates=10, n_recordings=3, random_state=0, device="cpu")
+
+
+@parametrize_with_checks(
+    [IMDetector(**FAST), IMPreprocessor(), IMPreprocessor(method="whiten")],
+    expected_failed_checks=lambda est: {},
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)

@@ -1,0 +1,53 @@
+"""IMPreprocessor: methods, constant columns, huge values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import make_pipeline
+
+from imod import IMPreprocessor
+from imod.detector.preprocessing import PREPROCESSING_METHODS
+
+
+@pytest.mark.parametrize("method", PREPROCESSING_METHODS)
+def test_methods_constant_and_huge(method):
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(size=(100, 3)), np.full(100, 7.0), np.zeros(100)]
+    X[0, 0] = 1e30
+    Z = IMPreprocessor(method).fit_transform(X)
+    assert np.isfinite(Z).all()
+    assert np.abs(Z).max() <= 1e4
+    new = np.array([[1e300, -1e300, 0.0, 7.0, 1e-300]])
+    assert np.isfinite(IMPreprocessor(method).fit(X).transform(new)).all()
+
+
+def test_statistics():
+    rng = np.random.default_rng(0)
+    X = rng.normal(3, 2, size=(500, 2))
+    Z = IMPreprocessor("standard").fit_transform(X)
+    np.testing.assert_allclose(Z.mean(0), 0, atol=1e-12)
+    np.testing.assert_allclose(Z.std(0), 1)
+    Z = IMPreprocessor("minmax").fit_transform(X)
+    np.testing.assert_allclose([Z.min(0), Z.max(0)], [[0, 0], [1, 1]])
+    Z = IMPreprocessor("robust").fit_transform(X)
+    np.testing.assert_allclose(np.median(Z, 0), 0, atol=1e-12)
+    corr = np.c_[X[:, :1], X[:, :1] * 2 + 0.1 * X[:, 1:]]
+    Z = IMPreprocessor("whiten").fit_transform(corr)
+    np.testing.assert_allclose(np.cov(Z.T), np.eye(2), atol=1e-8)
+    dup = np.c_[X[:, 0], X[:, 0]]  # rank 1: one whitened component
+    assert IMPreprocessor("whiten").fit_transform(dup).shape == (500, 1)
+
+
+def test_dataframe_and_pipeline():
+    df = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [0, 1, 0, 1]})
+    pre = IMPreprocessor().set_output(transform="pandas")
+    out = pre.fit_transform(df)
+    assert list(out.columns) == ["a", "b"]
+    assert list(IMPreprocessor("whiten").fit(df).get_feature_names_out()) == ["pca0", "pca1"]
+    with pytest.raises(ValueError, match="non-numeric"):
+        IMPreprocessor().fit(df.assign(c=list("wxyz")))
+    with pytest.raises(ValueError, match="unknown preprocessing method"):
+        IMPreprocessor("log").fit(df)
+    make_pipeline(IMPreprocessor("robust"), IMPreprocessor("minmax")).fit_transform(df)
