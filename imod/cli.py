@@ -128,6 +128,10 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
                    help="n_jobs for detectors that accept it (default: their own default)")
     p.add_argument("--overwrite", "--force", action="store_true",
                    help="discard existing results in --out instead of resuming")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS|local-cluster:N",
+                   help="run cells as Dask tasks on a scheduler address or on a local "
+                        "cluster of N single-threaded workers (needs imod[distributed]); "
+                        "default: in-process")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench, _parser=p)
@@ -246,7 +250,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         results = run_benchmark(available, detectors, seeds, args.out, protocol,
                                 overwrite=args.overwrite, n_jobs=args.n_jobs,
                                 progress=not args.quiet,
-                                extra_config={"reference": reference, "argv": sys.argv[1:]})
+                                extra_config={"reference": reference, "argv": sys.argv[1:]},
+                                scheduler=args.scheduler)
     except ConfigMismatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -138,6 +138,7 @@ def run_benchmark(
     n_jobs: int | None = None,
     progress: bool = True,
     extra_config: dict[str, Any] | None = None,
+    scheduler: Any = None,
 ) -> pd.DataFrame:
     """Run every (dataset, detector, seed) cell not yet finished in ``out_dir``.
 
@@ -160,6 +161,11 @@ def run_benchmark(
         Show a tqdm bar over cells.
     extra_config : dict, optional
         More entries for ``run.json`` (e.g. the reference detector).
+    scheduler : distributed.Client or str, optional
+        Run the cells as Dask tasks: a client, a scheduler address, or
+        ``"local-cluster:N"`` (see :mod:`imod.distributed.bench`). Rows are still appended
+        here as cells finish (in completion order), so resuming works the same. Default:
+        the in-process loop.
 
     Returns
     -------
@@ -220,6 +226,16 @@ def run_benchmark(
                desc="imod bench")
     with open(results_csv, "a", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
+        if scheduler is not None:  # cells as Dask tasks; rows are written here as they end
+            from imod.distributed.bench import run_cells
+
+            def write_row(row: dict[str, Any]) -> None:
+                writer.writerow([_fmt(row[c]) for c in RESULT_COLUMNS])
+                fh.flush()
+                bar.update(1)
+
+            run_cells(todo, protocol, scheduler, write_row, n_jobs=n_jobs)
+            todo = []
         current: tuple[str, int] | None = None
         split: Split | None = None
         prep_error = ""

@@ -23,7 +23,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = ["IMPreprocessor", "PREPROCESSING_METHODS", "check_numeric_frame"]
 
-PREPROCESSING_METHODS = ("standard", "robust", "minmax", "whiten", "none")
+PREPROCESSING_METHODS = ("standard", "robust", "minmax", "whiten", "quantile", "none")
+
+# Knots per feature of the quantile transform (more only matter for n >> 1000).
+_N_QUANTILES = 1000
 
 # Bound on |x / prescale| before centering: keeps products in whitening finite
 # for any finite input (a new value 1e300 against a training max of 1e-300).
@@ -50,12 +53,16 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    method : {"standard", "robust", "minmax", "whiten", "none"}, default="standard"
+    method : {"standard", "robust", "minmax", "whiten", "quantile", "none"}, default="standard"
         ``"standard"``: zero mean, unit variance. ``"robust"``: median and
         inter-quartile range (outliers barely move the statistics).
         ``"minmax"``: [0, 1] on the training data (ODIM's choice). ``"whiten"``:
         PCA whitening (decorrelated, unit-variance components; directions with
-        no variance are dropped). ``"none"``: values as given (still clipped).
+        no variance are dropped). ``"quantile"``: each feature through its
+        training empirical CDF to normal scores (rank-Gauss; skewed and
+        heavy-tailed features become comparable), extended linearly beyond the
+        training range with slope 1 / (IQR / 1.349) so new extreme values stay
+        extreme. ``"none"``: values as given (still clipped).
     clip : float or None, default=1e4
         Bound on the absolute transformed value; ``None`` disables it (then a
         ``1e30`` input can overflow the float32 losses downstream).
@@ -68,6 +75,9 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Statistics of the prescaled columns: ``(x / prescale_ - center_) / scale_``.
     components_ : ndarray of shape (n_components, n_features_in_) or None
         Whitening directions (``method="whiten"`` only).
+    knots_, knot_scores_ : list of ndarray or None
+        Per feature: increasing prescaled values and their normal scores
+        (``method="quantile"`` only).
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when fitted on a DataFrame with string column names.
@@ -107,7 +117,11 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.prescale_ = prescale
         Z = X / prescale
         self.components_ = None
-        if self.method == "standard":
+        self.knots_ = self.knot_scores_ = None
+        if self.method == "quantile":
+            self.knots_, self.knot_scores_, scale = _fit_quantile(Z)
+            center = np.zeros(X.shape[1])
+        elif self.method == "standard":
             center, scale = Z.mean(axis=0), Z.std(axis=0)
         elif self.method == "robust":
             q25, center, q75 = np.percentile(Z, [25, 50, 75], axis=0)
@@ -139,7 +153,13 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         check_numeric_frame(X)
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True, reset=False)
-        Z = np.clip(X / self.prescale_, -_PRESCALED_BOUND, _PRESCALED_BOUND) - self.center_
+        Z = np.clip(X / self.prescale_, -_PRESCALED_BOUND, _PRESCALED_BOUND)
+        if self.knots_ is not None:
+            Z = _apply_quantile(Z, self.knots_, self.knot_scores_, self.scale_)
+            if self.clip is not None:
+                np.clip(Z, -self.clip, self.clip, out=Z)
+            return Z
+        Z = Z - self.center_
         if self.components_ is not None:
             Z = Z @ self.components_.T
         Z = Z / self.scale_
@@ -167,6 +187,10 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             "center_": np.asarray(self.center_, dtype=float).tolist(),
             "scale_": np.asarray(self.scale_, dtype=float).tolist(),
             "components_": None if self.components_ is None else self.components_.tolist(),
+            "knots_": None if self.knots_ is None else [k.tolist() for k in self.knots_],
+            "knot_scores_": (
+                None if self.knot_scores_ is None else [k.tolist() for k in self.knot_scores_]
+            ),
             "n_features_in_": int(self.n_features_in_),
         }
 
@@ -179,7 +203,58 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         obj.scale_ = np.asarray(state["scale_"], dtype=np.float64)
         comps = state["components_"]
         obj.components_ = None if comps is None else np.asarray(comps, dtype=np.float64)
+        knots, kscores = state.get("knots_"), state.get("knot_scores_")
+        obj.knots_ = None if knots is None else [np.asarray(k, dtype=np.float64) for k in knots]
+        obj.knot_scores_ = (
+            None if kscores is None else [np.asarray(k, dtype=np.float64) for k in kscores]
+        )
         obj.n_features_in_ = int(state["n_features_in_"])
         if feature_names is not None:
             obj.feature_names_in_ = np.asarray(feature_names, dtype=object)
         return obj
+
+
+def _fit_quantile(Z: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Per-feature knots (unique quantiles) and their normal scores.
+
+    Tied values (e.g. a binary feature) share one knot whose score is the mean
+    normal score of the quantile levels it covers, so a 95 %-zero column maps
+    its zeros near 0 and its ones far out, not to an arbitrary point of the tie.
+    Returns the knots, their scores and the extrapolation spreads (IQR / 1.349,
+    falling back to the standard deviation, then 1).
+    """
+    from scipy.special import ndtri
+
+    n = Z.shape[0]
+    levels = np.linspace(0.0, 1.0, int(min(n, _N_QUANTILES)))
+    probs = np.clip(levels, 0.5 / n, 1.0 - 0.5 / n)
+    normal = ndtri(probs)
+    qs = np.quantile(Z, levels, axis=0)  # (Q, d)
+    q25, q75 = np.percentile(Z, [25, 75], axis=0)
+    spread = (q75 - q25) / 1.349
+    spread = np.where(spread > 0, spread, Z.std(axis=0))
+    spread = np.where(spread > 0, spread, 1.0)
+    knots, scores = [], []
+    for j in range(Z.shape[1]):
+        uniq, inv = np.unique(qs[:, j], return_inverse=True)
+        s = np.bincount(inv, weights=normal) / np.bincount(inv)
+        if len(uniq) == 1:  # constant column maps to 0
+            s = np.zeros(1)
+        knots.append(uniq)
+        scores.append(s)
+    return knots, scores, spread
+
+
+def _apply_quantile(
+    Z: np.ndarray, knots: list[np.ndarray], scores: list[np.ndarray], spread: np.ndarray
+) -> np.ndarray:
+    """Interpolate normal scores; linear beyond the training range."""
+    out = np.empty_like(Z)
+    for j, (k, s) in enumerate(zip(knots, scores, strict=True)):
+        z = Z[:, j]
+        o = np.interp(z, k, s)
+        lo, hi = z < k[0], z > k[-1]
+        o[lo] = s[0] + (z[lo] - k[0]) / spread[j]
+        o[hi] = s[-1] + (z[hi] - k[-1]) / spread[j]
+        out[:, j] = o
+    return out

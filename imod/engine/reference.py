@@ -18,7 +18,7 @@ import torch
 from .losses import get_loss
 from .members import Members, member_state_dict
 from .optim import OptimizerSpec
-from .trainer import as_tensor, batch_order
+from .trainer import as_tensor, batch_order, shared_batch_size
 
 __all__ = ["train_one_by_one"]
 
@@ -67,7 +67,7 @@ def train_one_by_one(
     mask = np.ones((n_members, n), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     loss_fn = get_loss(loss)
     # Same shared batch size as the engine: ceil(batch_size / mean rate).
-    shared = min(n, math.ceil(batch_size / (float(mask.mean()) if rate is None else rate)))
+    shared = shared_batch_size(batch_size, float(mask.mean()) if rate is None else rate, n)
     models = []
     for k in range(n_members):
         model = members.module().to(device)

@@ -43,6 +43,7 @@ __all__ = [
     "as_tensor",
     "batch_order",
     "precision_context",
+    "shared_batch_size",
     "resolve_device",
     "train_ensemble",
 ]
@@ -109,6 +110,18 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def shared_batch_size(batch_size: int, rate: float, n_samples: int) -> int:
+    """Rows of a shared batch, so each member sees about ``batch_size`` of its own.
+
+    ``ceil(batch_size / rate)`` rounded up to a multiple of 8 when that changes
+    it (matrix units run best on such sizes), and at most ``n_samples``.
+    """
+    rows = math.ceil(batch_size / rate)
+    if rows != batch_size:
+        rows = 8 * math.ceil(rows / 8)
+    return min(n_samples, rows)
 
 
 def batch_order(random_state: int | None, epoch: int, n_samples: int) -> np.ndarray:
@@ -479,7 +492,7 @@ def train_ensemble(
         rate = float(mask.mean())
     elif not 0.0 < rate <= 1.0:
         raise ValueError(f"rate must be in (0, 1], got {rate!r}")
-    shared_batch = min(n, math.ceil(batch_size / rate))
+    shared_batch = shared_batch_size(batch_size, rate, n)
     steps_per_epoch = math.ceil(n / shared_batch)
 
     if not isinstance(first_member, (int, np.integer)) or first_member < 0:

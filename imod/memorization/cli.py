@@ -1,0 +1,296 @@
+"""``imod memorize``: memorization and influence scores, rate study and ablation.
+
+Registered by the main CLI through :func:`add_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["add_parser", "run", "build_parser", "main"]
+
+_EPILOG = """\
+outputs (in --out):
+  members/              one .npz per block of members + manifest.json (resumable: re-run the
+                        same command after a kill; a larger --members extends the run)
+  scores.csv            per training example: labels, IN/OUT counts, p_in, p_out, difference,
+                        fractional, score, memorized
+  high_influence_pairs.csv   train/test pairs with mem >= --mem-threshold, infl >= --infl-threshold
+  leakage_pairs.csv     train/test near-duplicates (cosine >= --dup-threshold)
+  summary.md            settings, random-label AUROC / AUPR / FPR@95%TPR, threshold, counts
+  score_distribution.png, random_label_roc.png
+  --rate-study:  rate_study.csv/.md (subsampled vs exact leave-one-out on a small subset)
+  --ablation:    ablation.csv/.md (the critique's Table 1: original F&Z setup, one fix at a time,
+                 all four; utility = acc(removed memorized) - acc(removed random), paired t-test)
+
+examples:
+  imod memorize --dataset digits --members 64 --epochs 60 --out mem-digits
+  imod memorize --dataset mnist1d --members 4000 --block-size 500 --device cuda --out mem-m1d
+  imod memorize --dataset digits --ablation --members 64 --utility-members 20 --out abl
+"""
+
+
+def _float_or_null(v: str):
+    return v if v == "null" else float(v)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``memorize`` subcommand to an argparse subparsers action."""
+    p = subparsers.add_parser(
+        "memorize", help="memorization / influence scores (Feldman & Zhang + the critique's fixes)",
+        description="Subsampled memorization and influence estimation on the ensemble engine.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="digits",
+                   help="digits, mnist1d (generated locally, cached) or path.npz with X, y "
+                        "[, X_test, y_test] (default: digits)")
+    g.add_argument("--cache-dir", type=Path, default=None, help="cache folder for MNIST-1D")
+    g = p.add_argument_group("estimator")
+    g.add_argument("--members", type=int, default=64, help="K models (default 64)")
+    g.add_argument("--rate", type=float, default=0.7, help="sampling rate in (0, 1) (default 0.7)")
+    g.add_argument("--score", choices=["fractional", "difference"], default="fractional")
+    g.add_argument("--hidden", type=int, nargs="+", default=[256, 256],
+                   help="MLP hidden widths (default 256 256)")
+    g.add_argument("--epochs", type=int, default=30)
+    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--random-label-fraction", type=float, default=0.05)
+    g.add_argument("--alpha", type=float, default=0.05)
+    g.add_argument("--null-side", choices=["upper", "lower"], default="upper",
+                   help="threshold at the (1-alpha) (upper, Eq. 3) or alpha (lower) quantile "
+                        "of the random-label scores")
+    g.add_argument("--threshold", type=_float_or_null, default="null",
+                   help="'null' (default) or a fixed score threshold")
+    g.add_argument("--min-out", type=int, default=3)
+    g.add_argument("--block-size", type=int, default=64, help="members per saved block")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto")
+    g.add_argument("--precision", default=None, help="passed to the engine if it supports it")
+    g.add_argument("--mem-threshold", type=float, default=0.25)
+    g.add_argument("--infl-threshold", type=float, default=0.15)
+    g.add_argument("--dup-threshold", type=float, default=0.98,
+                   help="cosine similarity for train/test near-duplicates (raw inputs)")
+    g = p.add_argument_group("studies")
+    g.add_argument("--rate-study", action="store_true",
+                   help="subsampled scores at --rates vs exact leave-one-out on a subset")
+    g.add_argument("--rates", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 0.95])
+    g.add_argument("--loo-examples", type=int, default=100, help="subset size for the LOO study")
+    g.add_argument("--loo-seeds", type=int, default=16, help="models per left-out example")
+    g.add_argument("--ablation", action="store_true", help="the critique's Table 1")
+    g.add_argument("--utility-members", type=int, default=20,
+                   help="paired models per condition in the utility experiment")
+    g.add_argument("--ablation-null-sides", nargs="+", choices=["upper", "lower"], default=None,
+                   help="null-threshold rows of the ablation for these sides (default: "
+                        "--null-side)")
+    g.add_argument("--ablation-members-095", type=int, default=None,
+                   help="members of the rate-0.95 scoring run (default: --members)")
+    p.add_argument("--out", type=Path, default=Path("imod-memorization"), help="output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace runs with another configuration in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is fastest for small models on a busy machine)")
+    p.set_defaults(func=run, _parser=p)
+    return p
+
+
+def _fmt(v, nd=3):
+    if isinstance(v, float):
+        if not np.isfinite(v):
+            return "nan"
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.2e}"
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def _md_table(df) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for i in range(len(df)):
+        cells = []
+        for c in cols:
+            v = df[c].iloc[i]
+            cells.append(str(int(v)) if isinstance(v, (np.integer, np.bool_)) else _fmt(
+                float(v) if isinstance(v, np.floating) else v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (ValueError, ImportError) as exc:
+        print(f"imod memorize: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from imod.engine import OptimizerSpec
+
+    from . import MemorizationEstimator, find_near_duplicates, load_dataset
+    from .plots import plot_random_label_roc, plot_score_distribution
+    from .study import (
+        ablation_rows,
+        ablation_study,
+        leave_one_out_reference,
+        sampling_rate_study,
+    )
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if not 0.0 < args.rate < 1.0:
+        raise ValueError(f"--rate must be in (0, 1), got {args.rate}")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(args.dataset, cache_dir=args.cache_dir, random_state=args.seed)
+    X = data.X.reshape(len(data.X), -1).astype(np.float32)
+    Xt = data.X_test.reshape(len(data.X_test), -1).astype(np.float32)
+    opt = OptimizerSpec("adam", lr=args.lr, weight_decay=args.weight_decay)
+    progress = not args.no_progress
+    hidden = tuple(args.hidden)
+    t_all = time.perf_counter()
+    est = MemorizationEstimator(
+        model=hidden, n_members=args.members, rate=args.rate, epochs=args.epochs,
+        batch_size=args.batch_size, optimizer=opt, score=args.score,
+        random_label_fraction=args.random_label_fraction, alpha=args.alpha,
+        threshold=args.threshold, null_side=args.null_side, min_out=args.min_out,
+        block_size=args.block_size, mem_threshold=args.mem_threshold,
+        infl_threshold=args.infl_threshold, random_state=args.seed, device=args.device,
+        precision=args.precision, out_dir=out / "members", overwrite=args.overwrite,
+        progress=progress,
+    )
+    est.fit(X, data.y, Xt, data.y_test)
+    df = est.to_frame()
+    df.to_csv(out / "scores.csv", index=False)
+    pairs = est.high_influence_pairs()
+    pairs.to_csv(out / "high_influence_pairs.csv", index=False)
+    leak = find_near_duplicates(X, Xt, threshold=args.dup_threshold)
+    leak.pairs.to_csv(out / "leakage_pairs.csv", index=False)
+    plot_score_distribution(est, out / "score_distribution.png")
+    plot_random_label_roc(est, out / "random_label_roc.png")
+
+    n_nat = int((~est.is_random_label_).sum())
+    lines = [
+        f"# Memorization scores: {data.name}",
+        "",
+        f"- training examples: {len(X)} ({len(est.random_label_idx_)} relabelled at random), "
+        f"test examples: {len(Xt)}",
+        f"- members: {est.n_members}, rate {est.rate}, every example IN {int(est.in_counts_.min())}"
+        f"-{int(est.in_counts_.max())} / OUT {int(est.out_counts_.min())}-"
+        f"{int(est.out_counts_.max())} members",
+        f"- model: MLP {X.shape[1]}-{'-'.join(map(str, hidden))}-{len(est.classes_)}, Adam lr "
+        f"{args.lr}, {args.epochs} epochs, batch {args.batch_size}, seed {args.seed}",
+        f"- mean test accuracy of the members: {100 * est.correct_test_.mean():.2f} %",
+        f"- training {est.train_seconds_:.1f} s (members trained in this call: "
+        f"{est.members_.trained_members}), scoring {est.score_seconds_:.2f} s",
+        "",
+        "## Random-label detection (random-label points = positives)",
+        "",
+        "| score | AUROC | AUPR | FPR@95%TPR |",
+        "|---|---|---|---|",
+    ]
+    for name, m in est.detection_.items():
+        lines.append(f"| {name} | {_fmt(m['auroc'])} | {_fmt(m['aupr'])} | "
+                     f"{_fmt(m['fpr_at_95tpr'])} |")
+    thr_desc = (f"null, {'1 - alpha' if args.null_side == 'upper' else 'alpha'} quantile "
+                f"(alpha={args.alpha})" if args.threshold == "null" else "fixed")
+    lines += [
+        "",
+        f"## Threshold ({args.score} score)",
+        "",
+        f"- threshold: {_fmt(est.threshold_)} ({thr_desc})",
+        f"- memorized natural points (score > threshold): {len(est.memorized_)} of {n_nat}",
+        f"- high-influence pairs (mem >= {args.mem_threshold}, infl >= {args.infl_threshold}): "
+        f"{len(pairs)}",
+        f"- train/test near-duplicates (cosine >= {args.dup_threshold}): {len(leak.pairs)} pairs, "
+        f"{len(leak.duplicate_test_idx)} test examples ({100 * leak.duplicate_fraction:.1f} %)",
+    ]
+    summary = {"dataset": data.name, "detection": est.detection_,
+               "threshold": est.threshold_, "n_memorized": int(len(est.memorized_))}
+
+    if args.rate_study:
+        rng = np.random.default_rng(args.seed)
+        n_sub = min(args.loo_examples, len(X))
+        sub = np.sort(rng.choice(len(X), size=n_sub, replace=False))
+        Xs, ys = X[sub], data.y[sub]
+        if len(np.unique(ys)) < 2:
+            raise ValueError("the rate-study subset holds a single class; use more examples")
+        common = dict(epochs=args.epochs, batch_size=min(args.batch_size, max(8, n_sub // 4)),
+                      optimizer=opt, random_state=args.seed, device=args.device)
+        t0 = time.perf_counter()
+        loo = leave_one_out_reference(hidden, Xs, ys, n_seeds=args.loo_seeds,
+                                      progress=progress, **common)
+        rs = sampling_rate_study(hidden, Xs, ys, loo=loo, rates=args.rates,
+                                 n_target=args.loo_seeds, progress=False, **common)
+        rs.to_csv(out / "rate_study.csv", index=False)
+        md = ["## Sampling rate vs exact leave-one-out", "",
+              f"{n_sub} examples, {args.loo_seeds} LOO models per example "
+              f"({loo.n_models} models), batch {common['batch_size']}; every rate has >= "
+              f"{args.loo_seeds} IN and OUT members per example. "
+              f"{time.perf_counter() - t0:.0f} s.", "", _md_table(rs)]
+        (out / "rate_study.md").write_text("\n".join(md) + "\n")
+        lines += [""] + md
+        summary["rate_study"] = rs.to_dict(orient="records")
+
+    if args.ablation:
+        t0 = time.perf_counter()
+        k95 = args.ablation_members_095 or args.members
+        ab = ablation_study(
+            hidden, X, data.y, Xt, data.y_test,
+            n_members={0.7: args.members, 0.95: k95}, n_utility_models=args.utility_members,
+            fixed_threshold=args.mem_threshold if args.threshold == "null" else args.threshold,
+            alpha=args.alpha, null_side=args.null_side,
+            random_label_fraction=args.random_label_fraction, dup_threshold=args.dup_threshold,
+            epochs=args.epochs, batch_size=args.batch_size, optimizer=opt,
+            min_out=args.min_out, block_size=args.block_size, random_state=args.seed,
+            device=args.device, out_dir=out / "ablation", progress=progress,
+            overwrite=args.overwrite,
+            rows=ablation_rows(tuple(args.ablation_null_sides or [args.null_side])),
+        )
+        ab.table.to_csv(out / "ablation.csv", index=False)
+        md = ["## Ablation of the four fixes (critique Table 1)", "",
+              f"Utility = test accuracy (%) with the memorized natural points removed minus with "
+              f"as many random points removed, {args.utility_members} paired models each "
+              f"(clean labels); pvalue: paired two-sided t-test; delta / p_vs_baseline: vs the "
+              f"first row, paired by seed. Null threshold: upper = (1 - alpha) quantile, lower = "
+              f"alpha quantile of the random-label scores (alpha = {args.alpha}). "
+              f"{time.perf_counter() - t0:.0f} s.", "", _md_table(ab.table)]
+        (out / "ablation.md").write_text("\n".join(md) + "\n")
+        lines += [""] + md
+        summary["ablation"] = ab.table.to_dict(orient="records")
+
+    lines += ["", f"Total {time.perf_counter() - t_all:.0f} s."]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    print("\n".join(lines))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A stand-alone parser (``python -m imod.memorization.cli``)."""
+    parser = argparse.ArgumentParser(prog="imod")
+    sub = parser.add_subparsers(dest="command")
+    add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if not hasattr(args, "func"):
+        build_parser().print_help()
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

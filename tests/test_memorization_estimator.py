@@ -1,0 +1,233 @@
+"""MemorizationEstimator on real data (digits subsets, small MLPs): LOO, null, resume, utility."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from imod.memorization import (
+    ConfigMismatchError,
+    MemorizationEstimator,
+    influence_matrix,
+    leave_one_out_reference,
+    load_digits_split,
+    marginal_utility,
+    sampling_rate_study,
+)
+from imod.memorization.runs import train_in_blocks
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models: a single thread avoids OpenMP spin-waits on a shared machine.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_split()
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    rng = np.random.default_rng(0)
+    tr = rng.choice(len(digits.y), 400, replace=False)
+    te = rng.choice(len(digits.y_test), 150, replace=False)
+    return digits.X[tr], digits.y[tr], digits.X_test[te], digits.y_test[te]
+
+
+@pytest.fixture(scope="module")
+def fitted(small):
+    X, y, Xt, yt = small
+    est = MemorizationEstimator(model=(128,), n_members=32, rate=0.7, epochs=40, batch_size=16,
+                                score="fractional", random_label_fraction=0.1, block_size=32,
+                                random_state=0, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return est.fit(X, y, Xt, yt)
+
+
+def test_subsampled_estimator_approaches_leave_one_out(digits):
+    rng = np.random.default_rng(1)
+    sub = rng.choice(len(digits.y), 60, replace=False)
+    X, y = digits.X[sub], digits.y[sub]
+    common = dict(epochs=25, batch_size=16, random_state=0, device="cpu")
+    loo = leave_one_out_reference((32,), X, y, n_seeds=8, **common)
+    assert loo.correct_loo.shape == (8, 60)
+    table = sampling_rate_study((32,), X, y, loo=loo, rates=(0.1, 0.95), n_target=8, **common)
+    lo, hi = table.iloc[0], table.iloc[1]
+    assert hi.out_count >= 8 and lo.in_count >= 8
+    # near leave-one-out: small error, strong agreement with the exact reference
+    assert hi.mae_p_out < 0.15 and hi.mae_difference < 0.15
+    assert hi.pearson_difference > 0.5
+    # the critique's sampling bias: a low rate overstates memorization and errs more
+    assert lo.mae_difference > hi.mae_difference
+    assert lo.bias_difference > hi.bias_difference
+
+
+def test_fitted_attributes_and_influence_equals_loop(fitted, small):
+    X, y, Xt, yt = small
+    est = fitted
+    n, m = len(y), len(yt)
+    assert est.mask_.shape == (32, n) and est.correct_test_.shape == (32, m)
+    assert (est.in_counts_ == round(0.7 * 32)).all()  # balanced: every example IN 22 members
+    assert (est.out_counts_ == 10).all()
+    np.testing.assert_allclose(est.difference_, est.p_in_ - est.p_out_)
+    np.testing.assert_allclose(est.scores_, est.fractional_)
+    assert est.influence_.shape == (n, m)
+    # brute force over a few pairs
+    for i, j in [(0, 0), (5, 17), (399, 149), (123, 42)]:
+        ins = est.mask_[:, i]
+        expect = est.correct_test_[ins, j].mean() - est.correct_test_[~ins, j].mean()
+        assert est.influence_[i, j] == pytest.approx(expect, abs=1e-6)
+    np.testing.assert_allclose(est.influence_, influence_matrix(est.mask_, est.correct_test_))
+    pairs = est.high_influence_pairs()
+    assert (pairs.memorization >= 0.25).all() and (pairs.influence >= 0.15).all()
+    assert not set(pairs.train_index) & set(est.random_label_idx_)
+    df = est.to_frame()
+    assert len(df) == n and df.random_label.sum() == len(est.random_label_idx_) == 40
+
+
+def test_random_labels_null_threshold_and_memorized_set(fitted):
+    est = fitted
+    rl = est.random_label_idx_
+    assert (est.y_train_[rl] != est.y_clean_[rl]).all()  # always a *different* class
+    assert (est.y_train_[~est.is_random_label_] == est.y_clean_[~est.is_random_label_]).all()
+    for name in ("difference", "fractional"):
+        assert est.detection_[name]["auroc"] > 0.5
+        assert 0.0 <= est.detection_[name]["fpr_at_95tpr"] <= 1.0
+    assert est.threshold_ == pytest.approx(np.quantile(est.null_scores_, 0.95))
+    expect = np.flatnonzero((est.scores_ > est.threshold_) & ~est.is_random_label_)
+    np.testing.assert_array_equal(est.memorized_, expect)
+    # the lower side: 95 % of the random-label points score at or above it
+    thr = est.null_threshold_for("difference", side="lower")
+    assert (est.difference_[rl] >= thr).mean() >= 0.95
+    assert est.memorized_for(est.difference_, thr).sum() > 0
+
+
+def test_resume_after_interruption_and_extension_match_one_run(small, tmp_path):
+    X, y, _, _ = small
+    X, y = X[:120], y[:120]
+    kw = dict(model=(16,), rate=0.5, epochs=3, batch_size=16, block_size=8, min_out=1,
+              random_label_fraction=0.1, threshold=0.25, influence=False, device="cpu")
+    ref = MemorizationEstimator(n_members=24, **kw).fit(X, y)
+
+    class Kill(Exception):
+        pass
+
+    def boom(b, done, total):
+        if b == 1:
+            raise Kill
+
+    est = MemorizationEstimator(n_members=24, out_dir=tmp_path / "a", **kw)
+    import imod.memorization.estimator as mod
+
+    orig = mod.train_in_blocks
+    mod.train_in_blocks = lambda *a, **k: orig(*a, **(k | {"callback": boom}))
+    try:
+        with pytest.raises(Kill):
+            est.fit(X, y)
+    finally:
+        mod.train_in_blocks = orig
+    assert sorted(p.name for p in (tmp_path / "a").glob("block_*.npz")) == [
+        "block_00000.npz", "block_00001.npz"]
+    resumed = MemorizationEstimator(n_members=24, out_dir=tmp_path / "a", **kw).fit(X, y)
+    assert resumed.members_.trained_members == 8  # only the third block was trained
+    np.testing.assert_array_equal(resumed.mask_, ref.mask_)
+    np.testing.assert_array_equal(resumed.correct_, ref.correct_)
+    np.testing.assert_array_equal(resumed.scores_, ref.scores_)
+
+    # extension: 12 members (one full + one half block), then 24 = one run of 24
+    MemorizationEstimator(n_members=12, out_dir=tmp_path / "b", **kw).fit(X, y)
+    ext = MemorizationEstimator(n_members=24, out_dir=tmp_path / "b", **kw).fit(X, y)
+    assert ext.members_.trained_members == 16  # the half block is retrained at full size
+    np.testing.assert_array_equal(ext.mask_, ref.mask_)
+    np.testing.assert_array_equal(ext.correct_, ref.correct_)
+    np.testing.assert_array_equal(ext.difference_, ref.difference_)
+    with pytest.raises(ConfigMismatchError, match="epochs"):
+        MemorizationEstimator(n_members=24, out_dir=tmp_path / "b",
+                              **(kw | {"epochs": 4})).fit(X, y)
+
+
+def test_block_files_load_without_pickle(small, tmp_path):
+    X, y, Xt, yt = small
+    from imod.engine import StackedMLP, balanced_mask
+
+    res = train_in_blocks(StackedMLP((64, 8, 10)), X[:50], y[:50], n_members=4, block_size=4,
+                          mask_for_block=lambda b, s: balanced_mask(s, 50, 0.5, random_state=b),
+                          epochs=1, batch_size=16, X_test=Xt[:10], y_test=yt[:10],
+                          out_dir=tmp_path, device="cpu")
+    with np.load(tmp_path / "block_00000.npz", allow_pickle=False) as z:
+        assert set(z.files) >= {"mask", "correct_train", "correct_test", "margin_train",
+                                "config_hash"}
+        np.testing.assert_array_equal(z["correct_test"], res.correct_test)
+
+
+def test_module_factory_path_on_image_shaped_data(small):
+    X, y, _, _ = small
+    images = X[:100].reshape(-1, 1, 8, 8)
+
+    def factory():
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(),
+                                   torch.nn.Flatten(), torch.nn.Linear(4 * 36, 10))
+
+    est = MemorizationEstimator(model=factory, n_members=8, rate=0.5, epochs=2, batch_size=16,
+                                threshold=0.25, random_label_fraction=0.05, min_out=1,
+                                device="cpu").fit(images, y[:100])
+    assert est.scores_.shape == (100,) and np.isfinite(est.scores_).all()
+    with pytest.raises(ValueError, match="module factory"):
+        MemorizationEstimator(n_members=8, rate=0.5, min_out=1).fit(images, y[:100])
+
+
+def test_marginal_utility_returns_paired_t_test(small):
+    X, y, Xt, yt = small
+    from imod.engine import StackedMLP
+
+    u = marginal_utility(StackedMLP((64, 16, 10)), X[:200], y[:200], Xt, yt,
+                         remove_idx=np.arange(20), n_models=4, epochs=3, batch_size=16,
+                         device="cpu")
+    assert u.n_removed == 20 and u.acc_removed.shape == (4,) == u.acc_random.shape
+    from scipy.stats import ttest_rel
+
+    assert u.pvalue == pytest.approx(ttest_rel(u.acc_removed, u.acc_random).pvalue)
+    assert u.mean_diff == pytest.approx((u.acc_removed - u.acc_random).mean())
+    sub = u.on_subset(np.arange(50))
+    assert len(sub.test_idx) == 50 and sub.acc_removed.shape == (4,)
+
+
+@pytest.mark.parametrize(
+    "kwargs, data, match",
+    [
+        ({}, "single", "single class"),
+        ({}, "mismatch", "labels"),
+        ({"rate": 0.0}, None, "open interval"),
+        ({"rate": 1.0}, None, "open interval"),
+        ({"rate": 1.5}, None, "open interval"),
+        ({"n_members": 10, "rate": 0.95}, None, "too few members"),
+        ({"n_members": 4, "rate": 0.1, "min_out": 1}, None, "too few members"),
+        ({"score": "ratio"}, None, "score"),
+        ({"threshold": "null", "random_label_fraction": 0.0}, None, "random_label_fraction"),
+        ({}, "test_only_X", "both X_test"),
+    ],
+)
+def test_bad_input_errors(small, kwargs, data, match):
+    X, y, Xt, yt = small
+    X, y = X[:40], y[:40]
+    est = MemorizationEstimator(**({"n_members": 8, "rate": 0.5, "epochs": 1, "min_out": 1,
+                                    "device": "cpu"} | kwargs))
+    args = (X, y)
+    extra = {}
+    if data == "single":
+        args = (X, np.zeros(40, int))
+    elif data == "mismatch":
+        args = (X, y[:-1])
+    elif data == "test_only_X":
+        extra = {"X_test": Xt}
+    with pytest.raises(ValueError, match=match):
+        est.fit(*args, **extra)
