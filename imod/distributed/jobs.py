@@ -12,7 +12,6 @@ that trained them.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ import numpy as np
 
 from imod.engine import OptimizerSpec, Recorder, train_ensemble
 
+from .._digest import array_digest
 from .backend import BACKENDS, open_client, run_tasks
 from .store import BlockData, BlockStore, merge_blocks, missing_ranges
 
@@ -33,18 +33,6 @@ MaskFn = Callable[[int, int], np.ndarray]
 _NUMERIC_KWARGS = ("loss", "optimizer", "epochs", "batch_size", "random_state", "init",
                    "init_scale", "record_every", "record_initial", "precision")
 _SCATTER_BYTES = 16 * 1024**2
-
-
-def _digest(*arrays: Any) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        if a is None:
-            h.update(b"<none>")
-            continue
-        arr = np.ascontiguousarray(np.asarray(a))
-        h.update(f"{arr.shape}|{arr.dtype.str}|".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()[:16]
 
 
 def _describe(obj: Any) -> Any:
@@ -280,10 +268,10 @@ class EnsembleJob:
         if "optimizer" in self.train_kwargs:  # "adam" and OptimizerSpec("adam") are one config
             kw["optimizer"] = _describe(OptimizerSpec.coerce(self.train_kwargs["optimizer"]))
         recs = [{"name": r.name, "reduce": r.reduce, "fn": _describe(r.fn),
-                 "transform": _describe(r.transform), "data": _digest(r.X, r.y)}
+                 "transform": _describe(r.transform), "data": array_digest(r.X, r.y)[:16]}
                 for r in self.recorders]
         return {"format_version": 1, "model": _describe(self.model),
-                "data": _digest(self.X, self.y), "rate": float(rate), "recorders": recs,
+                "data": array_digest(self.X, self.y)[:16], "rate": float(rate), "recorders": recs,
                 "train": kw}
 
     def _resolve_rate(self, store_path: Path | None) -> float:

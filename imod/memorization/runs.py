@@ -44,6 +44,8 @@ import torch
 from imod.engine import OptimizerSpec, StackedMLP, train_ensemble
 from imod.engine.members import ModuleMembers
 
+from .._digest import array_digest
+
 __all__ = [
     "ConfigMismatchError",
     "MemberResults",
@@ -92,19 +94,6 @@ def block_sizes(n_members: int, block_size: int) -> list[int]:
     """Sizes of the blocks of a run of ``n_members`` members."""
     full, rest = divmod(int(n_members), int(block_size))
     return [int(block_size)] * full + ([rest] if rest else [])
-
-
-def array_digest(*arrays) -> str:
-    """SHA-256 of arrays' shapes, dtypes and bytes (None is hashed as a marker)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        if a is None:
-            h.update(b"<none>")
-            continue
-        a = np.ascontiguousarray(np.asarray(a))
-        h.update(f"{a.shape}|{a.dtype.str}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def model_description(model) -> dict:
