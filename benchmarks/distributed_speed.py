@@ -1,115 +1,74 @@
-"""Memorization scores from blocks of members trained in-process or on Dask workers.
+"""Memorization scores with the member blocks trained in-process or on Dask workers.
 
-MNIST-1D (4,000 train / 1,000 test), MLP 40-256-256-10, Adam, ``--epochs`` epochs, batch
-128, balanced masks at rate 0.7. Each run trains the same K members (same seeds, same
-mask) in blocks and computes, per training example,
-``p_in`` (mean correctness over members that trained on it), ``p_out`` (over the others)
-and ``mem = p_in - p_out``. Every configuration must give the same scores; the script
-reports seconds per configuration and the speed ratios.
+MNIST-1D (4,000 train / 1,000 test), :class:`imod.memorization.MemorizationEstimator`
+with its defaults (MLP 40-256-256-10, Adam, batch 128, balanced masks at rate 0.7) and
+``--epochs`` epochs, K members in blocks of ``--block-size``. Every configuration trains
+the same members (same seeds, same masks), so the scores must be identical; the script
+checks that and reports the seconds of each configuration and the speed ratios.
 
-CPU comparison (default)::
+CPU, 1 worker against 2 (issue 8)::
 
-    python benchmarks/distributed_speed.py --members 64 --epochs 30 \\
-        --configs local:2 local:1 dask:1 dask:2
+    python benchmarks/distributed_speed.py --members 512 --configs dask:2 dask:1 \\
+        --json docs/results/distributed_k512.json
 
-``local:T`` = in-process, T torch threads; ``dask:W`` = a LocalCluster of W
-single-threaded worker processes (torch threads 1 each).
+``local:T`` = in-process with T torch threads; ``dask:W`` = a LocalCluster of W
+single-threaded worker processes (started and warmed up before the clock starts, as a
+long-lived cluster would be).
 
-GPU (one process, engine chunks on the GPU)::
+GPU (one process, blocks on the GPU)::
 
-    python benchmarks/distributed_speed.py --members 4000 --device cuda --backend local
+    python benchmarks/distributed_speed.py --members 4000 --device cuda --configs local:1
 
-Several GPUs: start one worker per GPU (``dask-cuda-worker`` or ``CUDA_VISIBLE_DEVICES``
-per ``dask worker``) and pass ``--scheduler tcp://HOST:8786 --backend dask``.
+Several GPUs: start one worker per GPU and pass ``--scheduler tcp://HOST:8786`` with
+``--configs dask:1``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
-import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from imod.distributed import train_blocks
-from imod.engine import Recorder, StackedMLP, balanced_mask, correctness
+from imod.distributed import open_client
+from imod.memorization import MemorizationEstimator, load_dataset
 
 
-def load_mnist1d(
-    seed: int = 42, path: Path | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MNIST-1D with the package's default arguments (4,000 train / 1,000 test).
-
-    ``path``: an ``.npz`` with ``x, y, x_test, y_test`` saved earlier (for machines
-    without the ``mnist1d`` package).
-    """
-    if path is not None:
-        with np.load(path, allow_pickle=False) as z:
-            return z["x"], z["y"], z["x_test"], z["y_test"]
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    args = get_dataset_args()
-    args.seed = seed
-    d = make_dataset(args)
-    return (d["x"].astype(np.float32), d["y"].astype(np.int64),
-            d["x_test"].astype(np.float32), d["y_test"].astype(np.int64))
-
-
-def memorization(mask: np.ndarray, correct: np.ndarray) -> dict[str, np.ndarray]:
-    """p_in, p_out and their difference per example from a mask and a correctness matrix."""
-    c = correct.astype(np.float64)
-    n_in, n_out = mask.sum(0), (~mask).sum(0)
-    p_in = (c * mask).sum(0) / np.maximum(n_in, 1)
-    p_out = (c * ~mask).sum(0) / np.maximum(n_out, 1)
-    return {"p_in": p_in, "p_out": p_out, "mem": p_in - p_out}
-
-
-def run_config(name: str, args: argparse.Namespace, data, mask) -> dict:
-    X, y, Xt, yt = data
+def fit_config(name: str, args: argparse.Namespace, data) -> dict:
+    """Fit the estimator under one configuration; returns seconds, workers and scores."""
     kind, _, num = name.partition(":")
-    n = int(num or 1)
-    recorders = [Recorder("correct_train", correctness, reduce="last"),
-                 Recorder("correct_test", correctness, X=Xt, y=yt, reduce="last")]
-    kw = dict(loss="cross_entropy", optimizer="adam", epochs=args.epochs, batch_size=128,
-              random_state=args.seed, device=args.device, precision=args.precision,
-              chunk_size=args.chunk_size if args.chunk_size else "auto")
-    store = Path(tempfile.mkdtemp(prefix=f"imod-bench-{kind}{n}-")) if args.store else None
-    old = torch.get_num_threads()
-    t0 = time.perf_counter()
-    if kind == "local":
-        torch.set_num_threads(n)
-        try:
-            res = train_blocks(StackedMLP((40, 256, 256, 10)), X, y, mask=mask,
-                               block_size=args.block_size, recorders=recorders, store=store,
-                               backend="local", **kw)
-        finally:
-            torch.set_num_threads(old)
-    elif kind == "dask":
-        client = args.scheduler or f"local-cluster:{n}"
-        from imod.distributed import open_client
-
-        with open_client(client) as cl:
-            cl.wait_for_workers(n if not args.scheduler else 1, timeout=120)
-            # Warm the workers (imports) outside the timing, as a long-lived cluster would be.
-            cl.run(lambda: __import__("imod.distributed") and None)
-            t0 = time.perf_counter()
-            res = train_blocks(StackedMLP((40, 256, 256, 10)), X, y, mask=mask,
-                               block_size=args.block_size, recorders=recorders, store=store,
-                               backend="dask", client=cl,
-                               torch_threads=None if args.device != "cpu" else 1, **kw)
-    else:
+    if kind not in ("local", "dask"):
         raise SystemExit(f"unknown config {name!r}: use local:T or dask:W")
-    seconds = time.perf_counter() - t0
-    scores = memorization(res.mask, res.records["correct_train"])
-    test_acc = float(res.records["correct_test"].mean())
-    return {"config": name, "seconds": seconds, "blocks": len(res.trained),
-            "task_seconds": float(sum(res.task_seconds.values())),
-            "workers": sorted(set(res.workers.values())),
-            "test_accuracy": test_acc, "scores": scores}
+    n = int(num or 1)
+    est = MemorizationEstimator(
+        n_members=args.members, rate=0.7, epochs=args.epochs, block_size=args.block_size,
+        random_label_fraction=0.0, threshold=0.25, random_state=args.seed,
+        device=args.device, precision=args.precision, n_threads=n if kind == "local" else 1,
+        progress=not args.quiet,
+    )
+    scheduler = None if kind == "local" else (args.scheduler or f"local-cluster:{n}")
+    with open_client(scheduler) as client, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if client is not None:
+            client.wait_for_workers(1 if args.scheduler else n, timeout=120)
+            client.run(lambda: __import__("imod.memorization") and None)  # warm imports
+        est.set_params(scheduler=client)
+        t0 = time.perf_counter()
+        est.fit(data.X, data.y, data.X_test, data.y_test)
+        seconds = time.perf_counter() - t0
+    return {"config": name, "seconds": round(seconds, 2),
+            "task_seconds": round(est.train_seconds_, 2),
+            "workers": len(set(est.members_.workers.values()) - {""}) or 1,
+            "test_accuracy": round(float(est.correct_test_.mean()), 4),
+            "mean_difference": round(float(np.nanmean(est.difference_)), 4),
+            "memorized_fraction": round(float(est.memorized_mask_.mean()), 4),
+            "scores": est.difference_}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,49 +78,47 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--block-size", type=int, default=None,
                    help="members per task (default: K / 8, at least 1)")
-    p.add_argument("--configs", nargs="+", default=["local:2", "local:1", "dask:1", "dask:2"],
-                   metavar="KIND:N", help="local:T (in-process, T threads) or dask:W")
-    p.add_argument("--backend", choices=["local", "dask"], default=None,
-                   help="shortcut: one configuration, local:<threads> or dask:<workers>")
+    p.add_argument("--configs", nargs="+", default=["dask:2", "dask:1"], metavar="KIND:N",
+                   help="local:T (in-process, T threads) or dask:W (default: dask:2 dask:1); "
+                        "speed-ups are against the one with the fewest workers/threads")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address for dask:*")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
-    p.add_argument("--chunk-size", type=int, default=None, help="engine chunk (default auto)")
+    p.add_argument("--precision", default=None, choices=["fp32", "tf32", "bf16"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--store", action="store_true", help="write blocks to a temp store")
-    p.add_argument("--data", type=Path, default=None,
-                   help="MNIST-1D as .npz (x, y, x_test, y_test) instead of generating it")
+    p.add_argument("--cache-dir", type=Path, default=None, help="MNIST-1D cache folder")
     p.add_argument("--json", type=Path, default=None, help="write the summary here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if args.backend is not None:
-        n = torch.get_num_threads() if args.backend == "local" else 1
-        args.configs = [f"{args.backend}:{n}"]
     args.block_size = args.block_size or max(1, args.members // 8)
 
-    data = load_mnist1d(path=args.data)
-    mask = balanced_mask(args.members, len(data[1]), 0.7, random_state=args.seed)
-    print(f"MNIST-1D {len(data[1])} train / {len(data[3])} test; K={args.members}, "
+    data = load_dataset("mnist1d", cache_dir=args.cache_dir)
+    print(f"MNIST-1D {len(data.y)} train / {len(data.y_test)} test; K={args.members}, "
           f"{args.epochs} epochs, blocks of {args.block_size}, device {args.device}, "
-          f"{args.precision}", flush=True)
+          f"{args.precision or 'fp32'}", flush=True)
     rows = []
     for cfg in args.configs:
-        r = run_config(cfg, args, data, mask)
+        r = fit_config(cfg, args, data)
         rows.append(r)
-        s = r["scores"]
-        print(f"{cfg:>8}: {r['seconds']:8.1f} s  ({r['blocks']} blocks, "
-              f"{len(r['workers']) or 1} worker(s))  test acc {r['test_accuracy']:.3f}  "
-              f"mean p_in {s['p_in'].mean():.3f} p_out {s['p_out'].mean():.3f} "
-              f"mem {s['mem'].mean():.3f}  (mem >= 0.25: {(s['mem'] >= 0.25).mean():.1%})",
-              flush=True)
-    base = rows[0]
-    for r in rows[1:]:
-        diff = max(float(np.abs(r["scores"][k] - base["scores"][k]).max()) for k in base["scores"])
-        print(f"{base['config']} / {r['config']}: speed ratio {base['seconds'] / r['seconds']:.2f}"
-              f"; max |score difference| {diff:.3g}")
+        print(f"{cfg:>8}: {r['seconds']:8.1f} s  ({r['workers']} worker(s), tasks "
+              f"{r['task_seconds']:.1f} s)  test acc {r['test_accuracy']:.3f}  mean mem "
+              f"{r['mean_difference']:.3f}  memorized {r['memorized_fraction']:.1%}", flush=True)
+    # The baseline is the configuration with the fewest workers / threads (the first on a
+    # tie), whatever the order they ran in.
+    base = min(rows, key=lambda r: int(r["config"].partition(":")[2] or 1))
+    for r in rows:
+        if r is base:
+            continue
+        same = np.array_equal(r["scores"], base["scores"], equal_nan=True)
+        r["baseline"] = base["config"]
+        r["speedup"] = round(base["seconds"] / r["seconds"], 2)
+        r["scores_identical"] = bool(same)
+        print(f"{r['config']} vs {base['config']}: {r['speedup']:.2f}x faster; "
+              f"scores identical: {same}")
     if args.json:
-        out = [{k: v for k, v in r.items() if k != "scores"}
-               | {f"mean_{k}": float(v.mean()) for k, v in r["scores"].items()} for r in rows]
-        args.json.write_text(json.dumps({"argv": sys.argv[1:], "runs": out}, indent=2))
+        out = {"argv": sys.argv[1:], "host": platform.node(), "cpus": torch.get_num_threads(),
+               "runs": [{k: v for k, v in r.items() if k != "scores"} for r in rows]}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
     return 0
 
 

@@ -71,7 +71,7 @@ def main() -> None:
         "block_size": est.block_size,
         "epochs": args.epochs,
         "train_s": round(r.train_seconds, 3),
-        "eval_s": round(r.eval_seconds, 3),
+        "fit_wall_s": round(r.seconds, 3),
         "score_s": round(est.score_seconds_, 3),
         "total_s": round(total, 3),
         "members_per_s_train": round(args.members / r.train_seconds, 3),

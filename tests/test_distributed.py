@@ -98,7 +98,7 @@ def test_missing_ranges_and_local_backend_match_one_run(tmp_path, data, recorder
     with np.load(tmp_path / "block_0000000_0000005.npz", allow_pickle=False) as z:
         assert z["mask"].shape == (5, N) and z["rec__loss"].shape == (3, 5, 50)
     # Another configuration is refused with a clear error.
-    with pytest.raises(StoreConfigError, match="differs in: train"):
+    with pytest.raises(StoreConfigError, match="differs in: train.epochs"):
         train_blocks(MODEL, X, y, mask=mask, block_size=5, recorders=recorders,
                      store=tmp_path, **{**KW, "epochs": 4})
 
@@ -235,3 +235,47 @@ def test_killed_worker_does_not_lose_the_run(tmp_path, client, data, recorders, 
     _check_same(res, ref)
     assert len(res.trained) == 12
     client.wait_for_workers(2, timeout=60)  # the nanny restarted it
+
+
+def test_memorization_scores_on_dask_equal_in_process(tmp_path, client, data):
+    """The memorization estimator's blocks as Dask tasks: same scores as in-process."""
+    from imod.memorization import MemorizationEstimator
+
+    X, y = data
+    kw = dict(model=(16,), n_members=12, rate=0.5, epochs=3, batch_size=32, block_size=4,
+              min_out=1, random_label_fraction=0.05, threshold=0.25, device="cpu",
+              n_threads=1)
+    Xt, yt = X[:40], y[:40]
+    local = MemorizationEstimator(**kw).fit(X, y, Xt, yt)
+    dask = MemorizationEstimator(scheduler=client, out_dir=tmp_path, **kw).fit(X, y, Xt, yt)
+    np.testing.assert_array_equal(dask.mask_, local.mask_)
+    np.testing.assert_array_equal(dask.correct_, local.correct_)
+    np.testing.assert_array_equal(dask.correct_test_, local.correct_test_)
+    np.testing.assert_array_equal(dask.scores_, local.scores_)
+    assert set(dask.members_.workers.values()) <= set(client.scheduler_info()["workers"])
+    # and the stored blocks reload in-process without training
+    again = MemorizationEstimator(out_dir=tmp_path, **kw).fit(X, y, Xt, yt)
+    assert again.members_.trained_members == 0
+    np.testing.assert_array_equal(again.scores_, local.scores_)
+
+
+def test_memorize_cli_on_a_scheduler_address(tmp_path, client):
+    """``imod memorize --scheduler tcp://...`` trains its blocks on that cluster."""
+    import json
+
+    from imod.cli import main
+
+    args = ["memorize", "--dataset", "digits", "--members", "8", "--rate", "0.5",
+            "--epochs", "1", "--hidden", "16", "--min-out", "1", "--block-size", "4",
+            "--no-progress", "--threads", "1"]
+    assert main([*args, "--out", str(tmp_path / "dask"),
+                 "--scheduler", client.scheduler.address]) == 0
+    assert main([*args, "--out", str(tmp_path / "local")]) == 0
+    a = json.loads((tmp_path / "dask" / "summary.json").read_text())
+    b = json.loads((tmp_path / "local" / "summary.json").read_text())
+    assert a["detection"] == b["detection"] and a["n_memorized"] == b["n_memorized"]
+    sa = np.loadtxt(tmp_path / "dask" / "scores.csv", delimiter=",", skiprows=1, usecols=(6, 7, 8))
+    sb = np.loadtxt(tmp_path / "local" / "scores.csv", delimiter=",", skiprows=1,
+                    usecols=(6, 7, 8))
+    np.testing.assert_array_equal(sa, sb)  # p_in, p_out, difference
+    assert len(list((tmp_path / "dask" / "members").glob("block_*.npz"))) == 2

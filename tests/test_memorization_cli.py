@@ -28,7 +28,7 @@ def test_cli_writes_csv_markdown_and_plots(tmp_path):
     assert main(["memorize", *TINY, "--out", str(out), "--null-side", "lower"]) == 0
     for name in ["scores.csv", "summary.md", "summary.json", "high_influence_pairs.csv",
                  "leakage_pairs.csv", "score_distribution.png", "random_label_roc.png",
-                 "members/manifest.json", "members/block_00000.npz"]:
+                 "members/manifest.json", "members/block_0000000_0000008.npz"]:
         assert (out / name).is_file(), name
     df = pd.read_csv(out / "scores.csv")
     assert {"p_in", "p_out", "difference", "fractional", "memorized", "random_label"} <= set(df)

@@ -136,7 +136,7 @@ def test_resume_after_interruption_and_extension_match_one_run(small, tmp_path):
     finally:
         mod.train_in_blocks = orig
     assert sorted(p.name for p in (tmp_path / "a").glob("block_*.npz")) == [
-        "block_00000.npz", "block_00001.npz"]
+        "block_0000000_0000008.npz", "block_0000008_0000016.npz"]
     resumed = MemorizationEstimator(n_members=24, out_dir=tmp_path / "a", **kw).fit(X, y)
     assert resumed.members_.trained_members == 8  # only the third block was trained
     np.testing.assert_array_equal(resumed.mask_, ref.mask_)
@@ -161,12 +161,12 @@ def test_block_files_load_without_pickle(small, tmp_path):
 
     res = train_in_blocks(StackedMLP((64, 8, 10)), X[:50], y[:50], n_members=4, block_size=4,
                           mask_for_block=lambda b, s: balanced_mask(s, 50, 0.5, random_state=b),
-                          epochs=1, batch_size=16, X_test=Xt[:10], y_test=yt[:10],
+                          rate=0.5, epochs=1, batch_size=16, X_test=Xt[:10], y_test=yt[:10],
                           out_dir=tmp_path, device="cpu")
-    with np.load(tmp_path / "block_00000.npz", allow_pickle=False) as z:
-        assert set(z.files) >= {"mask", "correct_train", "correct_test", "margin_train",
-                                "config_hash"}
-        np.testing.assert_array_equal(z["correct_test"], res.correct_test)
+    with np.load(tmp_path / "block_0000000_0000004.npz", allow_pickle=False) as z:
+        assert set(z.files) >= {"mask", "rec__correct_train", "rec__correct_test",
+                                "rec__margin_train", "config_hash"}
+        np.testing.assert_array_equal(z["rec__correct_test"], res.correct_test)
 
 
 def test_module_factory_path_on_image_shaped_data(small):

@@ -85,6 +85,14 @@ class DatasetRef:
         ``data-dir``, ``cache``, ``bundled`` or ``upstream``.
     sha256 : str or None
         Official checksum when the manifest knows it.
+
+    Examples
+    --------
+    >>> ref = DatasetRef("Classical", "6_cardio")
+    >>> ref.relpath, ref.name, ref.key
+    ('Classical/6_cardio.npz', '6_cardio', 'cardio')
+    >>> DatasetRef("CV_by_ViT", "MVTec-AD_bottle").name  # qualified: the stem is not unique
+    'CV_by_ViT/MVTec-AD_bottle'
     """
 
     folder: str
@@ -124,6 +132,14 @@ class Dataset:
     y : ndarray of shape (n_samples,), int64 with values in {0, 1} (1 = outlier)
     path : Path
         File it was read from.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> ds = Dataset("toy", np.zeros((4, 2)), np.array([0, 0, 0, 1]), Path("toy.npz"))
+    >>> ds.X.shape, ds.outlier_fraction
+    ((4, 2), 0.25)
     """
 
     name: str
@@ -160,6 +176,24 @@ def load_npz(path: str | os.PathLike[str], name: str | None = None) -> Dataset:
         truncated zip, bad CRC), holds pickled object arrays, lacks ``X`` or ``y``, or when
         ``X`` is not a finite numeric 2-D array or ``y`` not a 1-D 0/1 array of the same
         length.
+
+    Examples
+    --------
+    >>> ds = load_npz(BUNDLED_DIR / "45_wine.npz")
+    >>> ds.name, ds.X.shape, ds.X.dtype, int(ds.y.sum())
+    ('45_wine', (129, 13), dtype('float64'), 10)
+
+    A file that is not an ADBench archive is refused with the reason:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> bad = Path(tempfile.mkdtemp()) / "bad.npz"
+    >>> np.savez(bad, X=np.ones((3, 2)), y=np.array([0, 2, 1]))
+    >>> load_npz(bad)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ...bad.npz: y must be binary 0/1 (1 = outlier), found values [0 1 2]
     """
     path = Path(path)
     if not path.is_file():
@@ -252,12 +286,34 @@ def _catalogue() -> tuple[DatasetRef, ...]:
 
 
 def catalogue() -> list[DatasetRef]:
-    """Upstream datasets (``imod/data/adbench_catalogue.txt``), hash attached when known."""
+    """Upstream datasets (``imod/data/adbench_catalogue.txt``), hash attached when known.
+
+    Examples
+    --------
+    >>> refs = catalogue()
+    >>> cardio = [r for r in refs if r.relpath == "Classical/6_cardio.npz"]
+    >>> len(cardio), cardio[0].path, len(cardio[0].sha256)  # upstream only: no local path
+    (1, None, 64)
+    """
     return list(_catalogue())
 
 
 def default_cache_dir() -> Path:
-    """``IMOD_CACHE_DIR`` or ``~/.cache/imod/adbench``."""
+    """``IMOD_CACHE_DIR`` or ``~/.cache/imod/adbench``.
+
+    Examples
+    --------
+    >>> import os
+    >>> from pathlib import Path
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"IMOD_CACHE_DIR": "/tmp/adbench-cache"}):
+    ...     print(default_cache_dir().as_posix())
+    /tmp/adbench-cache
+    >>> with mock.patch.dict(os.environ):
+    ...     _ = os.environ.pop("IMOD_CACHE_DIR", None)
+    ...     print(default_cache_dir().relative_to(Path.home()).as_posix())
+    .cache/imod/adbench
+    """
     env = os.environ.get("IMOD_CACHE_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "imod" / "adbench"
 
@@ -298,6 +354,19 @@ def discover_local(
     Returns
     -------
     list of DatasetRef
+
+    Examples
+    --------
+    A file in the data folder wins over the bundled copy of the same dataset:
+
+    >>> import shutil, tempfile
+    >>> data_dir, cache_dir = tempfile.mkdtemp(), tempfile.mkdtemp()
+    >>> _ = shutil.copy(BUNDLED_DIR / "45_wine.npz", data_dir)
+    >>> refs = discover_local(data_dir, cache_dir)
+    >>> [(r.folder, r.source) for r in refs if r.stem == "45_wine"]
+    [('Classical', 'data-dir')]
+    >>> {r.source for r in refs if r.stem != "45_wine"}
+    {'bundled'}
     """
     data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -376,6 +445,22 @@ def resolve_name(name: str, local: Sequence[DatasetRef]) -> DatasetRef:
     ------
     DatasetNameError
         Unknown or ambiguous name; the message lists close matches and the valid names.
+
+    Examples
+    --------
+    >>> ref = resolve_name("CARDIO", [])  # no local files: resolved from the catalogue
+    >>> ref.folder, ref.stem, ref.path
+    ('Classical', '6_cardio', None)
+    >>> resolve_name("Cardiotocography", []).stem  # a different dataset
+    '7_Cardiotocography'
+    >>> import tempfile
+    >>> empty = tempfile.mkdtemp()
+    >>> resolve_name("wine", discover_local(empty, empty)).source  # the bundled file
+    'bundled'
+    >>> resolve_name("cardoi", [])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    imod.bench.datasets.DatasetNameError: unknown dataset 'cardoi'. Did you mean: 6_cardio, ...
     """
     cands = _candidates(local)
     query = name.strip().removesuffix(".npz")
@@ -445,6 +530,17 @@ def resolve_datasets(
     ------
     DatasetNameError
         For unknown or ambiguous names.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> empty = tempfile.mkdtemp()  # no data folder, empty cache: bundled files only
+    >>> available, missing = resolve_datasets(["wine", "Cardiotocography"], empty, empty)
+    >>> [(r.stem, r.source) for r in available], [r.stem for r in missing]
+    ([('45_wine', 'bundled')], ['7_Cardiotocography'])
+    >>> available, missing = resolve_datasets(["mini"], empty, empty)
+    >>> [r.stem for r in available][:3], missing
+    (['4_breastw', '6_cardio', '15_Hepatitis'], [])
     """
     local = discover_local(data_dir, cache_dir)
     by_key = {(r.folder, r.stem): r for r in local}

@@ -48,7 +48,16 @@ BUILTIN_DETECTORS: dict[str, tuple[str, str]] = {
 
 
 class DetectorNameError(ValueError):
-    """Unknown detector name or import path that cannot be loaded."""
+    """Unknown detector name or import path that cannot be loaded.
+
+    Examples
+    --------
+    >>> try:
+    ...     canonical_name("no.such.module:Detector")
+    ... except DetectorNameError as exc:
+    ...     print(isinstance(exc, ValueError), str(exc).startswith("cannot import detector"))
+    True True
+    """
 
 
 def canonical_name(name: str) -> str:
@@ -60,6 +69,17 @@ def canonical_name(name: str) -> str:
     ------
     DetectorNameError
         Unknown name (the message lists the valid choices) or import failure.
+
+    Examples
+    --------
+    >>> canonical_name("iforest")
+    'IForest'
+    >>> canonical_name("sklearn.ensemble:IsolationForest")
+    'sklearn.ensemble:IsolationForest'
+    >>> canonical_name("iforrest")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    imod.bench.detectors.DetectorNameError: unknown detector 'iforrest'. Did you mean: IForest? ...
     """
     if ":" in name:
         _import_class(name)
@@ -95,7 +115,13 @@ def _import_class(spec: str) -> type:
 
 
 def imdetector_available() -> tuple[bool, str]:
-    """Whether ``from imod.detector import IMDetector`` works, and the error if not."""
+    """Whether ``from imod.detector import IMDetector`` works, and the error if not.
+
+    Examples
+    --------
+    >>> imdetector_available()
+    (True, '')
+    """
     try:
         _import_class("imod.detector:IMDetector")
     except DetectorNameError as exc:
@@ -129,6 +155,15 @@ def make_detector(name: str, seed: int, n_features: int, n_jobs: int | None = No
     -------
     object
         An estimator with ``fit(X)``.
+
+    Examples
+    --------
+    >>> det = make_detector("iforest", seed=0, n_features=3)
+    >>> type(det).__name__, det.random_state
+    ('IForest', 0)
+    >>> det = make_detector("sklearn.ensemble:IsolationForest", seed=7, n_features=3, n_jobs=1)
+    >>> type(det).__name__, det.random_state, det.n_jobs
+    ('IsolationForest', 7, 1)
     """
     if ":" in name:
         factory = _import_class(name)
@@ -167,6 +202,20 @@ def outlier_scores(detector: Any, X: np.ndarray) -> np.ndarray:
     ------
     TypeError
         If the detector has none of these methods.
+
+    Examples
+    --------
+    Both conventions put the planted outlier (last row) on top:
+
+    >>> import numpy as np
+    >>> from pyod.models.pca import PCA
+    >>> from sklearn.ensemble import IsolationForest
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(size=(50, 2)), [[8.0, 8.0]]])
+    >>> pyod_det = PCA().fit(X)  # decision_function: higher = more abnormal
+    >>> sk_det = IsolationForest(n_estimators=20, random_state=0).fit(X)  # the reverse
+    >>> int(outlier_scores(pyod_det, X).argmax()), int(outlier_scores(sk_det, X).argmax())
+    (50, 50)
     """
     if _is_pyod(detector):
         scores = detector.decision_function(X)

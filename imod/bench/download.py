@@ -28,15 +28,48 @@ _CHUNK = 1 << 20
 
 
 class DownloadError(RuntimeError):
-    """A file could not be fetched (network, HTTP status, refused unknown file)."""
+    """A file could not be fetched (network, HTTP status, refused unknown file).
+
+    Examples
+    --------
+    A file the manifest does not know is refused before any network access:
+
+    >>> download("Classical/not_a_dataset.npz")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    imod.bench.download.DownloadError: Classical/not_a_dataset.npz has no known SHA-256 ...
+    """
 
 
 class ChecksumError(DownloadError):
-    """A fetched or cached file does not have the expected SHA-256."""
+    """A fetched or cached file does not have the expected SHA-256.
+
+    Examples
+    --------
+    >>> issubclass(ChecksumError, DownloadError)
+    True
+    >>> download("Classical/45_wine.npz", sha256="0" * 64)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    imod.bench.download.ChecksumError: Classical/45_wine.npz: given sha256 000... differs ...
+    """
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
+    """Hex SHA-256 of a file, read in chunks.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "abc.txt"
+    >>> _ = path.write_bytes(b"abc")
+    >>> sha256_file(path)
+    'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'
+    >>> from imod.bench.datasets import BUNDLED_DIR
+    >>> sha256_file(BUNDLED_DIR / "45_wine.npz") == manifest()["Classical/45_wine.npz"]
+    True
+    """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
@@ -83,6 +116,20 @@ def download(
         Unknown file without an explicit hash, or a network/HTTP failure.
     ChecksumError
         The downloaded bytes do not match the expected hash (nothing is left in the cache).
+
+    Examples
+    --------
+    A verified file already in the cache is returned without any network access (here the
+    cache is seeded with the bundled copy, which is byte-identical to upstream):
+
+    >>> import shutil, tempfile
+    >>> from imod.bench.datasets import BUNDLED_DIR
+    >>> cache = Path(tempfile.mkdtemp())
+    >>> (cache / "Classical").mkdir()
+    >>> _ = shutil.copy(BUNDLED_DIR / "45_wine.npz", cache / "Classical")
+    >>> path = download(DatasetRef("Classical", "45_wine"), cache_dir=cache)
+    >>> path == cache / "Classical" / "45_wine.npz"
+    True
     """
     rel = ref.relpath if isinstance(ref, DatasetRef) else str(ref).removeprefix("./")
     if rel.count("/") != 1 or not rel.endswith(".npz") or ".." in rel:

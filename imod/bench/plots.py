@@ -26,6 +26,13 @@ def nemenyi_cd(n_methods: int, n_datasets: int, alpha: float = 0.05) -> float:
 
     ``CD = q_alpha * sqrt(k (k + 1) / (6 N))`` with ``q_alpha`` the studentized range quantile
     divided by sqrt(2).
+
+    Examples
+    --------
+    >>> round(nemenyi_cd(5, 10), 3)  # Demsar's q_0.05 = 2.728 for five methods
+    1.929
+    >>> nemenyi_cd(1, 10)  # undefined for a single method
+    nan
     """
     if n_methods < 2 or n_datasets < 1:
         return float("nan")
@@ -34,7 +41,23 @@ def nemenyi_cd(n_methods: int, n_datasets: int, alpha: float = 0.05) -> float:
 
 
 def auroc_heatmap(results: pd.DataFrame, path: str | Path) -> Path:
-    """Datasets x detectors heatmap of seed-averaged AUROC, annotated."""
+    """Datasets x detectors heatmap of seed-averaged AUROC, annotated.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import pandas as pd
+    >>> results = pd.DataFrame({
+    ...     "dataset": ["a", "a", "b", "b", "c", "c"],
+    ...     "detector": ["X", "Y"] * 3,
+    ...     "seed": 1,
+    ...     "auroc": [0.9, 0.7, 0.8, 0.85, 0.75, 0.6],
+    ...     "aupr": [0.5, 0.3, 0.4, 0.45, 0.3, 0.2],
+    ...     "fit_seconds": 0.1, "score_seconds": 0.01, "status": "ok"})
+    >>> path = auroc_heatmap(results, Path(tempfile.mkdtemp()) / "heatmap.png")
+    >>> path.name, path.stat().st_size > 0
+    ('heatmap.png', True)
+    """
     table = per_dataset(results, "auroc")
     order = table.mean(axis=0).sort_values(ascending=False).index
     table = table[order]
@@ -65,6 +88,21 @@ def rank_plot(results: pd.DataFrame, path: str | Path, alpha: float = 0.05) -> P
 
     Detectors joined by a thick bar are not significantly different (Nemenyi, after the
     Friedman setting); the title gives the Friedman test p-value when defined.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import pandas as pd
+    >>> results = pd.DataFrame({
+    ...     "dataset": ["a", "a", "b", "b", "c", "c"],
+    ...     "detector": ["X", "Y"] * 3,
+    ...     "seed": 1,
+    ...     "auroc": [0.9, 0.7, 0.8, 0.85, 0.75, 0.6],
+    ...     "aupr": [0.5, 0.3, 0.4, 0.45, 0.3, 0.2],
+    ...     "fit_seconds": 0.1, "score_seconds": 0.01, "status": "ok"})
+    >>> path = rank_plot(results, Path(tempfile.mkdtemp()) / "ranks.png")
+    >>> path.name, path.stat().st_size > 0
+    ('ranks.png', True)
     """
     auroc = per_dataset(results, "auroc")
     ranks = average_ranks(auroc)
@@ -121,7 +159,22 @@ def rank_plot(results: pd.DataFrame, path: str | Path, alpha: float = 0.05) -> P
 
 
 def plot_all(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Write ``auroc_heatmap.png`` and ``rank_plot.png`` into ``out_dir``."""
+    """Write ``auroc_heatmap.png`` and ``rank_plot.png`` into ``out_dir``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import pandas as pd
+    >>> results = pd.DataFrame({
+    ...     "dataset": ["a", "a", "b", "b", "c", "c"],
+    ...     "detector": ["X", "Y"] * 3,
+    ...     "seed": 1,
+    ...     "auroc": [0.9, 0.7, 0.8, 0.85, 0.75, 0.6],
+    ...     "aupr": [0.5, 0.3, 0.4, 0.45, 0.3, 0.2],
+    ...     "fit_seconds": 0.1, "score_seconds": 0.01, "status": "ok"})
+    >>> [p.name for p in plot_all(results, tempfile.mkdtemp())]
+    ['auroc_heatmap.png', 'rank_plot.png']
+    """
     out = Path(out_dir)
     return [auroc_heatmap(results, out / "auroc_heatmap.png"),
             rank_plot(results, out / "rank_plot.png")]

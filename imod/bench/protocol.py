@@ -67,6 +67,18 @@ class ProtocolConfig:
         0 disables).
     max_rows : int
         Datasets larger than this are subsampled to it (official 10000; 0 disables).
+
+    Examples
+    --------
+    >>> cfg = ProtocolConfig(mode="transductive")
+    >>> cfg.mode, cfg.test_size, cfg.min_rows, cfg.max_rows
+    ('transductive', 0.3, 1000, 10000)
+    >>> sorted(cfg.to_dict())
+    ['dedupe_test', 'max_rows', 'min_rows', 'mode', 'resample_before_split', 'test_size']
+    >>> ProtocolConfig(mode="semi-supervised")
+    Traceback (most recent call last):
+    ...
+    ValueError: mode must be one of ('inductive', 'transductive'), got 'semi-supervised'
     """
 
     mode: str = "inductive"
@@ -89,7 +101,16 @@ class ProtocolConfig:
 
 @dataclass
 class Split:
-    """Prepared data for one (dataset, seed)."""
+    """Prepared data for one (dataset, seed).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X, y = np.arange(10.0).reshape(5, 2), np.array([0, 0, 1, 0, 1])
+    >>> split = Split(X[:3], X[3:], y[:3], y[3:])
+    >>> split.X_train.shape, split.y_test.tolist()
+    ((3, 2), [0, 1])
+    """
 
     X_train: np.ndarray
     X_test: np.ndarray
@@ -98,7 +119,17 @@ class Split:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy's global stream and torch (CPU and CUDA) for one cell."""
+    """Seed Python, NumPy's global stream and torch (CPU and CUDA) for one cell.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> seed_everything(0)
+    >>> a = np.random.rand(), torch.rand(1).item()
+    >>> seed_everything(0)
+    >>> a == (np.random.rand(), torch.rand(1).item())
+    True
+    """
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - detectors (PyOD, sklearn) draw from the global stream
     try:
@@ -128,6 +159,19 @@ def prepare_split(X: np.ndarray, y: np.ndarray, seed: int, config: ProtocolConfi
     -------
     Split
         In transductive mode train and test are the same (scaled) rows.
+
+    Examples
+    --------
+    >>> from imod.bench.datasets import BUNDLED_DIR, load_npz
+    >>> wine = load_npz(BUNDLED_DIR / "45_wine.npz")  # 129 rows
+    >>> s = prepare_split(wine.X, wine.y, seed=1, config=ProtocolConfig())
+    >>> len(s.y_train), len(s.y_test)  # resampled to 1000 rows, then split 70/30
+    (700, 300)
+    >>> float(s.X_train.min()), float(s.X_train.max())  # min-max fitted on the training part
+    (0.0, 1.0)
+    >>> t = prepare_split(wine.X, wine.y, seed=1, config=ProtocolConfig(mode="transductive"))
+    >>> t.X_train.shape, t.X_train is t.X_test
+    ((1000, 13), True)
     """
     _check_classes(y, "dataset")
     # One stream, as the official code's seeded global state: resampling draws first, then the
@@ -166,7 +210,14 @@ def prepare_split(X: np.ndarray, y: np.ndarray, seed: int, config: ProtocolConfi
 
 @dataclass
 class CellResult:
-    """Outcome of one (dataset, detector, seed) cell."""
+    """Outcome of one (dataset, detector, seed) cell.
+
+    Examples
+    --------
+    >>> res = CellResult(n_train=700, n_test=300, n_features=13)
+    >>> res.status, bool(np.isnan(res.auroc))
+    ('ok', True)
+    """
 
     n_train: int
     n_test: int
@@ -198,6 +249,18 @@ def evaluate(detector_name: str, split: Split, seed: int, n_jobs: int | None = N
     Returns
     -------
     CellResult
+
+    Examples
+    --------
+    >>> from imod.bench.datasets import BUNDLED_DIR, load_npz
+    >>> wine = load_npz(BUNDLED_DIR / "45_wine.npz")
+    >>> split = prepare_split(wine.X, wine.y, seed=1, config=ProtocolConfig())
+    >>> res = evaluate("PCA", split, seed=1)
+    >>> res.status, res.n_train, res.n_test, 0.5 < res.auroc <= 1.0
+    ('ok', 700, 300, True)
+    >>> bad = evaluate("sklearn.ensemble:NoSuchDetector", split, seed=1)  # recorded, not raised
+    >>> bad.status, bad.error.split(":")[0]
+    ('error', 'DetectorNameError')
     """
     res = CellResult(len(split.y_train), len(split.y_test), split.X_train.shape[1])
     try:

@@ -54,7 +54,21 @@ _FORMAT_VERSION = 1
 
 
 class ConfigMismatchError(RuntimeError):
-    """The output folder holds results made under another protocol or other data."""
+    """The output folder holds results made under another protocol or other data.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from imod.bench.datasets import resolve_datasets
+    >>> empty, out = tempfile.mkdtemp(), tempfile.mkdtemp()
+    >>> refs, _ = resolve_datasets(["wine"], empty, empty)
+    >>> _ = run_benchmark(refs, ["PCA"], seeds=[1], out_dir=out, progress=False)
+    >>> run_benchmark(refs, ["PCA"], seeds=[1], out_dir=out, progress=False,
+    ...               protocol=ProtocolConfig(mode="transductive"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    imod.bench.runner.ConfigMismatchError: ... holds results from a different configuration: ...
+    """
 
 
 def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -64,6 +78,19 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
     -------
     DataFrame
         Columns `RESULT_COLUMNS`; empty if the file is missing.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "results.csv"
+    >>> read_results(path).empty, list(read_results(path).columns) == RESULT_COLUMNS
+    (True, True)
+    >>> row = "45_wine,PCA,1,inductive,700,300,13,0.8,0.4,0.01,0.001,0.02,ok,,2025-01-01T00:00:00"
+    >>> lines = [",".join(RESULT_COLUMNS), row, row[:20]]
+    >>> _ = path.write_text("\\n".join(lines) + "\\n")
+    >>> df = read_results(path)  # the last line was cut (a killed run): skipped
+    >>> len(df), df.loc[0, "detector"], float(df.loc[0, "auroc"]), int(df.loc[0, "seed"])
+    (1, 'PCA', 0.8, 1)
     """
     path = Path(path)
     rows: list[dict[str, str]] = []
@@ -176,6 +203,31 @@ def run_benchmark(
     ------
     ConfigMismatchError
         If ``out_dir`` holds results under another protocol and ``overwrite`` is False.
+
+    Examples
+    --------
+    Two bundled datasets, two fast detectors, one seed:
+
+    >>> import tempfile
+    >>> from imod.bench.datasets import resolve_datasets
+    >>> empty, out = tempfile.mkdtemp(), tempfile.mkdtemp()
+    >>> refs, missing = resolve_datasets(["wine", "vertebral"], empty, empty)
+    >>> res = run_benchmark(refs, ["PCA", "KNN"], seeds=[1], out_dir=out, progress=False)
+    >>> print(res[["dataset", "detector", "seed", "n_train", "status"]].to_string(index=False))
+    ... # doctest: +NORMALIZE_WHITESPACE
+         dataset detector  seed  n_train status
+         45_wine      PCA     1      700     ok
+         45_wine      KNN     1      700     ok
+    39_vertebral      PCA     1      700     ok
+    39_vertebral      KNN     1      700     ok
+    >>> sorted(p.name for p in Path(out).iterdir())
+    ['results.csv', 'run.json']
+
+    Running again resumes: finished cells are skipped, new ones (a seed here) are added.
+
+    >>> res = run_benchmark(refs, ["PCA", "KNN"], seeds=[1, 2], out_dir=out, progress=False)
+    >>> len(res), len(read_results(Path(out) / "results.csv"))
+    (8, 8)
     """
     protocol = protocol or ProtocolConfig()
     out = Path(out_dir)

@@ -25,7 +25,22 @@ __all__ = ["per_dataset", "summarize", "to_markdown", "write_summary"]
 
 
 def per_dataset(results: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
-    """Datasets x detectors table of ``metric`` averaged over ok seeds (NaN if none ok)."""
+    """Datasets x detectors table of ``metric`` averaged over ok seeds (NaN if none ok).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> results = pd.DataFrame({
+    ...     "dataset": ["a", "a", "b", "b", "c", "c"],
+    ...     "detector": ["X", "Y"] * 3,
+    ...     "seed": 1,
+    ...     "auroc": [0.9, 0.7, 0.8, 0.85, 0.75, 0.6],
+    ...     "aupr": [0.5, 0.3, 0.4, 0.45, 0.3, 0.2],
+    ...     "fit_seconds": 0.1, "score_seconds": 0.01, "status": "ok"})
+    >>> results.loc[5, "status"] = "error"  # Y failed on dataset c
+    >>> per_dataset(results).to_dict("index")
+    {'a': {'X': 0.9, 'Y': 0.7}, 'b': {'X': 0.8, 'Y': 0.85}, 'c': {'X': 0.75, 'Y': nan}}
+    """
     ok = results[(results["status"] == "ok") & results[metric].notna()]
     datasets = list(dict.fromkeys(results["dataset"]))
     detectors = list(dict.fromkeys(results["detector"]))
@@ -74,6 +89,25 @@ def summarize(results: pd.DataFrame, reference: str | None = None) -> pd.DataFra
         Columns: detector, auroc, aupr (means over datasets), avg_rank, wins, datasets (with a
         value), errors (failed cells), p_wilcoxon (reference > detector), median_seconds,
         mean_seconds (fit + score per cell).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> results = pd.DataFrame({
+    ...     "dataset": ["a", "a", "b", "b", "c", "c"],
+    ...     "detector": ["X", "Y"] * 3,
+    ...     "seed": 1,
+    ...     "auroc": [0.9, 0.7, 0.8, 0.85, 0.75, 0.6],
+    ...     "aupr": [0.5, 0.3, 0.4, 0.45, 0.3, 0.2],
+    ...     "fit_seconds": 0.1, "score_seconds": 0.01, "status": "ok"})
+    >>> table = summarize(results)
+    >>> print(table[["detector", "auroc", "avg_rank", "wins"]].round(3).to_string(index=False))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    detector  auroc  avg_rank  wins
+           X  0.817     1.333     2
+           Y  0.717     1.667     1
+    >>> table.attrs["reference"]  # no IMDetector in the results: the first detector
+    'X'
     """
     auroc = per_dataset(results, "auroc")
     aupr = per_dataset(results, "aupr")
@@ -118,7 +152,18 @@ def _cell(value: object, digits: int = 3) -> str:
 
 
 def to_markdown(table: pd.DataFrame, digits: Sequence[int] | None = None) -> str:
-    """Render a DataFrame as a GitHub Markdown table (no extra dependency)."""
+    """Render a DataFrame as a GitHub Markdown table (no extra dependency).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"detector": ["X", "Y"], "auroc": [0.91234, 0.8], "wins": [2, 1]})
+    >>> print(to_markdown(table, digits=[0, 3, 0]))
+    | detector | auroc | wins |
+    |---|---:|---:|
+    | X | 0.912 | 2 |
+    | Y | 0.800 | 1 |
+    """
     cols = [str(c) for c in table.columns]
     digits = list(digits) if digits is not None else [3] * len(cols)
     lines = ["| " + " | ".join(cols) + " |",
@@ -156,6 +201,24 @@ def write_summary(
     """Write ``summary.md`` and ``summary.csv`` to ``out_dir``; return the table and Markdown.
 
     ``summary.md`` holds the detector table and the per-dataset AUROC and AUPR tables.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import pandas as pd
+    >>> results = pd.DataFrame({
+    ...     "dataset": ["a", "a", "b", "b", "c", "c"],
+    ...     "detector": ["X", "Y"] * 3,
+    ...     "seed": 1,
+    ...     "auroc": [0.9, 0.7, 0.8, 0.85, 0.75, 0.6],
+    ...     "aupr": [0.5, 0.3, 0.4, 0.45, 0.3, 0.2],
+    ...     "fit_seconds": 0.1, "score_seconds": 0.01, "status": "ok"})
+    >>> out = tempfile.mkdtemp()
+    >>> table, text = write_summary(results, out)
+    >>> sorted(p.name for p in Path(out).iterdir())
+    ['summary.csv', 'summary.md']
+    >>> text.splitlines()[0], list(table["detector"])
+    ('# imod bench summary', ['X', 'Y'])
     """
     out = Path(out_dir)
     table = summarize(results, reference)

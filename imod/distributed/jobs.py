@@ -153,12 +153,17 @@ def train_block(payload: _Payload, first: int, stop: int, mask: np.ndarray) -> B
     worker = _dask_worker_address()
     if worker:
         relax_malloc()
+    old_threads = torch.get_num_threads()
     if payload.torch_threads is not None:
         torch.set_num_threads(int(payload.torch_threads))
     t0 = time.perf_counter()
-    res = train_ensemble(payload.model, payload.X, payload.y, mask=mask, first_member=first,
-                         rate=payload.rate, recorders=payload.recorders,
-                         **payload.train_kwargs)
+    try:
+        res = train_ensemble(payload.model, payload.X, payload.y, mask=mask, first_member=first,
+                             rate=payload.rate, recorders=payload.recorders,
+                             **payload.train_kwargs)
+    finally:
+        if not worker:  # in-process: leave the caller's thread count as it was
+            torch.set_num_threads(old_threads)
     return BlockData(first, stop, res.mask, res.records, res.record_epochs, res.record_updates,
                      params=res.params if payload.keep_params else None,
                      seconds=time.perf_counter() - t0, worker=worker)
@@ -191,6 +196,16 @@ class EnsembleJob:
         Keep the final parameters (saved as ``params_*.pt`` next to each block).
     torch_threads : int, optional
         ``torch.set_num_threads`` inside each task (1 per single-threaded Dask worker).
+        In-process the caller's thread count is restored after each block.
+    grid_only : bool
+        Reuse only stored blocks that lie exactly on this run's block grid
+        ``[b * block_size, min((b + 1) * block_size, K))`` and call a mask callable with
+        whole grid blocks only. Needed when mask rows are generated per block (e.g.
+        balanced within each block): a smaller last block of an earlier, shorter run is
+        then retrained at full size instead of being reused.
+    config : dict, optional
+        Extra JSON-able description hashed into the store's manifest, for whatever
+        determines the numbers but is not visible here (e.g. how a mask callable draws).
     **train_kwargs
         Passed to ``train_ensemble``: ``loss``, ``optimizer``, ``epochs``, ``batch_size``,
         ``random_state``, ``init``, ``init_scale``, ``record_every``, ``record_initial``,
@@ -215,7 +230,8 @@ class EnsembleJob:
                  mask: np.ndarray | MaskFn | None = None, n_members: int | None = None,
                  block_size: int = 64, rate: float | None = None,
                  recorders: Sequence[Recorder] = (), keep_params: bool = False,
-                 torch_threads: int | None = None, **train_kwargs: Any) -> None:
+                 torch_threads: int | None = None, grid_only: bool = False,
+                 config: dict[str, Any] | None = None, **train_kwargs: Any) -> None:
         bad = {"mask", "first_member", "rate", "recorders", "progress", "n_members",
                "keep_snapshots"} & set(train_kwargs)
         if bad:
@@ -226,6 +242,8 @@ class EnsembleJob:
         self.mask, self.block_size, self.rate = mask, int(block_size), rate
         self.recorders, self.keep_params = list(recorders), bool(keep_params)
         self.torch_threads = torch_threads
+        self.grid_only = bool(grid_only)
+        self.extra_config = dict(config or {})
         self.train_kwargs = {"device": "auto", **train_kwargs}
         x = np.asarray(X)
         self._n = int(x.shape[0])
@@ -270,9 +288,19 @@ class EnsembleJob:
         recs = [{"name": r.name, "reduce": r.reduce, "fn": _describe(r.fn),
                  "transform": _describe(r.transform), "data": array_digest(r.X, r.y)[:16]}
                 for r in self.recorders]
-        return {"format_version": 1, "model": _describe(self.model),
-                "data": array_digest(self.X, self.y)[:16], "rate": float(rate), "recorders": recs,
-                "train": kw}
+        out = {"format_version": 1, "model": _describe(self.model),
+               "data": array_digest(self.X, self.y)[:16], "rate": float(rate), "recorders": recs,
+               "train": kw}
+        if self.grid_only:
+            out["block_grid"] = self.block_size
+        if self.extra_config:
+            out["extra"] = _describe(self.extra_config)
+        return out
+
+    def grid(self) -> list[tuple[int, int]]:
+        """The block ranges of this run: ``[b * block_size, min((b + 1) * block_size, K))``."""
+        K, s = self.n_members, self.block_size
+        return [(a, min(a + s, K)) for a in range(0, K, s)]
 
     def _resolve_rate(self, store_path: Path | None) -> float:
         if self.rate is not None:
@@ -349,8 +377,9 @@ class EnsembleJob:
         loaded: list[tuple[int, int]] = []
         if path is not None:
             bstore = self.open_store(path, overwrite=overwrite)
+            grid = set(self.grid())
             for a, b in bstore.valid_ranges(params=self.keep_params):
-                if a >= K:
+                if a >= K or (self.grid_only and (a, b) not in grid):
                     continue
                 blk = bstore.load(a, b, params=self.keep_params)
                 if blk is None:
@@ -362,7 +391,8 @@ class EnsembleJob:
                         "the mask given now; extend a run only by appending rows")
                 blocks[(a, b)] = blk
                 loaded.append((a, b))
-        todo = missing_ranges(K, self.block_size, blocks)
+        todo = (missing_ranges(K, self.block_size, blocks) if not self.grid_only
+                else [r for r in self.grid() if r not in blocks])
         payload = _Payload(self.model, self.X, self.y, self.recorders,
                            dict(self.train_kwargs), rate, self.keep_params, self.torch_threads)
         result = BlockRunResult(np.zeros((0, self._n), bool), {}, np.zeros(0), np.zeros(0), None,
@@ -420,6 +450,8 @@ def train_blocks(
     retries: int = 3,
     keep_params: bool = False,
     torch_threads: int | None = None,
+    grid_only: bool = False,
+    config: dict[str, Any] | None = None,
     overwrite: bool = False,
     callback: Callable[[BlockData, int, int], None] | None = None,
     **train_kwargs: Any,
@@ -447,6 +479,7 @@ def train_blocks(
     """
     job = EnsembleJob(model, X, y, mask=mask, n_members=n_members, block_size=block_size,
                       rate=rate, recorders=recorders, keep_params=keep_params,
-                      torch_threads=torch_threads, **train_kwargs)
+                      torch_threads=torch_threads, grid_only=grid_only, config=config,
+                      **train_kwargs)
     return job.run(store, backend=backend, client=client, retries=retries,
                    overwrite=overwrite, callback=callback)

@@ -58,6 +58,22 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the entries that differ between two JSON-able configurations.
+
+    Examples
+    --------
+    >>> changed_keys({"train": {"epochs": 3, "lr": 1}, "a": 1}, {"train": {"epochs": 4, "lr": 1}})
+    ['a', 'train.epochs']
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".") or "?"]
+
+
 def member_axis(reduce: str) -> int:
     """Axis of the members in a recorder's array: 1 for ``"stack"`` ``(T, K, n)``, else 0."""
     return 1 if reduce == "stack" else 0
@@ -205,9 +221,7 @@ class BlockStore:
                 raise StoreConfigError(f"{man} is unreadable ({exc})") from exc
             if old.get("config_hash") != self.hash:
                 if not overwrite:
-                    oc = old.get("config", {})
-                    diff = sorted(k for k in set(oc) | set(self.config)
-                                  if oc.get(k) != self.config.get(k))
+                    diff = changed_keys(old.get("config", {}), self.config)
                     raise StoreConfigError(
                         f"{self.path} holds blocks of another configuration (hash "
                         f"{old.get('config_hash')} != {self.hash}; differs in: "

@@ -96,7 +96,18 @@ def balanced_mask(
 
 
 def validate_mask(mask: np.ndarray, n_samples: int) -> np.ndarray:
-    """Check a user mask and return it as a C-contiguous bool array."""
+    """Check a user mask and return it as a C-contiguous bool array.
+
+    Examples
+    --------
+    >>> validate_mask([[1, 0, 1], [0, 1, 1]], n_samples=3)
+    array([[ True, False,  True],
+           [False,  True,  True]])
+    >>> validate_mask([[1, 0, 1], [0, 0, 0]], n_samples=3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 member(s) have no training examples in the mask (first: member 1); ...
+    """
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D (n_members, n_samples), got shape {mask.shape}")

@@ -283,7 +283,21 @@ Members = StackedMLP | ModuleMembers
 
 
 def make_members(model: StackedMLP | ModuleMembers | Callable[[], nn.Module]) -> Members:
-    """Accept a :class:`StackedMLP`, a :class:`ModuleMembers`, or a module factory."""
+    """Accept a :class:`StackedMLP`, a :class:`ModuleMembers`, or a module factory.
+
+    Examples
+    --------
+    >>> import torch
+    >>> mlp = StackedMLP((4, 8, 4))
+    >>> make_members(mlp) is mlp
+    True
+    >>> type(make_members(lambda: torch.nn.Linear(4, 2))).__name__
+    'ModuleMembers'
+    >>> make_members(torch.nn.Linear(4, 2))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: pass a factory (e.g. `lambda: MyNet()`) rather than a module instance, ...
+    """
     if isinstance(model, (StackedMLP, ModuleMembers)):
         return model
     if isinstance(model, nn.Module):
@@ -297,5 +311,16 @@ def make_members(model: StackedMLP | ModuleMembers | Callable[[], nn.Module]) ->
 
 
 def member_state_dict(params: Params, k: int) -> dict[str, torch.Tensor]:
-    """Member ``k``'s parameters as a plain state dict."""
+    """Member ``k``'s parameters as a plain state dict.
+
+    Examples
+    --------
+    >>> mlp = StackedMLP((4, 8, 4))
+    >>> params = mlp.init(0, range(3))
+    >>> sd = member_state_dict(params, 1)
+    >>> sorted(sd), tuple(sd["0.weight"].shape)
+    (['0.bias', '0.weight', '2.bias', '2.weight'], (8, 4))
+    >>> mlp.module().load_state_dict(sd)
+    <All keys matched successfully>
+    """
     return {name: t[k].detach().clone() for name, t in params.items()}

@@ -78,6 +78,18 @@ class StackedOptimizer:
     over memory, which matters when K members hold hundreds of millions of
     weights. Once some member skips a batch, members' step counts differ and the
     per-member formula of :meth:`_masked_step` takes over for good.
+
+    Examples
+    --------
+    >>> import torch
+    >>> params = {"w": torch.ones(2, 3)}  # K=2 members
+    >>> opt = StackedOptimizer(OptimizerSpec("sgd", lr=0.5), params)
+    >>> opt.step(params, {"w": torch.ones(2, 3)}, active=torch.tensor([True, False]))
+    >>> params["w"]  # member 1 had no example in the batch: no step
+    tensor([[0.5000, 0.5000, 0.5000],
+            [1.0000, 1.0000, 1.0000]])
+    >>> opt.steps
+    tensor([1., 0.])
     """
 
     def __init__(self, spec: OptimizerSpec, params: dict[str, torch.Tensor]) -> None:

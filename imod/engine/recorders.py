@@ -66,7 +66,16 @@ class Recorder:
 
 
 def per_example_loss(loss: str | LossFn) -> RecordFn:
-    """Record the training loss of each example (e.g. reconstruction error)."""
+    """Record the training loss of each example (e.g. reconstruction error).
+
+    Examples
+    --------
+    >>> import torch
+    >>> record = per_example_loss("mse")
+    >>> record(torch.zeros(2, 3, 4), torch.ones(3, 4))  # (K, m) = (2, 3)
+    tensor([[1., 1., 1.],
+            [1., 1., 1.]])
+    """
     fn = get_loss(loss)
 
     def record(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -76,12 +85,32 @@ def per_example_loss(loss: str | LossFn) -> RecordFn:
 
 
 def correctness(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """1.0 where a member's arg-max class equals the label, else 0.0."""
+    """1.0 where a member's arg-max class equals the label, else 0.0.
+
+    Examples
+    --------
+    >>> import torch
+    >>> outputs = torch.tensor([[[2.0, 0.0], [0.0, 1.0]],   # member 0: both right
+    ...                         [[0.0, 3.0], [1.0, 0.0]]])  # member 1: both wrong
+    >>> correctness(outputs, torch.tensor([0, 1]))
+    tensor([[1., 1.],
+            [0., 0.]])
+    """
     return (outputs.argmax(dim=-1) == targets.unsqueeze(0)).to(torch.float32)
 
 
 def margin(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Logit of the true class minus the largest other logit (LiRA-style confidence)."""
+    """Logit of the true class minus the largest other logit (LiRA-style confidence).
+
+    Examples
+    --------
+    >>> import torch
+    >>> outputs = torch.tensor([[[2.0, 0.0], [0.0, 1.0]],
+    ...                         [[0.0, 3.0], [1.0, 0.0]]])  # (K=2, m=2, classes=2)
+    >>> margin(outputs, torch.tensor([0, 1]))
+    tensor([[ 2.,  1.],
+            [-3., -1.]])
+    """
     idx = targets.view(1, -1, 1).expand(outputs.shape[0], -1, 1)
     true = outputs.gather(-1, idx).squeeze(-1)
     others = outputs.scatter(-1, idx, float("-inf"))

@@ -52,7 +52,19 @@ Params = dict[str, torch.Tensor]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` picks CUDA when available, else the CPU."""
+    """``"auto"`` picks CUDA when available, else the CPU.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> resolve_device("auto").type in ("cpu", "cuda")
+    True
+    >>> resolve_device("tpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown device 'tpu'; use 'auto', 'cpu' or 'cuda[:i]'
+    """
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -67,7 +79,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def as_tensor(data, name: str, *, integer: bool = False) -> torch.Tensor:
-    """Convert inputs/targets to a tensor, refusing NaN/inf and empty data."""
+    """Convert inputs/targets to a tensor, refusing NaN/inf and empty data.
+
+    Examples
+    --------
+    >>> as_tensor([[1, 2], [3, 4]], "X").dtype
+    torch.float32
+    >>> as_tensor([0.0, 1.0, 1.0], "y", integer=True)
+    tensor([0, 1, 1])
+    >>> as_tensor([[1.0, float("nan")]], "X")
+    Traceback (most recent call last):
+    ...
+    ValueError: X contains 1 NaN or infinite value(s)
+    """
     t = data if isinstance(data, torch.Tensor) else torch.as_tensor(np.asarray(data))
     if t.ndim == 0 or t.shape[0] == 0:
         raise ValueError(f"{name} is empty: need at least one example")
@@ -94,6 +118,17 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
     ``"tf32"`` lets CUDA matrix products use TensorFloat-32; ``"bf16"`` runs the
     forward pass under bfloat16 autocast. Parameters, gradients and optimizer
     state stay float32 in every mode.
+
+    Examples
+    --------
+    >>> import torch
+    >>> cpu = torch.device("cpu")
+    >>> with precision_context("fp32", cpu):
+    ...     a = torch.ones(2, 2) @ torch.ones(2, 2)
+    >>> with precision_context("bf16", cpu):
+    ...     b = torch.ones(2, 2) @ torch.ones(2, 2)
+    >>> a.dtype, b.dtype
+    (torch.float32, torch.bfloat16)
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
@@ -117,6 +152,15 @@ def shared_batch_size(batch_size: int, rate: float, n_samples: int) -> int:
 
     ``ceil(batch_size / rate)`` rounded up to a multiple of 8 when that changes
     it (matrix units run best on such sizes), and at most ``n_samples``.
+
+    Examples
+    --------
+    >>> shared_batch_size(64, rate=1.0, n_samples=1000)
+    64
+    >>> shared_batch_size(64, rate=0.7, n_samples=1000)  # ceil(64 / 0.7) = 92, rounded up to 96
+    96
+    >>> shared_batch_size(64, rate=0.5, n_samples=100)  # never more rows than the data
+    100
     """
     rows = math.ceil(batch_size / rate)
     if rows != batch_size:
@@ -125,7 +169,16 @@ def shared_batch_size(batch_size: int, rate: float, n_samples: int) -> int:
 
 
 def batch_order(random_state: int | None, epoch: int, n_samples: int) -> np.ndarray:
-    """The permutation of examples for one epoch (shared by all members)."""
+    """The permutation of examples for one epoch (shared by all members).
+
+    Examples
+    --------
+    >>> order = batch_order(0, epoch=0, n_samples=10)
+    >>> sorted(order.tolist()) == list(range(10))
+    True
+    >>> bool((order == batch_order(0, 0, 10)).all()), bool((order == batch_order(0, 1, 10)).all())
+    (True, False)
+    """
     seed = [0 if random_state is None else int(random_state), int(epoch)]
     return np.random.default_rng(seed).permutation(n_samples)
 
@@ -158,6 +211,21 @@ class EnsembleResult:
         data transfer and result collection.
     chunk_size : int
         Members trained together.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> X = np.random.default_rng(0).normal(size=(40, 3)).astype("float32")
+    >>> res = train_ensemble(StackedMLP((3, 2, 3)), X, n_members=2, epochs=1, device="cpu")
+    >>> res.n_members, res.params["0.weight"].shape, res.mask.shape
+    (2, torch.Size([2, 2, 3]), (2, 40))
+    >>> out = res.forward(X)  # (K, n, n_outputs)
+    >>> out.shape
+    torch.Size([2, 40, 3])
+    >>> member = res.member_module(1)  # a plain torch.nn.Sequential
+    >>> with torch.no_grad():
+    ...     torch.allclose(member(torch.as_tensor(X)), out[1], atol=1e-6)
+    True
     """
 
     members: Members

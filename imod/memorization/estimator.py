@@ -187,6 +187,14 @@ class MemorizationEstimator:
         Passed to the engine when it supports a ``precision`` option.
     out_dir : path, optional
         Save every block there as it finishes; resume / extend from it.
+    scheduler : None, str or distributed.Client
+        Where the blocks train: ``None`` in this process; ``"local-cluster:N"`` (N
+        single-threaded Dask workers on this machine), a scheduler address such as
+        ``"tcp://10.0.0.5:8786"``, or a ``distributed.Client`` -- one Dask task per block
+        (needs ``imod[distributed]``). The scores are the same either way.
+    n_threads : int, optional
+        Torch threads per block task (default: torch's own setting in-process, 1 on
+        Dask workers).
     overwrite : bool
         Replace a run with another configuration in ``out_dir``.
     progress : bool
@@ -208,7 +216,9 @@ class MemorizationEstimator:
     memorized_ : ndarray        indices of natural points with score > threshold_
     memorized_mask_ : ndarray (n,) bool
     detection_ : dict           AUROC/AUPR/FPR@95%TPR of both scores on the random-label points
-    train_seconds_, score_seconds_ : float
+    train_seconds_ : float      time inside the block tasks (training + correctness passes)
+    fit_seconds_ : float        wall time of training or loading the members
+    score_seconds_ : float      time to compute the scores from the matrices
 
     Examples
     --------
@@ -246,6 +256,8 @@ class MemorizationEstimator:
         chunk_size: int | None = None,
         precision: str | None = None,
         out_dir=None,
+        scheduler=None,
+        n_threads: int | None = None,
         overwrite: bool = False,
         progress: bool = False,
     ) -> None:
@@ -272,6 +284,8 @@ class MemorizationEstimator:
         self.chunk_size = chunk_size
         self.precision = precision
         self.out_dir = out_dir
+        self.scheduler = scheduler
+        self.n_threads = n_threads
         self.overwrite = overwrite
         self.progress = progress
 
@@ -362,14 +376,18 @@ class MemorizationEstimator:
             if bar is not None:
                 bar.update(done - bar.n)
 
+        dask = self.scheduler not in (None, "local")
+        threads = self.n_threads if self.n_threads is not None else (1 if dask else None)
         try:
             runs = train_in_blocks(
                 model, X, y_used, mask_for_block=self._mask_for_block(n),
                 n_members=int(self.n_members), block_size=int(self.block_size),
-                epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
-                random_state=self.random_state, X_test=X_test, y_test=yt_enc,
-                device=self.device, chunk_size=self.chunk_size, precision=self.precision,
-                out_dir=self.out_dir, config=config, overwrite=self.overwrite, callback=cb,
+                rate=float(self.rate), epochs=self.epochs, batch_size=self.batch_size,
+                optimizer=self.optimizer, random_state=self.random_state, X_test=X_test,
+                y_test=yt_enc, device=self.device, chunk_size=self.chunk_size,
+                precision=self.precision, out_dir=self.out_dir, config=config,
+                overwrite=self.overwrite, callback=cb, backend="dask" if dask else "local",
+                client=self.scheduler if dask else None, torch_threads=threads,
             )
         finally:
             if bar is not None:
@@ -386,6 +404,7 @@ class MemorizationEstimator:
         self.correct_ = runs.correct_train
         self.correct_test_ = runs.correct_test
         self.train_seconds_ = runs.train_seconds
+        self.fit_seconds_ = runs.seconds
         s = subsample_scores(runs.mask, runs.correct_train, min_in=self.min_in,
                              min_out=self.min_out)
         self.p_in_, self.p_out_ = s.p_in, s.p_out

@@ -1,47 +1,43 @@
-"""Train members in blocks through the engine, saving every block as it finishes.
+"""Train classifier members in blocks on the distributed engine, saving every block as it ends.
 
 A run of K members is cut into blocks of ``block_size`` members (the last block
 may be smaller). Block ``b`` holds the members with global indices
-``b * block_size ... `` and is one call of :func:`imod.engine.train_ensemble` with
-``first_member = b * block_size`` on its own mask rows, so
+``b * block_size ...`` and is one task of :class:`imod.distributed.EnsembleJob`
+(``grid_only=True``), so
 
 * member seeds depend only on ``(random_state, global index)``;
-* each block's mask is generated from ``(random_state, b)`` alone, balanced
-  *within the block* (every example is IN exactly ``round(rate * size)`` members
-  of the block), so adding blocks never changes earlier ones;
+* each block's mask rows come from ``mask_for_block(b, size)`` alone (balanced
+  *within the block* for the estimator: every example is IN exactly
+  ``round(rate * size)`` members of the block), so adding blocks never changes
+  earlier ones;
 * a killed run resumes from the finished blocks, and a run extended to more
   members trains only the new blocks -- both give exactly the numbers of one
   uninterrupted run with all members (same block size). A smaller last block is
-  retrained at full size when the run is extended past it.
+  retrained at full size when the run is extended past it;
+* blocks run one after the other in this process (``backend="local"``) or as Dask
+  tasks on a cluster (``backend="dask"``), with the same numbers.
 
-On disk (``out_dir``)::
-
-    manifest.json        config, config hash, target members, finished blocks
-    block_00000.npz      mask (B, n) bool, correct_train (B, n) bool,
-                         correct_test (B, m) bool, margin_train/margin_test float32
-    ...
-
-Files are written to a temporary name and renamed (atomic), and loaded with
-``allow_pickle=False``. A folder made with another configuration is refused.
+``out_dir`` is a :class:`imod.distributed.BlockStore`: ``manifest.json`` (config and
+its hash) and one ``block_<first>_<stop>.npz`` per finished block with the mask and
+the recordings ``rec__correct_train``, ``rec__margin_train`` (and ``rec__correct_test``,
+``rec__margin_test`` with a test set), written atomically and read with
+``allow_pickle=False``. A folder made with another configuration is refused
+(:class:`ConfigMismatchError`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import inspect
-import json
-import math
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from imod.engine import OptimizerSpec, StackedMLP, train_ensemble
+from imod.distributed import EnsembleJob
+from imod.distributed.store import StoreConfigError
+from imod.engine import OptimizerSpec, Recorder, StackedMLP, correctness, margin
 from imod.engine.members import ModuleMembers
 
 from .._digest import array_digest
@@ -53,31 +49,33 @@ __all__ = [
     "derive_seed",
     "array_digest",
     "model_description",
-    "config_hash",
     "train_in_blocks",
     "evaluate_members",
 ]
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
-
-
-class ConfigMismatchError(ValueError):
-    """The output folder holds a run made with a different configuration."""
+#: The output folder holds a run made with a different configuration.
+ConfigMismatchError = StoreConfigError
 
 
 @dataclass
 class MemberResults:
-    """Stacked results of all members (rows in global member order)."""
+    """Stacked results of all members (rows in global member order).
+
+    ``train_seconds`` adds up the time spent inside the block tasks of this call
+    (training and the end-of-training correctness passes; loaded blocks count 0),
+    ``seconds`` is the wall time of the call and ``workers`` the Dask worker of each
+    trained block (``""`` in-process).
+    """
 
     mask: np.ndarray  # (K, n) bool
     correct_train: np.ndarray  # (K, n) bool
     correct_test: np.ndarray | None  # (K, m) bool
     margin_train: np.ndarray  # (K, n) float32
     margin_test: np.ndarray | None  # (K, m) float32
-    train_seconds: float = 0.0  # engine time in this call (loaded blocks: 0)
-    eval_seconds: float = 0.0  # forward passes for the correctness matrices
+    train_seconds: float = 0.0
+    seconds: float = 0.0
     trained_members: int = 0  # members trained in this call (the rest were loaded)
+    workers: dict[tuple[int, int], str] = field(default_factory=dict)
 
     @property
     def n_members(self) -> int:
@@ -85,19 +83,35 @@ class MemberResults:
 
 
 def derive_seed(random_state: int | None, *keys: int) -> int:
-    """A 32-bit seed derived from ``random_state`` and integer keys."""
+    """A 32-bit seed derived from ``random_state`` and integer keys.
+
+    Examples
+    --------
+    >>> derive_seed(0, 1, 2) == derive_seed(0, 1, 2) != derive_seed(0, 1, 3)
+    True
+    """
     entropy = [0 if random_state is None else int(random_state), *[int(k) for k in keys]]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def block_sizes(n_members: int, block_size: int) -> list[int]:
-    """Sizes of the blocks of a run of ``n_members`` members."""
+    """Sizes of the blocks of a run of ``n_members`` members.
+
+    Examples
+    --------
+    >>> block_sizes(20, 8)
+    [8, 8, 4]
+    """
     full, rest = divmod(int(n_members), int(block_size))
     return [int(block_size)] * full + ([rest] if rest else [])
 
 
 def model_description(model) -> dict:
-    """A JSON-able description of the member architecture (for the config hash)."""
+    """A JSON-able description of the member architecture (for the config hash).
+
+    A module factory is described by its name, the ``repr`` of one module and its
+    parameter shapes, so two factories of the same name but other layers differ.
+    """
     if isinstance(model, StackedMLP):
         return {
             "kind": "StackedMLP",
@@ -119,60 +133,16 @@ def model_description(model) -> dict:
     return {"kind": "module", "factory": name, "repr": arch, "parameter_shapes": shapes}
 
 
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _engine_kwargs(precision: str | None) -> dict:
-    if precision in (None, "fp32", "float32"):
-        return {}
-    params = inspect.signature(train_ensemble).parameters
-    if "precision" not in params:
-        raise ValueError(
-            f"precision={precision!r} was requested but this engine has no precision option"
-        )
-    return {"precision": precision}
-
-
 def evaluate_members(result, X, y, device, batch_size: int = 8192):
-    """Correctness (bool) and margin (float32) of every member on ``(X, y)``."""
+    """Correctness (bool) and margin (float32) of every member of an ``EnsembleResult``."""
     y_t = torch.as_tensor(np.asarray(y), dtype=torch.long)
     correct, margins = [], []
-    n = len(y_t)
-    for i in range(0, n, batch_size):
+    for i in range(0, len(y_t), batch_size):
         out = result.forward(np.asarray(X[i : i + batch_size]), device=device).float()  # (K, b, C)
         yy = y_t[i : i + batch_size]
-        correct.append((out.argmax(-1) == yy.unsqueeze(0)).numpy())
-        idx = yy.view(1, -1, 1).expand(out.shape[0], -1, 1)
-        true = out.gather(-1, idx).squeeze(-1)
-        others = out.scatter(-1, idx, float("-inf")).max(-1).values
-        margins.append((true - others).numpy().astype(np.float32))
+        correct.append(correctness(out, yy).bool().numpy())
+        margins.append(margin(out, yy).numpy().astype(np.float32))
     return np.concatenate(correct, axis=1), np.concatenate(margins, axis=1)
-
-
-def _atomic_savez(path: Path, **arrays) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _atomic_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def _load_block(path: Path, size: int, n: int, m: int | None, chash: str):
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):
-        return None  # unreadable (e.g. killed while writing): retrain
-    if str(data.get("config_hash", "")) != chash or data["mask"].shape != (size, n):
-        return None
-    if m is not None and data["correct_test"].shape != (size, m):
-        return None
-    return data
 
 
 def train_in_blocks(
@@ -183,6 +153,7 @@ def train_in_blocks(
     mask_for_block: Callable[[int, int], np.ndarray],
     n_members: int,
     block_size: int,
+    rate: float,
     epochs: int,
     batch_size: int,
     optimizer: OptimizerSpec | str | dict = "adam",
@@ -196,142 +167,114 @@ def train_in_blocks(
     config: dict | None = None,
     overwrite: bool = False,
     callback: Callable[[int, int, int], None] | None = None,
-    engine_progress: bool = False,
+    backend: str = "local",
+    client: Any = None,
+    torch_threads: int | None = None,
 ) -> MemberResults:
-    """Train (or load) ``n_members`` classifiers block by block.
+    """Train (or load) ``n_members`` classifiers block by block and record their correctness.
 
     Parameters
     ----------
+    model : StackedMLP, ModuleMembers or module factory
+        The member architecture, ending in one logit per class.
+    X, y : array-like
+        Training inputs and integer labels ``0 .. C-1``.
     mask_for_block : callable ``(block_index, size) -> (size, n) bool``
         The mask rows of one block; must depend only on its arguments.
-    config : dict
-        JSON-able description of everything that determines the numbers (data
-        digests, model, optimizer, ...); hashed and checked against ``out_dir``.
+    n_members, block_size : int
+        K, and the members per block (one engine call or Dask task each).
+    rate : float
+        The ensemble-wide subset rate; sets the shared batch size of the engine
+        (``ceil(batch_size / rate)`` rows per step, rounded up to a multiple of 8).
+    epochs, batch_size, optimizer, random_state, device, precision
+        As for :func:`imod.engine.train_ensemble`.
+    X_test, y_test : array-like, optional
+        Also record correctness and margin on a test set (for influence).
+    chunk_size : int, optional
+        Members trained at once inside a block (default: the whole block).
+    out_dir : path-like, optional
+        The :class:`~imod.distributed.BlockStore` folder; resume / extend from it.
+    config : dict, optional
+        JSON-able description of what else determines the numbers (e.g. how the
+        masks are drawn); hashed with everything else and checked against ``out_dir``.
+    overwrite : bool
+        Discard blocks of another configuration in ``out_dir`` instead of raising.
     callback : callable ``(block_index, members_done, n_members)``
-        Called after every block (trained or loaded), e.g. to advance a
-        progress bar. An exception raised there stops the run after the block
-        was saved (used by tests to simulate a kill).
-    """
-    from imod.engine.trainer import resolve_device
+        Called after every trained block, e.g. to advance a progress bar. An
+        exception raised there stops the run after the block was saved (used by
+        tests to simulate a kill).
+    backend : {"local", "dask"}, client
+        Where the blocks run; see :meth:`imod.distributed.EnsembleJob.run`.
+    torch_threads : int, optional
+        Torch threads inside each block task.
 
-    if not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-    if not isinstance(n_members, (int, np.integer)) or n_members < 1:
-        raise ValueError(f"n_members must be a positive integer, got {n_members!r}")
+    Returns
+    -------
+    MemberResults
+
+    Raises
+    ------
+    ConfigMismatchError
+        If ``out_dir`` holds a run with another configuration.
+
+    Examples
+    --------
+    >>> from imod.engine import StackedMLP, balanced_mask
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(40, 3)).astype("float32"); y = (X[:, 0] > 0).astype(int)
+    >>> res = train_in_blocks(StackedMLP((3, 8, 2)), X, y, n_members=6, block_size=4,
+    ...                       mask_for_block=lambda b, s: balanced_mask(s, 40, 0.5, b),
+    ...                       rate=0.5, epochs=2, batch_size=8)
+    >>> res.correct_train.shape, res.trained_members
+    ((6, 40), 6)
+    """
+    for name, v in (("block_size", block_size), ("n_members", n_members)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    block_size, n_members = int(block_size), int(n_members)
     X = np.asarray(X)
     y = np.asarray(y)
     n = len(y)
-    m = None if y_test is None else len(y_test)
-    dev = resolve_device(device)
-    kw = _engine_kwargs(precision)
-    config = dict(config or {})
-    config.update(
-        {
-            "format_version": FORMAT_VERSION,
-            "block_size": int(block_size),
-            "epochs": int(epochs),
-            "batch_size": int(batch_size),
-            "optimizer": dataclasses.asdict(OptimizerSpec.coerce(optimizer)),
-            "random_state": random_state,
-            "model": model_description(model),
-            "precision": precision or "fp32",
-            "chunk_size": (chunk_size if isinstance(chunk_size, (int, type(None)))
-                           else str(chunk_size)),
-        }
+
+    def mask_rows(first: int, stop: int) -> np.ndarray:
+        # grid_only=True below: always one whole block of this run's grid
+        rows = np.asarray(mask_for_block(first // block_size, stop - first), dtype=bool)
+        if rows.shape != (stop - first, n):
+            raise ValueError(
+                f"mask_for_block returned shape {rows.shape}, expected {(stop - first, n)}")
+        return rows
+
+    recorders = [Recorder("correct_train", correctness, reduce="last"),
+                 Recorder("margin_train", margin, reduce="last")]
+    if y_test is not None:
+        recorders += [Recorder("correct_test", correctness, X=X_test, y=y_test, reduce="last"),
+                      Recorder("margin_test", margin, X=X_test, y=y_test, reduce="last")]
+    extra = {"model": model_description(model), "block_size": block_size, **(config or {})}
+    job = EnsembleJob(
+        model, X, y, mask=mask_rows, n_members=n_members, block_size=block_size,
+        rate=float(rate), recorders=recorders, torch_threads=torch_threads, grid_only=True,
+        config=extra, loss="cross_entropy", optimizer=optimizer, epochs=epochs,
+        batch_size=batch_size, random_state=random_state, device=device,
+        chunk_size=block_size if chunk_size is None else chunk_size,
+        precision=precision or "fp32", record_every="end",
     )
-    config = json.loads(json.dumps(config))  # tuples -> lists, as read back from JSON
-    chash = config_hash(config)
 
-    folder = None
-    if out_dir is not None:
-        folder = Path(out_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        man_path = folder / MANIFEST
-        if man_path.exists():
-            old = json.loads(man_path.read_text())
-            if old.get("config_hash") != chash:
-                if not overwrite:
-                    changed = sorted(
-                        k for k in set(old.get("config", {})) | set(config)
-                        if old.get("config", {}).get(k) != config.get(k)
-                    )
-                    raise ConfigMismatchError(
-                        f"{folder} holds a run with another configuration (differs in: "
-                        f"{', '.join(changed) or 'hash'}); use another folder or overwrite=True"
-                    )
-                for f in folder.glob("block_*.npz"):
-                    f.unlink()
-        manifest = {"config": config, "config_hash": chash, "n_members": int(n_members),
-                    "blocks": []}
-        _atomic_json(man_path, manifest)
-
-    sizes = block_sizes(n_members, block_size)
-    parts: list[dict] = []
-    done = 0
-    train_seconds = 0.0
-    eval_seconds = 0.0
-    trained = 0
-    for b, size in enumerate(sizes):
-        first = b * int(block_size)
-        data = None
-        path = None
-        if folder is not None:
-            path = folder / f"block_{b:05d}.npz"
-            if path.exists():
-                data = _load_block(path, size, n, m, chash)
-        if data is None:
-            mask = np.asarray(mask_for_block(b, size), dtype=bool)
-            if mask.shape != (size, n):
-                raise ValueError(
-                    f"mask_for_block returned shape {mask.shape}, expected {(size, n)}"
-                )
-            t0 = time.perf_counter()
-            res = train_ensemble(
-                model, X, y, mask=mask, loss="cross_entropy", optimizer=optimizer,
-                epochs=epochs, batch_size=batch_size, random_state=random_state,
-                first_member=first, device=dev,
-                chunk_size=size if chunk_size is None else chunk_size,
-                progress=engine_progress, **kw,
-            )
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            t1 = time.perf_counter()
-            train_seconds += t1 - t0
-            ct, mt = evaluate_members(res, X, y, dev)
-            data = {"mask": mask, "correct_train": ct, "margin_train": mt}
-            if m is not None:
-                cte, mte = evaluate_members(res, X_test, y_test, dev)
-                data["correct_test"], data["margin_test"] = cte, mte
-            eval_seconds += time.perf_counter() - t1
-            trained += size
-            if path is not None:
-                _atomic_savez(path, config_hash=np.array(chash), first_member=np.array(first),
-                              **data)
-        parts.append(data)
-        done += size
-        if folder is not None:
-            manifest["blocks"].append({"index": b, "first_member": first, "size": size,
-                                       "file": f"block_{b:05d}.npz"})
-            _atomic_json(folder / MANIFEST, manifest)
+    def on_block(blk, done: int, total: int) -> None:
         if callback is not None:
-            callback(b, done, int(n_members))
+            callback(blk.first // block_size, done, total)
 
-    def cat(key):
-        if key not in parts[0]:
-            return None
-        return np.concatenate([p[key] for p in parts], axis=0)
-
+    res = job.run(out_dir, backend=backend, client=client, overwrite=overwrite,
+                  callback=on_block)
+    rec = res.records
+    has_test = y_test is not None
     return MemberResults(
-        mask=cat("mask").astype(bool),
-        correct_train=cat("correct_train").astype(bool),
-        correct_test=None if m is None else cat("correct_test").astype(bool),
-        margin_train=cat("margin_train"),
-        margin_test=None if m is None else cat("margin_test"),
-        train_seconds=train_seconds,
-        eval_seconds=eval_seconds,
-        trained_members=trained,
+        mask=res.mask.astype(bool),
+        correct_train=rec["correct_train"].astype(bool),
+        correct_test=rec["correct_test"].astype(bool) if has_test else None,
+        margin_train=rec["margin_train"].astype(np.float32),
+        margin_test=rec["margin_test"].astype(np.float32) if has_test else None,
+        train_seconds=float(sum(res.task_seconds.values())),
+        seconds=res.seconds,
+        trained_members=sum(b - a for a, b in res.trained),
+        workers=dict(res.workers),
     )
-
-
-def n_blocks(n_members: int, block_size: int) -> int:
-    return math.ceil(n_members / block_size)

@@ -156,7 +156,7 @@ def marginal_utility(
             m[r, rng.choice(pool, size=k, replace=False)] = False
         return m
 
-    common = dict(n_members=int(n_models), block_size=block, epochs=epochs,
+    common = dict(n_members=int(n_models), block_size=block, rate=(n - k) / n, epochs=epochs,
                   batch_size=batch_size, optimizer=optimizer, random_state=random_state,
                   X_test=X_test, y_test=y_test, device=device, chunk_size=chunk_size,
                   precision=precision, callback=progress_callback, overwrite=overwrite)
