@@ -103,12 +103,26 @@ COLUMNS = ["row", "key", "dataset", "half", "seed", "auroc", "aupr", "seconds", 
 
 
 def classical_halves(data_dir: Path) -> dict[str, list[str]]:
-    """The fixed split: datasets sorted by ADBench number, alternately into A and B."""
+    """The fixed split: datasets sorted by ADBench number, alternately into A and B.
+
+    The image and text embedding sets (``CV_by_ResNet18``, ``NLP_by_BERT``) form a
+    third group, ``E``, kept apart: a check that the defaults carry over to them.
+    """
     stems = sorted(
         (p.stem for p in (data_dir / "Classical").glob("*.npz")),
         key=lambda s: (int(s.split("_", 1)[0]), s),
     )
-    return {"A": stems[0::2], "B": stems[1::2]}
+    embeddings = sorted(f"{p.parent.name}/{p.stem}" for folder in EMBEDDING_FOLDERS
+                        for p in (data_dir / folder).glob("*.npz"))
+    return {"A": stems[0::2], "B": stems[1::2], "E": embeddings}
+
+
+EMBEDDING_FOLDERS = ("CV_by_ResNet18", "NLP_by_BERT")
+
+
+def dataset_path(data_dir: Path, name: str) -> Path:
+    """``Classical/<name>.npz``, or ``<folder>/<stem>.npz`` for embedding sets."""
+    return data_dir / (f"{name}.npz" if "/" in name else f"Classical/{name}.npz")
 
 
 # Parameters that do not change the scores (or are set per cell).
@@ -134,10 +148,11 @@ def evaluate_params(params: dict[str, Any], split: Split, seed: int) -> dict[str
     """Fit one configuration on the training part and score the test part.
 
     Mirrors :func:`imod.bench.protocol.evaluate` (same seeding, score direction and
-    metrics) but builds ``IMDetector(**params)`` instead of a detector by name.
+    metrics) but builds ``IMDetector(**params)`` instead of a detector by name. The
+    test scores are returned under ``"scores"`` (None on error).
     """
     out: dict[str, Any] = {"auroc": np.nan, "aupr": np.nan, "seconds": np.nan,
-                           "status": "ok", "error": ""}
+                           "status": "ok", "error": "", "scores": None}
     try:
         seed_everything(seed)
         params = dict(params)
@@ -151,11 +166,29 @@ def evaluate_params(params: dict[str, Any], split: Split, seed: int) -> dict[str
         out["seconds"] = time.perf_counter() - t0
         if not np.isfinite(scores).all():
             raise ValueError("non-finite scores")
+        out["scores"] = scores.astype(np.float32)
         out["auroc"] = float(roc_auc_score(split.y_test, scores))
         out["aupr"] = float(average_precision_score(split.y_test, scores))
     except Exception as exc:  # noqa: BLE001 - recorded, the table goes on
         out["status"], out["error"] = "error", f"{type(exc).__name__}: {exc}"[:300]
     return out
+
+
+def key_id(key: str) -> str:
+    """A short file-name-safe id of a configuration key."""
+    import hashlib
+
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def save_scores(folder: Path, key: str, dataset: str, seed: int, scores: np.ndarray,
+                y: np.ndarray) -> None:
+    """Keep one cell's test scores (``<folder>/<key id>/<dataset>_s<seed>.npz``)."""
+    d = folder / key_id(key)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "key.json").write_text(key)
+    stem = dataset.replace("/", "__")  # embedding sets are named "<folder>/<stem>"
+    np.savez(d / f"{stem}_s{seed}.npz", scores=scores, y=np.asarray(y, dtype=np.int8))
 
 
 def summarize(cells: pd.DataFrame, keys: dict[str, str]) -> pd.DataFrame:
@@ -197,13 +230,17 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="results/ablation")
     ap.add_argument("--data-dir", default="../shared/adbench")
-    ap.add_argument("--half", choices=["A", "B", "both"], default="A")
+    ap.add_argument("--half", choices=["A", "B", "both", "E"], default="A",
+                    help="A, B (Classical halves), both, or E (the CV/NLP embedding sets)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--rows", nargs="+", default=list(ROWS), help="row names (default all)")
     ap.add_argument("--base", choices=list(BASES), default="v1")
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=JSON",
                     help="extra rows: a name and a JSON dict of changes, e.g. "
                          "'robust+init={\"preprocessing\":\"robust\",\"include_initial\":true}'")
+    ap.add_argument("--save-scores", action="store_true",
+                    help="also keep each cell's test scores and labels in <out>/scores/ "
+                         "(for benchmarks/accuracy_combos.py)")
     args = ap.parse_args(argv)
 
     rows = {r: ROWS[r] for r in args.rows}
@@ -233,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     splits: dict[tuple[str, int], Split] = {}
     for h in which:
         for name in halves[h]:
-            data = load_npz(data_dir / "Classical" / f"{name}.npz", name=name)
+            data = load_npz(dataset_path(data_dir, name), name=name)
             for s in args.seeds:
                 splits[(name, s)] = prepare_split(data.X, data.y, s, proto)
     half_of = {n: h for h in halves for n in halves[h]}
@@ -253,6 +290,8 @@ def main(argv: list[str] | None = None) -> None:
                     r = evaluate_params(params, split, s)
                 w.writerow([rname, key, name, half_of[name], s, r["auroc"], r["aupr"],
                             r["seconds"], r["status"], r["error"]])
+                if args.save_scores and r["scores"] is not None:
+                    save_scores(out / "scores", key, name, s, r["scores"], split.y_test)
                 fh.flush()
                 if r["status"] == "ok":
                     done.add((key, name, s))

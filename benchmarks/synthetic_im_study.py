@@ -18,7 +18,8 @@ recording (outliers positive):
 - **persistence**: how many updates the AUROC stays within 0.02 of its peak.
 
 It varies one factor at a time from a base setting: initialization scale,
-feature scaling (standardized, raw with features on scales 10^-1..10^1, min-max),
+feature scaling (the raw data put on feature scales 10^-1..10^1, then no scaling or
+``IMPreprocessor``'s standard, robust, min-max or whitening),
 outlier fraction and outlier spread. Writes ``synthetic_im_study.csv`` and one
 PNG of AUROC trajectories per factor into ``--out``.
 
@@ -40,12 +41,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from imod import IMPreprocessor  # noqa: E402
 from imod.engine import Recorder, StackedMLP, per_example_loss, train_ensemble  # noqa: E402
 
 BASE = dict(init_scale=1.0, scaling="standard", fraction=0.05, spread=1.0)
 FACTORS = {
     "init_scale": [0.1, 0.3, 1.0, 3.0],
-    "scaling": ["standard", "raw", "minmax"],
+    "scaling": ["standard", "robust", "whiten", "minmax", "raw"],
     "fraction": [0.01, 0.05, 0.1, 0.2],
     "spread": [0.5, 0.75, 1.0, 1.5],
 }
@@ -60,7 +62,11 @@ def make_data(
     latent_dim: int = 3,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Contaminated data and labels (1 = outlier)."""
+    """Contaminated data and labels (1 = outlier).
+
+    The features are first put on scales 10^-1..10^1 (as real features come), then
+    scaled with :class:`imod.IMPreprocessor` (``scaling="raw"``: left as they are).
+    """
     rng = np.random.default_rng(seed)
     n_out = int(round(fraction * n))
     basis = rng.normal(size=(latent_dim, n_features)) / np.sqrt(latent_dim)
@@ -72,12 +78,9 @@ def make_data(
     outliers = spread * scale * rng.normal(size=(n_out, n_features))
     X = np.vstack([inliers, outliers])
     y = np.r_[np.zeros(n - n_out), np.ones(n_out)].astype(int)
-    if scaling == "raw":
-        X = X * 10.0 ** rng.uniform(-1, 1, size=n_features)  # features on different scales
-    elif scaling == "minmax":
-        X = (X - X.min(0)) / (X.max(0) - X.min(0))
-    else:
-        X = (X - X.mean(0)) / X.std(0)
+    X = X * 10.0 ** rng.uniform(-1, 1, size=n_features)  # features on different scales
+    if scaling != "raw":
+        X = IMPreprocessor(scaling).fit_transform(X)
     return X.astype(np.float32), y
 
 

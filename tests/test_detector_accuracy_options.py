@@ -39,5 +39,7 @@ def test_quantile_persistence(tmp_path):
 def test_include_initial_records_update_zero(include):
     X = np.random.default_rng(2).normal(size=(200, 4))
     det = IMDetector(include_initial=include, **FAST).fit(X)
-    assert (det.record_updates_[0] == 0) == include
+    assert len(det.views_) == 3  # the default views; each records its own updates
+    for view in det.views_:
+        assert (view.record_updates_[0] == 0) == include
     assert np.isfinite(det.train_scores_).all()

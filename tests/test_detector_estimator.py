@@ -15,7 +15,9 @@ from imod.detector import plot_loss_trajectories
 
 matplotlib.use("Agg")
 
-FAST = dict(n_members=3, max_updates=30, n_recordings=4, random_state=0, device="cpu")
+# One view (standard scaling): these tests look at a single sub-ensemble's internals.
+FAST = dict(n_members=3, max_updates=30, n_recordings=4, random_state=0, device="cpu",
+            preprocessing="standard")
 
 
 def load(adbench_dir, name):
@@ -37,10 +39,16 @@ def fitted_cardio(cardio):
 def test_im_effect_on_cardio(cardio, fitted_cardio):
     X, y = cardio
     det = fitted_cardio
-    # Inliers are reconstructed better than outliers at every early recording.
-    traj = det.train_trajectories_
-    labels = y[det.record_index_]
-    assert (traj[:, labels == 0].mean(axis=1) < traj[:, labels == 1].mean(axis=1)).all()
+    assert [v.preprocessing for v in det.views_] == ["standard", "robust", "whiten"]
+    assert [v.n_members for v in det.views_] == [3, 3, 2]
+    for view in det.views_:
+        # Inliers are reconstructed better than outliers at every early recording.
+        traj = view.train_trajectories_
+        labels = y[view.record_index_]
+        assert (traj[:, labels == 0].mean(axis=1) < traj[:, labels == 1].mean(axis=1)).all()
+    # The ensemble's score is the mean of the views' scores.
+    np.testing.assert_allclose(det.train_scores_,
+                               np.mean([v.train_scores_ for v in det.views_], axis=0))
     auc_train = roc_auc_score(y, -det.train_scores_)
     auc_ind = roc_auc_score(y, -det.score_samples(X))
     assert auc_train > 0.85, auc_train
@@ -61,9 +69,12 @@ def test_loss_trajectory_and_plot(fitted_cardio, cardio):
     det = fitted_cardio
     traj = det.loss_trajectory_
     assert list(traj.columns[:4]) == ["epoch", "update", "mean", "q05"]
-    assert len(traj) == len(det.record_epochs_) == det.weights_.shape[0]
-    assert np.isclose(det.weights_.sum(), 1.0)
-    assert (np.diff(traj["update"]) > 0).all()
+    assert list(traj["view"].unique()) == ["standard", "robust", "whiten"]
+    for view in det.views_:
+        vt = traj[traj["view"] == view.preprocessing]
+        assert len(vt) == len(view.record_epochs_) == view.weights_.shape[0]
+        assert np.isclose(view.weights_.sum(), 1.0)
+        assert (np.diff(vt["update"]) > 0).all()
     ax = plot_loss_trajectories(det, y=y)
     assert len(ax.lines) >= 2
     ax = plot_loss_trajectories(det)
@@ -90,13 +101,15 @@ def test_window_bounds(cardio):
         IMDetector(scoring="window", window=(500.0, 600.0), **FAST).fit(X)
 
 
-@pytest.mark.parametrize("prep", ["standard", "robust", "minmax", "whiten", "none"])
+@pytest.mark.parametrize("prep", ["standard", "robust", "minmax", "whiten", "none",
+                                  ("standard", "robust", "whiten")])
 @pytest.mark.parametrize("init", ["orthogonal", "normal"])
 def test_preprocessing_and_init_options(prep, init):
     rng = np.random.default_rng(0)
     X = np.c_[rng.normal(size=(200, 4)), np.full(200, 3.0)]  # one constant column
     X[:5] *= 10
-    det = IMDetector(preprocessing=prep, init=init, init_scale=0.5, **FAST).fit(X)
+    params = FAST | {"preprocessing": prep}
+    det = IMDetector(init=init, init_scale=0.5, **params).fit(X)
     s = -det.score_samples(X)
     assert np.isfinite(s).all()
     assert s[:5].mean() > s[5:].mean()
@@ -193,6 +206,10 @@ def test_bad_predict_input():
         (dict(contamination="often"), "contamination"),
         (dict(scoring="best"), "scoring"),
         (dict(preprocessing="log"), "preprocessing"),
+        (dict(preprocessing=("robust", "robust")), "distinct"),
+        (dict(preprocessing=()), "preprocessing"),
+        (dict(preprocessing=5), "preprocessing"),
+        (dict(n_members=1), "every view needs at least one member"),
         (dict(init="xavier"), "init"),
         (dict(init_scale=0.0), "init_scale"),
         (dict(n_members=0), "n_members"),
@@ -210,7 +227,8 @@ def test_bad_params(params, match):
 def test_pipeline_and_gridsearch(adbench_dir):
     X, y = load(adbench_dir, "38_thyroid")
     pipe = Pipeline(
-        [("prep", IMPreprocessor("robust")), ("det", IMDetector(preprocessing="none", **FAST))]
+        [("prep", IMPreprocessor("robust")),
+         ("det", IMDetector(**(FAST | {"preprocessing": "none"})))]
     )
     pipe.fit(X)
     auc = roc_auc_score(y, -pipe.decision_function(X))
@@ -222,13 +240,13 @@ def test_pipeline_and_gridsearch(adbench_dir):
     scorer = make_scorer(roc_auc_score, response_method="decision_function")
     search = GridSearchCV(
         IMDetector(**FAST),
-        {"preprocessing": ["standard", "minmax"]},
+        {"preprocessing": ["standard", "minmax", ("standard", "robust", "whiten")]},
         scoring=scorer,
         cv=StratifiedKFold(2, shuffle=True, random_state=0),
     )
     search.fit(X, 1 - y)
     assert search.best_score_ > 0.8
-    assert search.best_params_["preprocessing"] in ("standard", "minmax")
+    assert search.best_params_["preprocessing"] in search.param_grid["preprocessing"]
 
 
 def test_hidden_sizes():

@@ -41,6 +41,21 @@ def test_round_trip(fitted, tmp_path):
     np.testing.assert_array_equal(same.train_scores_, det.train_scores_)
 
 
+def test_round_trip_of_several_views(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(150, 3))
+    det = IMDetector(n_members=3, max_updates=20, random_state=0, device="cpu").fit(X)
+    assert [v.n_members for v in det.views_] == [1, 1, 1]
+    det.save(tmp_path / "model")
+    same = IMDetector.load(tmp_path / "model")
+    assert same.get_params() == det.get_params()
+    assert [v.preprocessing for v in same.views_] == ["standard", "robust", "whiten"]
+    np.testing.assert_array_equal(same.score_samples(X), det.score_samples(X))
+    np.testing.assert_array_equal(same.loss_trajectories(X), det.loss_trajectories(X))
+    for a, b in zip(same.views_, det.views_, strict=True):
+        np.testing.assert_array_equal(a.train_trajectories_, b.train_trajectories_)
+
+
 def _saved(fitted, tmp_path):
     det, _ = fitted
     det.save(tmp_path)

@@ -34,10 +34,24 @@ def test_statistics():
     Z = IMPreprocessor("robust").fit_transform(X)
     np.testing.assert_allclose(np.median(Z, 0), 0, atol=1e-12)
     corr = np.c_[X[:, :1], X[:, :1] * 2 + 0.1 * X[:, 1:]]
-    Z = IMPreprocessor("whiten").fit_transform(corr)
-    np.testing.assert_allclose(np.cov(Z.T), np.eye(2), atol=1e-8)
+    pre = IMPreprocessor("whiten").fit(corr)
+    C = np.cov(pre.transform(corr).T)
+    np.testing.assert_allclose(C - np.diag(np.diag(C)), 0, atol=1e-8)  # decorrelated
+    assert 0 <= pre.shrinkage_ < 0.05  # 250 rows per feature: almost plain whitening
+    np.testing.assert_allclose(C[0, 0], 1, rtol=0.05)  # the large component: unit variance
     dup = np.c_[X[:, 0], X[:, 0]]  # rank 1: one whitened component
     assert IMPreprocessor("whiten").fit_transform(dup).shape == (500, 1)
+
+
+def test_whitening_shrinks_with_few_rows_per_feature():
+    """With n close to d, plain whitening divides by noise-level variances and new rows
+    look extreme; the shrunk whitening keeps new rows on the training rows' scale."""
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(60, 50)), rng.normal(size=(500, 50))
+    pre = IMPreprocessor("whiten").fit(train)
+    assert pre.shrinkage_ > 0.2
+    ratio = (pre.transform(test) ** 2).sum(1).mean() / (pre.transform(train) ** 2).sum(1).mean()
+    assert ratio < 2.0, ratio
 
 
 def test_dataframe_and_pipeline():

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.base import BaseEstimator, OutlierMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -105,8 +105,17 @@ class IMDetector(OutlierMixin, BaseEstimator):
         sizes, wider for d > 64 (see :func:`auto_hidden_sizes`).
     activation : str, default="leaky_relu"
         Hidden activation (``imod.engine.members.ACTIVATIONS``).
-    preprocessing : {"standard", "robust", "minmax", "whiten", "none"}, default="standard"
-        Feature scaling, see :class:`IMPreprocessor`.
+    preprocessing : str or tuple of str, default=("standard", "robust", "whiten")
+        Feature scaling, see :class:`IMPreprocessor`: ``"standard"``, ``"robust"``,
+        ``"minmax"``, ``"whiten"``, ``"quantile"`` or ``"none"``. A tuple trains one
+        sub-ensemble per scaling ("view"), with the ``n_members`` members split
+        evenly between them (earlier views get the remainder), and averages their
+        scores (each a weighted mean of normalized losses, so the views share one
+        scale). Each view exposes other outliers: median/IQR scaling those in a
+        few skewed features, (shrunk) PCA whitening those off the correlation
+        structure. The three-view default had the best mean AUROC on the selection
+        half of ADBench Classical, was confirmed on the other half and held level
+        on the image/text embedding sets (see docs/accuracy_study.md).
     clip : float or None, default=1e4
         Bound on preprocessed values (keeps squared errors finite for 1e30 inputs).
     init : {"default", "orthogonal", "normal"}, default="default"
@@ -176,6 +185,11 @@ class IMDetector(OutlierMixin, BaseEstimator):
 
     Attributes
     ----------
+    views_ : list of IMDetector
+        With several ``preprocessing`` views: one fitted single-view detector per
+        view (they hold the per-view attributes below; the ensemble itself has
+        ``views_``, ``train_scores_``, ``offset_``, ``loss_trajectory_`` with a
+        ``view`` column, ``n_features_in_`` and ``fit_seconds_``). Empty with one view.
     preprocessor_ : IMPreprocessor
     sizes_ : tuple of int
         Autoencoder layer widths ``(d, hidden..., latent, ...hidden, d)``.
@@ -228,7 +242,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
         n_members: int = 8,
         hidden_sizes: str | tuple[int, ...] = "auto",
         activation: str = "leaky_relu",
-        preprocessing: str = "standard",
+        preprocessing: str | tuple[str, ...] = ("standard", "robust", "whiten"),
         clip: float | None = 1e4,
         init: str = "default",
         init_scale: float = 1.0,
@@ -286,10 +300,17 @@ class IMDetector(OutlierMixin, BaseEstimator):
             pos_int(name)
         pos_int("max_record_samples", 2)
         pos_int("auto_halfwidth", 0)
-        if self.preprocessing not in PREPROCESSING_METHODS:
+        views = self._views()
+        bad = [v for v in views if v not in PREPROCESSING_METHODS]
+        if not views or bad or len(set(views)) != len(views):
             raise ValueError(
-                f"unknown preprocessing {self.preprocessing!r}; "
-                f"choose one of {PREPROCESSING_METHODS}"
+                f"unknown preprocessing {self.preprocessing!r}: give one of "
+                f"{PREPROCESSING_METHODS} or a tuple of distinct ones"
+            )
+        if self.n_members < len(views):
+            raise ValueError(
+                f"n_members={self.n_members} is fewer than the {len(views)} preprocessing "
+                "views: every view needs at least one member"
             )
         if self.scoring not in SCORE_METHODS:
             raise ValueError(f"unknown scoring {self.scoring!r}; choose one of {SCORE_METHODS}")
@@ -326,6 +347,16 @@ class IMDetector(OutlierMixin, BaseEstimator):
                     f"hidden_sizes must be 'auto', 'odim' or positive integers, got {hs!r}"
                 )
 
+    def _views(self) -> tuple[str, ...]:
+        """The preprocessing views as a tuple (one for a plain string)."""
+        p = self.preprocessing
+        if isinstance(p, str):
+            return (p,)
+        try:
+            return tuple(p)
+        except TypeError:
+            return ()
+
     def _validate(self, X, reset: bool) -> np.ndarray:
         check_numeric_frame(X)
         return validate_data(
@@ -351,7 +382,11 @@ class IMDetector(OutlierMixin, BaseEstimator):
         t0 = time.perf_counter()
         n, d = X.shape
         with _torch_threads(self.n_threads):
-            self._fit(X)
+            if len(self._views()) == 1:
+                self.views_ = []
+                self._fit(X)
+            else:
+                self._fit_views(X)
         self.fit_seconds_ = time.perf_counter() - t0
         if self.verbose:
             print(f"IMDetector: fit {n} x {d} in {self.fit_seconds_:.2f} s")
@@ -472,6 +507,27 @@ class IMDetector(OutlierMixin, BaseEstimator):
         )
         self.offset_ = self._offset_from(self.train_scores_)
 
+    def _fit_views(self, X: np.ndarray) -> None:
+        """One single-view sub-ensemble per preprocessing; scores are their mean."""
+        views = self._views()
+        counts = np.full(len(views), self.n_members // len(views))
+        counts[: self.n_members % len(views)] += 1
+        rs = check_random_state(self.random_state)
+        self.views_ = []
+        for method, k in zip(views, counts, strict=True):
+            sub = clone(self).set_params(preprocessing=method, n_members=int(k),
+                                         random_state=int(rs.randint(2**31 - 1)), verbose=0)
+            sub.n_features_in_ = self.n_features_in_
+            sub.views_ = []
+            sub._fit(X)
+            self.views_.append(sub)
+        self.train_scores_ = np.mean([v.train_scores_ for v in self.views_], axis=0)
+        self.loss_trajectory_ = pd.concat(
+            [v.loss_trajectory_.assign(view=m) for m, v in zip(views, self.views_, strict=True)],
+            ignore_index=True,
+        )
+        self.offset_ = self._offset_from(self.train_scores_)
+
     def _offset_from(self, train_scores: np.ndarray) -> float:
         if self.contamination == "auto":
             q1, q3 = np.percentile(-train_scores, [25, 75])
@@ -532,9 +588,11 @@ class IMDetector(OutlierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = self._validate_frame(X)
-        Xt = self.preprocessor_.transform(X)
         with _torch_threads(self.n_threads):
-            return -self._outlier_scores(Xt)
+            if self.views_:
+                return -np.mean([v._outlier_scores(v.preprocessor_.transform(X))
+                                 for v in self.views_], axis=0)
+            return -self._outlier_scores(self.preprocessor_.transform(X))
 
     def _validate_frame(self, X) -> np.ndarray:
         """Validate data at predict time (any number of rows, same features)."""
@@ -555,12 +613,18 @@ class IMDetector(OutlierMixin, BaseEstimator):
         return np.where(self.train_scores_ - self.offset_ < 0, -1, 1)
 
     def loss_trajectories(self, X) -> np.ndarray:
-        """Member-mean raw losses ``(T_used, n)`` of ``X`` at the kept snapshots."""
+        """Member-mean raw losses ``(T_used, n)`` of ``X`` at the kept snapshots.
+
+        With several views, the rows of each view in turn (``views_`` order).
+        """
         check_is_fitted(self)
         X = self._validate_frame(X)
-        Xt = self.preprocessor_.transform(X).astype(np.float32)
+        rows = []
         with _torch_threads(self.n_threads):
-            return np.stack([self._member_losses(Xt, s).mean(axis=0) for s in self.snapshots_])
+            for det in self.views_ or [self]:
+                Xt = det.preprocessor_.transform(X).astype(np.float32)
+                rows += [det._member_losses(Xt, s).mean(axis=0) for s in det.snapshots_]
+        return np.stack(rows)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:

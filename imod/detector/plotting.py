@@ -12,7 +12,8 @@ def plot_loss_trajectories(detector, y=None, ax=None, quantiles: bool = True):
     """Draw the early-training loss curves of a fitted detector.
 
     Without labels: the mean member-averaged loss over the recorded training
-    rows with a 25-75 % band (and 5-95 % when ``quantiles``). With labels ``y``
+    rows with a 25-75 % band (and 5-95 % when ``quantiles``). A detector with
+    several preprocessing views draws each view with its own line style. With labels ``y``
     (1 = outlier, for the training rows, as passed to ``fit``): the mean
     trajectory of inliers and outliers separately, the picture of the
     inlier-memorization effect. Recordings used by the score are marked.
@@ -38,7 +39,7 @@ def plot_loss_trajectories(detector, y=None, ax=None, quantiles: bool = True):
     >>> import numpy as np
     >>> from imod import IMDetector
     >>> X = np.random.default_rng(0).normal(size=(200, 4))
-    >>> det = IMDetector(n_members=2, max_updates=20, random_state=0).fit(X)
+    >>> det = IMDetector(n_members=3, max_updates=20, random_state=0).fit(X)
     >>> ax = plot_loss_trajectories(det, y=(np.arange(200) < 10).astype(int))
     >>> len(ax.lines) >= 2
     True
@@ -48,35 +49,42 @@ def plot_loss_trajectories(detector, y=None, ax=None, quantiles: bool = True):
     check_is_fitted(detector)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
-    traj = detector.loss_trajectory_
-    x = traj["epoch"].to_numpy()
-    if y is None:
-        ax.plot(x, traj["mean"], color="C0", label="mean loss")
-        if quantiles:
-            ax.fill_between(x, traj["q25"], traj["q75"], color="C0", alpha=0.3, label="25-75 %")
-            ax.fill_between(x, traj["q05"], traj["q95"], color="C0", alpha=0.12, label="5-95 %")
-    else:
+    views = detector.views_ or [detector]
+    if y is not None:
         y = np.asarray(y).ravel()
-        per = detector.train_trajectories_  # (T, m) rows record_index_
-        idx = detector.record_index_
         if y.shape[0] != detector.train_scores_.shape[0]:
             raise ValueError(
                 f"y has {y.shape[0]} labels but the detector was fitted on "
                 f"{detector.train_scores_.shape[0]} rows"
             )
-        labels = y[idx]
-        for value, name, color in ((0, "inliers", "C0"), (1, "outliers", "C3")):
-            sel = labels == value
-            if not sel.any():
-                continue
-            curve = per[:, sel]
-            ax.plot(x, curve.mean(axis=1), color=color, label=f"{name} (n={int(sel.sum())})")
+    for i, det in enumerate(views):
+        # one view: solid lines; several: one line style per view, named in the legend
+        style = "-" if len(views) == 1 else ["-", "--", "-.", ":"][i % 4]
+        prefix = "" if len(views) == 1 else f"{det.preprocessing}: "
+        traj = det.loss_trajectory_
+        x = traj["epoch"].to_numpy()
+        if y is None:
+            ax.plot(x, traj["mean"], color="C0", ls=style, label=f"{prefix}mean loss")
             if quantiles:
-                lo, hi = np.percentile(curve, [25, 75], axis=1)
-                ax.fill_between(x, lo, hi, color=color, alpha=0.2)
-    used = detector.used_recordings_
-    for xv in x[used]:
-        ax.axvline(xv, color="k", lw=0.6, ls=":")
+                ax.fill_between(x, traj["q25"], traj["q75"], color="C0", alpha=0.3,
+                                label=f"{prefix}25-75 %")
+                ax.fill_between(x, traj["q05"], traj["q95"], color="C0", alpha=0.12,
+                                label=f"{prefix}5-95 %")
+        else:
+            per = det.train_trajectories_  # (T, m) rows record_index_
+            labels = y[det.record_index_]
+            for value, name, color in ((0, "inliers", "C0"), (1, "outliers", "C3")):
+                sel = labels == value
+                if not sel.any():
+                    continue
+                curve = per[:, sel]
+                ax.plot(x, curve.mean(axis=1), color=color, ls=style,
+                        label=f"{prefix}{name} (n={int(sel.sum())})")
+                if quantiles:
+                    lo, hi = np.percentile(curve, [25, 75], axis=1)
+                    ax.fill_between(x, lo, hi, color=color, alpha=0.2)
+        for xv in x[det.used_recordings_]:
+            ax.axvline(xv, color="k", lw=0.6, ls=":")
     ax.set_xlabel("epoch")
     ax.set_ylabel("reconstruction loss (member mean)")
     ax.set_yscale("log")

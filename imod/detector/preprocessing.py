@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = ["IMPreprocessor", "PREPROCESSING_METHODS", "check_numeric_frame"]
@@ -58,10 +59,12 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         inter-quartile range (outliers barely move the statistics).
         ``"minmax"``: [0, 1] on the training data (ODIM's choice). ``"whiten"``:
         PCA whitening (decorrelated, unit-variance components; directions with
-        no variance are dropped). ``"quantile"``: each feature through its
-        training empirical CDF to normal scores (rank-Gauss; skewed and
-        heavy-tailed features become comparable), extended linearly beyond the
-        training range with slope 1 / (IQR / 1.349) so new extreme values stay
+        no variance are dropped) of the Ledoit-Wolf shrunk covariance, so that
+        with few rows per feature the noisy smallest components are not blown up.
+        ``"quantile"``: each feature through its training empirical CDF to
+        normal scores (rank-Gauss; skewed and heavy-tailed features become
+        comparable), extended linearly beyond the training range with slope
+        1 / (IQR / 1.349) so new extreme values stay
         extreme. ``"none"``: values as given (still clipped).
     clip : float or None, default=1e4
         Bound on the absolute transformed value; ``None`` disables it (then a
@@ -75,6 +78,8 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Statistics of the prescaled columns: ``(x / prescale_ - center_) / scale_``.
     components_ : ndarray of shape (n_components, n_features_in_) or None
         Whitening directions (``method="whiten"`` only).
+    shrinkage_ : float
+        Ledoit-Wolf shrinkage of the whitening covariance (0 for other methods).
     knots_, knot_scores_ : list of ndarray or None
         Per feature: increasing prescaled values and their normal scores
         (``method="quantile"`` only).
@@ -117,6 +122,7 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.prescale_ = prescale
         Z = X / prescale
         self.components_ = None
+        self.shrinkage_ = 0.0
         self.knots_ = self.knot_scores_ = None
         if self.method == "quantile":
             self.knots_, self.knot_scores_, scale = _fit_quantile(Z)
@@ -140,6 +146,14 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             if not keep.any():  # every column constant: keep one zero component
                 keep[:1] = True
                 var[:1] = 1.0
+            # Ledoit-Wolf shrinkage towards the mean variance: with few rows per
+            # feature the smallest sample variances are mostly estimation noise, and
+            # dividing by them makes every new row look extreme. The shrinkage is
+            # estimated from the data and vanishes as n / d grows.
+            alpha = ledoit_wolf_shrinkage(Z - center, assume_centered=True)
+            mean_var = float(var.sum()) / Z.shape[1]
+            var = (1.0 - alpha) * var + alpha * mean_var
+            self.shrinkage_ = float(alpha)
             self.components_ = vt[keep]
             scale = np.sqrt(var[keep])
         else:  # "none"
@@ -191,6 +205,7 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             "knot_scores_": (
                 None if self.knot_scores_ is None else [k.tolist() for k in self.knot_scores_]
             ),
+            "shrinkage_": float(self.shrinkage_),
             "n_features_in_": int(self.n_features_in_),
         }
 
@@ -208,6 +223,7 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         obj.knot_scores_ = (
             None if kscores is None else [np.asarray(k, dtype=np.float64) for k in kscores]
         )
+        obj.shrinkage_ = float(state.get("shrinkage_", 0.0))
         obj.n_features_in_ = int(state["n_features_in_"])
         if feature_names is not None:
             obj.feature_names_in_ = np.asarray(feature_names, dtype=object)

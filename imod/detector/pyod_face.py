@@ -25,7 +25,7 @@ class IMDetectorPyOD(BaseDetector):
     contamination : float in (0, 0.5], default=0.1
         Expected outlier fraction; sets ``threshold_`` (PyOD semantics).
     n_members, preprocessing, scoring, max_updates, random_state, device
-        Passed to :class:`IMDetector`.
+        Passed to :class:`IMDetector`; the defaults are the same as there.
     detector_params : dict, optional
         Any other :class:`IMDetector` parameter.
 
@@ -54,9 +54,9 @@ class IMDetectorPyOD(BaseDetector):
         self,
         contamination: float = 0.1,
         n_members: int = 8,
-        preprocessing: str = "standard",
-        scoring: str = "auto",
-        max_updates: int = 150,
+        preprocessing: str | tuple[str, ...] = ("standard", "robust", "whiten"),
+        scoring: str = "window",
+        max_updates: int = 100,
         random_state=None,
         device: str = "auto",
         detector_params: dict | None = None,
