@@ -46,14 +46,8 @@ def auroc_heatmap(results: pd.DataFrame, path: str | Path) -> Path:
     Examples
     --------
     >>> import tempfile
-    >>> import pandas as pd
-    >>> results = pd.DataFrame({
-    ...     "dataset": ["a", "a", "b", "b", "c", "c"],
-    ...     "detector": ["X", "Y"] * 3,
-    ...     "seed": 1,
-    ...     "auroc": [0.9, 0.7, 0.8, 0.85, 0.75, 0.6],
-    ...     "aupr": [0.5, 0.3, 0.4, 0.45, 0.3, 0.2],
-    ...     "fit_seconds": 0.1, "score_seconds": 0.01, "status": "ok"})
+    >>> from imod.bench.summary import example_results
+    >>> results = example_results()
     >>> path = auroc_heatmap(results, Path(tempfile.mkdtemp()) / "heatmap.png")
     >>> path.name, path.stat().st_size > 0
     ('heatmap.png', True)
@@ -92,14 +86,8 @@ def rank_plot(results: pd.DataFrame, path: str | Path, alpha: float = 0.05) -> P
     Examples
     --------
     >>> import tempfile
-    >>> import pandas as pd
-    >>> results = pd.DataFrame({
-    ...     "dataset": ["a", "a", "b", "b", "c", "c"],
-    ...     "detector": ["X", "Y"] * 3,
-    ...     "seed": 1,
-    ...     "auroc": [0.9, 0.7, 0.8, 0.85, 0.75, 0.6],
-    ...     "aupr": [0.5, 0.3, 0.4, 0.45, 0.3, 0.2],
-    ...     "fit_seconds": 0.1, "score_seconds": 0.01, "status": "ok"})
+    >>> from imod.bench.summary import example_results
+    >>> results = example_results()
     >>> path = rank_plot(results, Path(tempfile.mkdtemp()) / "ranks.png")
     >>> path.name, path.stat().st_size > 0
     ('ranks.png', True)
@@ -164,14 +152,8 @@ def plot_all(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     Examples
     --------
     >>> import tempfile
-    >>> import pandas as pd
-    >>> results = pd.DataFrame({
-    ...     "dataset": ["a", "a", "b", "b", "c", "c"],
-    ...     "detector": ["X", "Y"] * 3,
-    ...     "seed": 1,
-    ...     "auroc": [0.9, 0.7, 0.8, 0.85, 0.75, 0.6],
-    ...     "aupr": [0.5, 0.3, 0.4, 0.45, 0.3, 0.2],
-    ...     "fit_seconds": 0.1, "score_seconds": 0.01, "status": "ok"})
+    >>> from imod.bench.summary import example_results
+    >>> results = example_results()
     >>> [p.name for p in plot_all(results, tempfile.mkdtemp())]
     ['auroc_heatmap.png', 'rank_plot.png']
     """

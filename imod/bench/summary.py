@@ -21,7 +21,28 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["per_dataset", "summarize", "to_markdown", "write_summary"]
+__all__ = ["example_results", "per_dataset", "summarize", "to_markdown", "write_summary"]
+
+
+def example_results() -> pd.DataFrame:
+    """A tiny results table in the format of ``results.csv``, for examples and tests.
+
+    Two detectors (X, Y), three datasets (a, b, c), one seed, every cell ok.
+
+    Examples
+    --------
+    >>> example_results()[["dataset", "detector", "auroc"]].head(2)
+      dataset detector  auroc
+    0       a        X    0.9
+    1       a        Y    0.7
+    """
+    return pd.DataFrame({
+        "dataset": ["a", "a", "b", "b", "c", "c"],
+        "detector": ["X", "Y"] * 3,
+        "seed": 1,
+        "auroc": [0.9, 0.7, 0.8, 0.85, 0.75, 0.6],
+        "aupr": [0.5, 0.3, 0.4, 0.45, 0.3, 0.2],
+        "fit_seconds": 0.1, "score_seconds": 0.01, "status": "ok"})
 
 
 def per_dataset(results: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
@@ -29,14 +50,8 @@ def per_dataset(results: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
 
     Examples
     --------
-    >>> import pandas as pd
-    >>> results = pd.DataFrame({
-    ...     "dataset": ["a", "a", "b", "b", "c", "c"],
-    ...     "detector": ["X", "Y"] * 3,
-    ...     "seed": 1,
-    ...     "auroc": [0.9, 0.7, 0.8, 0.85, 0.75, 0.6],
-    ...     "aupr": [0.5, 0.3, 0.4, 0.45, 0.3, 0.2],
-    ...     "fit_seconds": 0.1, "score_seconds": 0.01, "status": "ok"})
+    >>> from imod.bench.summary import example_results
+    >>> results = example_results()
     >>> results.loc[5, "status"] = "error"  # Y failed on dataset c
     >>> per_dataset(results).to_dict("index")
     {'a': {'X': 0.9, 'Y': 0.7}, 'b': {'X': 0.8, 'Y': 0.85}, 'c': {'X': 0.75, 'Y': nan}}
@@ -92,14 +107,8 @@ def summarize(results: pd.DataFrame, reference: str | None = None) -> pd.DataFra
 
     Examples
     --------
-    >>> import pandas as pd
-    >>> results = pd.DataFrame({
-    ...     "dataset": ["a", "a", "b", "b", "c", "c"],
-    ...     "detector": ["X", "Y"] * 3,
-    ...     "seed": 1,
-    ...     "auroc": [0.9, 0.7, 0.8, 0.85, 0.75, 0.6],
-    ...     "aupr": [0.5, 0.3, 0.4, 0.45, 0.3, 0.2],
-    ...     "fit_seconds": 0.1, "score_seconds": 0.01, "status": "ok"})
+    >>> from imod.bench.summary import example_results
+    >>> results = example_results()
     >>> table = summarize(results)
     >>> print(table[["detector", "auroc", "avg_rank", "wins"]].round(3).to_string(index=False))
     ... # doctest: +NORMALIZE_WHITESPACE
@@ -205,14 +214,8 @@ def write_summary(
     Examples
     --------
     >>> import tempfile
-    >>> import pandas as pd
-    >>> results = pd.DataFrame({
-    ...     "dataset": ["a", "a", "b", "b", "c", "c"],
-    ...     "detector": ["X", "Y"] * 3,
-    ...     "seed": 1,
-    ...     "auroc": [0.9, 0.7, 0.8, 0.85, 0.75, 0.6],
-    ...     "aupr": [0.5, 0.3, 0.4, 0.45, 0.3, 0.2],
-    ...     "fit_seconds": 0.1, "score_seconds": 0.01, "status": "ok"})
+    >>> from imod.bench.summary import example_results
+    >>> results = example_results()
     >>> out = tempfile.mkdtemp()
     >>> table, text = write_summary(results, out)
     >>> sorted(p.name for p in Path(out).iterdir())
