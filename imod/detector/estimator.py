@@ -1,6 +1,6 @@
 """``IMDetector``: outlier scores from the inlier-memorization effect.
 
-An ensemble of small autoencoders is trained for a few hundred updates only
+An ensemble of small autoencoders is trained for a few dozen updates only
 (:func:`imod.engine.train_ensemble`). Early in training they reconstruct the
 bulk of the data (the inliers) much better than the rare, scattered outliers;
 the per-example reconstruction losses recorded during this early phase, after
