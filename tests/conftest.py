@@ -19,3 +19,14 @@ def adbench_dir() -> Path:
     if not (path / "Classical").is_dir():
         pytest.skip(f"ADBench data folder not found at {path} (set IMOD_ADBENCH_DIR)")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests with one torch thread (tiny models; restored afterwards)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -6,17 +6,11 @@ import argparse
 
 import pandas as pd
 import pytest
-import torch
 
 from imod.memorization.cli import add_parser, main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# Tiny models: one torch thread avoids OpenMP spin-waits on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ["--dataset", "digits", "--members", "8", "--rate", "0.5", "--epochs", "2",

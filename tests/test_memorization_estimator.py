@@ -19,14 +19,8 @@ from imod.memorization import (
 )
 from imod.memorization.runs import train_in_blocks
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: a single thread avoids OpenMP spin-waits on a shared machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# Tiny models: one torch thread avoids OpenMP spin-waits on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
