@@ -101,9 +101,12 @@ def main(argv: list[str] | None = None) -> None:
             warnings.simplefilter("ignore")
             det = IMDetector(random_state=seed).fit(sp.X_train)
             per_view = [view_scores(v, sp.X_train, sp.X_test) for v in det.views_ or [det]]
-        rows = [dict(dataset=name, half=h, seed=seed, variant=v,
-                     auroc=roc_auc_score(sp.y_test, s), aupr=average_precision_score(sp.y_test, s))
-                for v in VARIANTS for s in [np.mean([p[v] for p in per_view], axis=0)]]
+        rows = []
+        for v in VARIANTS:
+            score = np.mean([p[v] for p in per_view], axis=0)  # views averaged, as the detector
+            rows.append(dict(dataset=name, half=h, seed=seed, variant=v,
+                             auroc=roc_auc_score(sp.y_test, score),
+                             aupr=average_precision_score(sp.y_test, score)))
         # one durable append per cell: a killed run resumes from here
         pd.DataFrame(rows).to_csv(cells, mode="a", header=not cells.is_file(), index=False)
     df = pd.read_csv(cells)
