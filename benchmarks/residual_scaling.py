@@ -2,8 +2,9 @@
 
 IMDetector scores a row by its mean squared reconstruction error over features, so
 features the early autoencoder reconstructs poorly for everyone dominate the score. This
-study re-scores the default detector's kept snapshots (no retraining) with the squared
-residual of feature ``j`` divided by a statistic of that feature's squared residuals
+study re-scores (no retraining) the kept snapshots of the detector with the defaults of
+the time (``BASES["v2"]`` of ``accuracy_ablation.py``: no trimming, 50 updates), with the
+squared residual of feature ``j`` divided by a statistic of that feature's squared residuals
 over the training rows (per snapshot and member), a diagonal Mahalanobis distance in
 residual space:
 
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from accuracy_ablation import classical_halves, dataset_path
+from accuracy_ablation import BASES, classical_halves, dataset_path
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm import tqdm
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         seed_everything(seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            det = IMDetector(random_state=seed).fit(sp.X_train)
+            det = IMDetector(random_state=seed, **BASES["v2"]).fit(sp.X_train)
             per_view = [view_scores(v, sp.X_train, sp.X_test) for v in det.views_ or [det]]
         rows = []
         for v in VARIANTS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from imod import IMDetector, IMPreprocessor
 
@@ -43,3 +44,44 @@ def test_include_initial_records_update_zero(include):
     for view in det.views_:
         assert (view.record_updates_[0] == 0) == include
     assert np.isfinite(det.train_scores_).all()
+
+
+
+def test_views_of_equal_width_train_in_one_engine_call(adbench_dir, monkeypatch):
+    import imod.detector.estimator as est
+
+    data = np.load(adbench_dir / "Classical" / "29_Pima.npz", allow_pickle=False)
+    X = data["X"].astype(np.float64)
+    real = est.train_ensemble
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["views"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(est, "train_ensemble", counting)
+    # A constant column: the scalings keep it (as zeros), whitening drops it.
+    for Xe, n_calls in ((X, 1), (np.c_[X, np.ones(len(X))], 2)):
+        calls.clear()
+        det = IMDetector(n_members=8, max_updates=20, n_recordings=3, random_state=0).fit(Xe)
+        widths = [v.preprocessor_.n_features_out_ for v in det.views_]
+        assert len(calls) == len(set(widths)) == n_calls
+        if n_calls == 1:  # members 3 + 3 + 2, each reading its own view
+            np.testing.assert_array_equal(calls[0], [0, 0, 0, 1, 1, 1, 2, 2])
+        for view, k, width in zip(det.views_, (3, 3, 2), widths, strict=True):
+            assert view.sizes_[0] == width
+            assert all(t.shape[0] == k for t in view.snapshots_[0].values())
+        np.testing.assert_allclose(
+            det.score_samples(Xe[:50]), np.mean([v.score_samples(Xe[:50]) for v in det.views_], 0)
+        )
+
+
+def test_trim_reaches_training_and_every_row_is_still_scored():
+    X = np.random.default_rng(3).normal(size=(400, 6))
+    X[:20] += 6.0
+    plain = IMDetector(trim=0.0, **FAST).fit(X)
+    trimmed = IMDetector(trim=0.3, **FAST).fit(X)
+    for a, b in zip(plain.views_, trimmed.views_, strict=True):
+        assert not np.allclose(a.snapshots_[-1]["0.weight"], b.snapshots_[-1]["0.weight"])
+    y = np.r_[np.ones(20), np.zeros(380)]
+    assert roc_auc_score(y, -trimmed.train_scores_) > 0.95

@@ -216,6 +216,8 @@ def test_bad_predict_input():
         (dict(window=(3, 1)), "window"),
         (dict(hidden_sizes=(8, 0)), "hidden_sizes"),
         (dict(holdout_rate=1.0), "holdout_rate"),
+        (dict(trim=1.0), "trim"),
+        (dict(trim=-0.2), "trim"),
     ],
 )
 def test_bad_params(params, match):

@@ -117,6 +117,56 @@ def test_fast_path_equals_one_by_one_loop(digits, opt, uneven):
     _assert_same_params(res.params, models)
 
 
+@pytest.mark.parametrize("subsets", [True, False])
+def test_trimmed_loss_equals_a_loop_that_drops_the_largest_losses(digits, subsets):
+    X, _ = digits
+    mlp = StackedMLP((64, 8, 64))
+    # Uneven rows per member and batch (ranked per member), or all rows (one top-k).
+    mask = bernoulli_mask(3, len(X), 0.6, random_state=2) if subsets else full_mask(3, len(X))
+    kw = dict(mask=mask, epochs=2, batch_size=32, random_state=7, trim=0.25)
+    res = train_ensemble(mlp, X, device="cpu", **kw)
+    models = train_one_by_one(mlp, mlp.init(7, range(3)), X, **kw)
+    _assert_same_params(res.params, models)
+    plain = train_ensemble(mlp, X, device="cpu", **{**kw, "trim": 0.0})
+    assert not torch.allclose(plain.params["0.weight"], res.params["0.weight"])
+
+
+def test_trimmed_loss_leaves_outliers_unfitted(digits, one_thread):
+    """Rows the network cannot fit early are dropped from every update, so after
+    a long run they stay far worse reconstructed than without trimming."""
+    X, _ = digits
+    rng = np.random.default_rng(0)
+    data = X.copy()
+    out = rng.choice(len(X), 15, replace=False)
+    data[out] = rng.uniform(0, 1, size=(15, 64)).astype(np.float32)  # 5% noise images
+    rec = [Recorder("loss", per_example_loss("mse"), reduce="last")]
+    gap = {}
+    for trim in (0.0, 0.2):
+        res = train_ensemble(StackedMLP((64, 32, 64)), data, n_members=4, epochs=60,
+                             batch_size=32, random_state=0, trim=trim, recorders=rec,
+                             optimizer=OptimizerSpec("adam", lr=3e-3), device="cpu")
+        loss = res.records["loss"].mean(axis=0)
+        inlier = np.delete(loss, out)
+        gap[trim] = np.median(loss[out]) / np.median(inlier)
+    assert gap[0.2] > 2 * gap[0.0]
+
+
+def test_views_train_each_member_on_its_own_version(digits):
+    X, _ = digits
+    versions = np.stack([X, 1.0 - X, 2.0 * X])  # V=3 scalings of the same rows
+    views = np.array([2, 0, 1, 2, 0])
+    rec = [Recorder("loss", per_example_loss("mse"))]
+    kw = dict(epochs=2, batch_size=32, random_state=3, recorders=rec, device="cpu")
+    joint = train_ensemble(StackedMLP((64, 8, 64)), versions, views=views, trim=0.2, **kw)
+    assert joint.records["loss"].shape == (2, 5, len(X))
+    for v in range(3):
+        alone = train_ensemble(StackedMLP((64, 8, 64)), versions[v], n_members=5, trim=0.2, **kw)
+        k = views == v  # member k is seeded by its index, whatever it reads
+        np.testing.assert_allclose(joint.records["loss"][:, k], alone.records["loss"][:, k],
+                                   rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(joint.params["2.weight"][k], alone.params["2.weight"][k])
+
+
 def test_general_path_equals_fast_path_and_loop(digits):
     X, y = digits
     mlp = StackedMLP((64, 16, 10))
@@ -313,6 +363,9 @@ def test_init_schemes_scale_orthogonal_and_hooks():
         (dict(n_members=2, chunk_size=0), "chunk_size"),
         (dict(n_members=2, record_every=0), "record_every"),
         (dict(), "n_members"),
+        (dict(n_members=2, trim=1.0), "trim"),
+        (dict(n_members=2, trim=-0.1), "trim"),
+        (dict(views=[0, 0]), r"shape \(V, n, d\)"),
     ],
 )
 def test_bad_options_get_clear_errors(digits, kwargs, message):
@@ -333,6 +386,16 @@ def test_bad_data_gets_clear_errors(digits):
         train_ensemble(StackedMLP((64, 4, 10)), X, y[:10], n_members=1, loss="cross_entropy")
     with pytest.raises(ValueError, match="activation"):
         StackedMLP((64, 4), activation="swishy")
+    versions = np.stack([X, X])
+    with pytest.raises(ValueError, match="autoencoders"):
+        train_ensemble(StackedMLP((64, 4, 10)), versions, y, views=[0, 1])
+    with pytest.raises(ValueError, match="index the 2 versions"):
+        train_ensemble(StackedMLP((64, 4, 64)), versions, views=[0, 2])
+    with pytest.raises(ValueError, match="2 entries but there are 3 members"):
+        train_ensemble(StackedMLP((64, 4, 64)), versions, views=[0, 1], n_members=3)
+    with pytest.raises(ValueError, match=r"recorder 'r'.*\(V=2, m"):
+        train_ensemble(StackedMLP((64, 4, 64)), versions, views=[0, 1],
+                       recorders=[Recorder("r", per_example_loss("mse"), X=X)])
 
 
 def test_bf16_precision_stays_close_to_fp32(digits):

@@ -10,7 +10,14 @@ from .masks import balanced_mask, bernoulli_mask, full_mask, validate_mask
 from .members import ModuleMembers, StackedMLP, make_members, member_state_dict
 from .optim import OptimizerSpec
 from .recorders import Recorder, correctness, margin, per_example_loss
-from .trainer import EnsembleResult, as_tensor, batch_order, resolve_device, train_ensemble
+from .trainer import (
+    EnsembleResult,
+    as_tensor,
+    batch_order,
+    resolve_device,
+    train_ensemble,
+    trim_weights,
+)
 
 __all__ = [
     "INIT_SCHEMES",
@@ -34,5 +41,6 @@ __all__ = [
     "per_example_loss",
     "resolve_device",
     "train_ensemble",
+    "trim_weights",
     "validate_mask",
 ]

@@ -27,8 +27,13 @@ def mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     tensor([[1., 1., 1.],
             [1., 1., 1.]])
     """
-    diff = outputs - targets.unsqueeze(0)
+    diff = outputs - _per_member(targets, outputs)
     return diff.pow(2).flatten(2).mean(dim=2)
+
+
+def _per_member(targets: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    """Shared targets ``(B, ...)`` broadcast to the members; ``(K, B, ...)`` as is."""
+    return targets if targets.ndim == outputs.ndim else targets.unsqueeze(0)
 
 
 def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -58,7 +63,7 @@ def bce(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     >>> loss.shape, round(loss[1, 2].item(), 4)  # log(2)
     (torch.Size([2, 3]), 0.6931)
     """
-    expanded = targets.unsqueeze(0).expand_as(outputs).to(outputs.dtype)
+    expanded = _per_member(targets, outputs).expand_as(outputs).to(outputs.dtype)
     loss = F.binary_cross_entropy_with_logits(outputs, expanded, reduction="none")
     return loss.flatten(2).mean(dim=2)
 

@@ -162,7 +162,8 @@ class StackedMLP:
         return params
 
     def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Run every member on the shared batch ``x`` of shape ``(B, n_inputs)``.
+        """Run every member on the shared batch ``x`` of shape ``(B, n_inputs)``,
+        or member ``k`` on its own batch ``x[k]`` when ``x`` is ``(K, B, n_inputs)``.
 
         Returns ``(K, B, n_outputs)``.
 
@@ -172,6 +173,14 @@ class StackedMLP:
         """
         w0 = params["0.weight"]
         n_members, width, n_in = w0.shape
+        if x.ndim == 3:
+            # Own inputs per member: one batched product, (K, h, d) @ (K, d, B).
+            xt = x.transpose(1, 2)
+            if self.bias:
+                h = torch.baddbmm(params["0.bias"].unsqueeze(-1), w0, xt)
+            else:
+                h = torch.bmm(w0, xt)
+            return self._hidden_layers(params, h)
         w0 = w0.reshape(n_members * width, n_in)
         # One wide product for all members' first layers, (K*h, d) @ (d, B),
         # with the bias added inside the matrix product (addmm/baddbmm).
@@ -179,7 +188,10 @@ class StackedMLP:
             h = torch.addmm(params["0.bias"].reshape(-1, 1), w0, x.T)
         else:
             h = torch.matmul(w0, x.T)
-        h = h.view(n_members, width, -1)
+        return self._hidden_layers(params, h.view(n_members, width, -1))
+
+    def _hidden_layers(self, params: Params, h: torch.Tensor) -> torch.Tensor:
+        """From the first layer's pre-activation ``(K, h_1, B)`` to the outputs ``(K, B, out)``."""
         for i in range(self.n_layers):
             if i > 0:
                 w = params[f"{2 * i}.weight"]

@@ -45,9 +45,13 @@ def train_one_by_one(
     batch_size: int = 64,
     random_state: int | None = 0,
     rate: float | None = None,
+    trim: float = 0.0,
     device: str | torch.device = "cpu",
 ) -> list[torch.nn.Module]:
     """Train every member separately; returns the trained modules.
+
+    With ``trim``, each step averages the member's losses after dropping the
+    ``floor(trim * rows)`` largest (the engine's trimmed loss).
 
     Examples
     --------
@@ -83,7 +87,11 @@ def train_one_by_one(
                 idx_t = torch.as_tensor(idx, device=device)
                 opt.zero_grad(set_to_none=True)
                 out = model(x[idx_t]).unsqueeze(0)
-                loss_fn(out, targets[idx_t]).mean().backward()
+                per_example = loss_fn(out, targets[idx_t])[0]
+                if trim > 0:
+                    keep = idx.size - math.floor(trim * idx.size)
+                    per_example = per_example.topk(keep, largest=False).values
+                per_example.mean().backward()
                 opt.step()
         models.append(model)
     return models

@@ -9,7 +9,13 @@ The whole schedule in one place (see :func:`train_ensemble`):
 2. All members run on the shared batch (one wide matrix product for the first
    layer). Member ``k``'s loss is the mean over the rows of the batch that are
    in its mask: rows outside the mask are multiplied by zero, so they never
-   reach its gradient. A member with no rows in a batch takes no step.
+   reach its gradient. A member with no rows in a batch takes no step. With
+   ``trim > 0`` each member also leaves out the largest ``floor(trim * rows)``
+   of its own losses in the batch (a trimmed loss).
+4. With ``views`` (autoencoders), ``X`` holds V versions of the same rows, e.g.
+   under V feature scalings, and member ``k`` reads and reconstructs version
+   ``views[k]``: the batch order, the masks and every update stay shared, so
+   V small ensembles cost about one update loop instead of V.
 3. Recorders run after every epoch (or every N updates) on their evaluation sets.
 
 Members are processed in chunks that fit a memory budget; a member's initial
@@ -46,6 +52,7 @@ __all__ = [
     "shared_batch_size",
     "resolve_device",
     "train_ensemble",
+    "trim_weights",
 ]
 
 Params = dict[str, torch.Tensor]
@@ -309,6 +316,51 @@ def _auto_eval_rows(
     return int(min(cap, max(16, rows)))
 
 
+def trim_weights(losses: torch.Tensor, weights: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Zero each member's ``floor(fraction * rows)`` largest losses in a batch.
+
+    ``losses`` and ``weights`` are ``(K, B)``; ``weights`` is 1 where the row is
+    in the member's mask. The rows dropped are the largest among the member's
+    own rows, and at least one row is kept whenever ``fraction < 1``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> losses = torch.tensor([[1.0, 5.0, 2.0, 9.0], [1.0, 5.0, 2.0, 9.0]])
+    >>> weights = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0]])
+    >>> trim_weights(losses, weights, 0.5)  # member 1 drops one of its 3 rows
+    tensor([[1., 0., 1., 0.],
+            [1., 0., 1., 0.]])
+    """
+    counts = weights.sum(dim=1, keepdim=True)
+    n_drop = torch.floor(counts * fraction)
+    if bool((counts == losses.shape[1]).all()):
+        # Every member has every row (the common case): one top-k, no ranking.
+        k = int(n_drop[0, 0])
+        if k == 0:
+            return weights
+        return weights.scatter(1, losses.topk(k, dim=1).indices, 0.0)
+    own = torch.where(weights > 0, losses, torch.full_like(losses, -math.inf))
+    rank = own.argsort(dim=1, descending=True).argsort(dim=1)  # 0 = largest
+    return weights * (rank >= n_drop).to(weights.dtype)
+
+
+def _check_views(views, x: torch.Tensor, y, members: Members) -> np.ndarray:
+    """Validate the member -> version map of ``train_ensemble(..., views=...)``."""
+    if y is not None:
+        raise ValueError("views are for autoencoders: y must be None")
+    if not isinstance(members, StackedMLP):
+        raise ValueError("views need a StackedMLP model (members with their own inputs)")
+    if x.ndim != 3:
+        raise ValueError(f"with views, X must have shape (V, n, d), got {tuple(x.shape)}")
+    arr = np.asarray(views)
+    if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError("views must be a 1-D array of integers, one per member")
+    if arr.min() < 0 or arr.max() >= x.shape[0]:
+        raise ValueError(f"views must index the {x.shape[0]} versions of X (0..{x.shape[0] - 1})")
+    return arr.astype(np.int64)
+
+
 @dataclass
 class _ChunkResult:
     params: Params
@@ -338,6 +390,20 @@ class _ChunkRun:
     precision: str
     device: torch.device
     orders: list[np.ndarray]
+    trim: float = 0.0
+
+    @staticmethod
+    def _rows(data: torch.Tensor, rows, views: torch.Tensor | None) -> torch.Tensor:
+        """``data[rows]``, or each member's own version ``(K, B, ...)`` with views."""
+        if views is None:
+            return data[rows]
+        if isinstance(rows, slice):
+            return data[:, rows][views]
+        # One gather of K x B rows, not a (V, B) copy then a (K, B) one.
+        n = data.shape[1]
+        flat = (views.unsqueeze(1) * n + rows.unsqueeze(0)).reshape(-1)
+        out = data.reshape(-1, *data.shape[2:]).index_select(0, flat)
+        return out.view(len(views), len(rows), *data.shape[2:])
 
     def train(
         self,
@@ -346,6 +412,7 @@ class _ChunkRun:
         x: torch.Tensor,
         targets: torch.Tensor,
         bar: tqdm,
+        views: torch.Tensor | None = None,
     ) -> _ChunkResult:
         params = {k: v.to(self.device).requires_grad_(True) for k, v in init_params.items()}
         opt = StackedOptimizer(self.spec, params)
@@ -353,7 +420,7 @@ class _ChunkRun:
         out = _ChunkResult(params, [_Store(r.reduce) for r in self.recorders], [], [], [])
         updates = 0
         if self.record_initial:
-            self._record(out, 0.0, 0)
+            self._record(out, 0.0, 0, views)
         _sync(self.device)
         start = time.perf_counter()
         for epoch in range(self.epochs):
@@ -366,31 +433,41 @@ class _ChunkRun:
                 # Known on the host, so the optimizer needs no device sync.
                 all_active = bool(mask[:, idx_np].any(axis=1).all())
                 with precision_context(self.precision, self.device):
-                    outputs = self.members.forward(params, x[idx])
-                    per_example = self.loss_fn(outputs.float(), targets[idx])
+                    outputs = self.members.forward(params, self._rows(x, idx, views))
+                    per_example = self.loss_fn(outputs.float(), self._rows(targets, idx, views))
+                if self.trim > 0:
+                    # Which rows are dropped is a selection, not a function to differentiate.
+                    weights = trim_weights(per_example.detach(), weights, self.trim)
+                    counts = weights.sum(dim=1)
                 member_loss = (per_example * weights).sum(dim=1) / counts.clamp_min(1.0)
                 grads = torch.autograd.grad(member_loss.sum(), list(params.values()))
                 opt.step(params, dict(zip(params.keys(), grads)), counts > 0, all_active)
                 updates += 1
                 bar.update(1)
                 if isinstance(self.record_every, int) and updates % self.record_every == 0:
-                    self._record(out, epoch + (s + 1) / self.steps_per_epoch, updates)
+                    self._record(out, epoch + (s + 1) / self.steps_per_epoch, updates, views)
             if self.record_every == "epoch":
-                self._record(out, float(epoch + 1), updates)
+                self._record(out, float(epoch + 1), updates, views)
         if self.record_every == "end":
-            self._record(out, float(self.epochs), updates)
+            self._record(out, float(self.epochs), updates, views)
         _sync(self.device)
         out.seconds = time.perf_counter() - start
         out.params = {k: v.detach().cpu() for k, v in params.items()}
         return out
 
     @torch.no_grad()
-    def _record(self, out: _ChunkResult, epoch_pos: float, updates: int) -> None:
+    def _record(
+        self, out: _ChunkResult, epoch_pos: float, updates: int, views: torch.Tensor | None
+    ) -> None:
         step = self.eval_batch_size
         for rec, (ex, ey), store in zip(self.recorders, self.eval_sets, out.stores):
+            m = ex.shape[0 if views is None else 1]
             parts = [
-                rec.fn(self.members.forward(out.params, ex[i : i + step]), ey[i : i + step])
-                for i in range(0, ex.shape[0], step)
+                rec.fn(
+                    self.members.forward(out.params, self._rows(ex, slice(i, i + step), views)),
+                    self._rows(ey, slice(i, i + step), views),
+                )
+                for i in range(0, m, step)
             ]
             vals = torch.cat(parts, dim=1)
             if rec.transform is not None:
@@ -423,6 +500,8 @@ def train_ensemble(
     chunk_size: int | str = "auto",
     first_member: int = 0,
     rate: float | None = None,
+    trim: float = 0.0,
+    views: np.ndarray | None = None,
     device: str | torch.device = "auto",
     precision: str = "fp32",
     eval_batch_size: int = 8192,
@@ -473,6 +552,20 @@ def train_ensemble(
         seeded from ``(random_state, first_member + k)``, so an ensemble trained
         in blocks (to resume, extend, or spread over workers) gets exactly the
         numbers of one run over all members.
+    rate : float, optional
+        Mean fraction of the data in a member's mask (sets the shared batch
+        size); defaults to the mask's mean.
+    trim : float in [0, 1), default=0.0
+        Trimmed loss: in every update each member leaves out the
+        ``floor(trim * rows)`` rows of its own with the largest loss. The rows
+        a network cannot yet fit (outliers, mislabelled examples) then never
+        pull on it, however long it trains. 0 uses every row.
+    views : ndarray of int of shape (K,), optional
+        Autoencoders (``y=None``) with a :class:`StackedMLP` only. ``X`` then has
+        shape ``(V, n, d)``: V versions of the same n rows (for example under V
+        feature scalings), and member ``k`` reads and reconstructs
+        ``X[views[k]]``; so do recorders, whose ``X`` must then be ``(V, m, d)``.
+        All members still share one batch order and one update loop.
     device : "auto", "cpu", "cuda" or torch.device
     precision : {"fp32", "tf32", "bf16"}
         Matrix-product precision (see :func:`precision_context`); the speed-ups
@@ -503,6 +596,9 @@ def train_ensemble(
     x = as_tensor(X, "X")
     n = x.shape[0]
     loss_fn = get_loss(loss)
+    if views is not None:
+        views = _check_views(views, x, y, members)
+        n = x.shape[1]
     if y is None:
         targets = x
     else:
@@ -510,9 +606,11 @@ def train_ensemble(
         targets = as_tensor(y, "y", integer=classify)
         if targets.shape[0] != n:
             raise ValueError(f"X has {n} examples but y has {targets.shape[0]}")
+    if mask is None and n_members is None and views is not None:
+        n_members = len(views)
     if mask is None:
         if n_members is None:
-            raise ValueError("give either a mask (K x n) or n_members")
+            raise ValueError("give either a mask (K x n), n_members or views")
         if not isinstance(n_members, (int, np.integer)) or n_members < 1:
             raise ValueError(f"n_members must be an integer >= 1 (K >= 1), got {n_members!r}")
         mask = np.ones((int(n_members), n), dtype=bool)
@@ -521,6 +619,8 @@ def train_ensemble(
         if n_members is not None and n_members != mask.shape[0]:
             raise ValueError(f"n_members={n_members} but the mask has {mask.shape[0]} rows")
     n_total = mask.shape[0]
+    if views is not None and len(views) != n_total:
+        raise ValueError(f"views has {len(views)} entries but there are {n_total} members")
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -534,6 +634,8 @@ def train_ensemble(
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     check_init(init, init_scale)
+    if isinstance(trim, bool) or not isinstance(trim, (int, float)) or not 0.0 <= trim < 1.0:
+        raise ValueError(f"trim must be a number in [0, 1), got {trim!r}")
     spec = OptimizerSpec.coerce(optimizer)
     dev = resolve_device(device)
     names = [r.name for r in recorders]
@@ -544,6 +646,10 @@ def train_ensemble(
     eval_sets = []
     for rec in recorders:
         ex = x if rec.X is None else as_tensor(rec.X, f"recorder {rec.name!r} X")
+        if views is not None and (ex.ndim != x.ndim or ex.shape[0] != x.shape[0]):
+            raise ValueError(
+                f"recorder {rec.name!r}: with views, X must have shape (V={x.shape[0]}, m, ...)"
+            )
         if rec.y is not None:
             ey = as_tensor(rec.y, f"recorder {rec.name!r} y", integer=targets.dtype == torch.long)
         elif rec.X is None:
@@ -552,7 +658,7 @@ def train_ensemble(
             ey = ex
         else:
             raise ValueError(f"recorder {rec.name!r} has X but no y for a supervised model")
-        if ey.shape[0] != ex.shape[0]:
+        if ey.shape[0] != ex.shape[0] or (views is not None and ey.shape != ex.shape):
             raise ValueError(f"recorder {rec.name!r}: X and y lengths differ")
         eval_sets.append((ex.to(dev), ey.to(dev)))
 
@@ -593,6 +699,7 @@ def train_ensemble(
         precision=precision,
         device=dev,
         orders=[batch_order(random_state, e, n) for e in range(epochs)],
+        trim=float(trim),
     )
     n_chunks = math.ceil(n_total / chunk)
     bar = tqdm(
@@ -607,7 +714,8 @@ def train_ensemble(
         c1 = min(c0 + chunk, n_total)
         seeds = range(first_member + c0, first_member + c1)
         init_params = members.init(random_state, seeds, init, init_scale)
-        chunks.append(run.train(init_params, mask[c0:c1], x_dev, t_dev, bar))
+        chunk_views = None if views is None else torch.as_tensor(views[c0:c1], device=dev)
+        chunks.append(run.train(init_params, mask[c0:c1], x_dev, t_dev, bar, chunk_views))
     bar.close()
     rec_epochs, rec_updates = chunks[0].epochs, chunks[0].updates
 
