@@ -42,3 +42,12 @@ def test_pyod_face(adbench_dir):
 def test_pyod_contamination_range():
     with pytest.raises(ValueError, match="contamination"):
         IMDetectorPyOD(contamination=0.8)
+
+
+def test_pyod_face_defaults_match_the_detector():
+    """The parameters the PyOD face forwards keep IMDetector's defaults (they drifted once)."""
+    from imod import IMDetector
+
+    face, det = IMDetectorPyOD().get_params(), IMDetector().get_params()
+    shared = ("n_members", "preprocessing", "scoring", "max_updates", "random_state", "device")
+    assert {k: face[k] for k in shared} == {k: det[k] for k in shared}

@@ -56,7 +56,7 @@ class IMDetectorPyOD(BaseDetector):
         n_members: int = 8,
         preprocessing: str | tuple[str, ...] = ("standard", "robust", "whiten"),
         scoring: str = "window",
-        max_updates: int = 50,
+        max_updates: int = 100,
         random_state=None,
         device: str = "auto",
         detector_params: dict | None = None,
