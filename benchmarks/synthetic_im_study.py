@@ -20,8 +20,9 @@ recording (outliers positive):
 It varies one factor at a time from a base setting: initialization scale,
 feature scaling (the raw data put on feature scales 10^-1..10^1, then no scaling or
 ``IMPreprocessor``'s standard, robust, min-max or whitening),
-outlier fraction and outlier spread. Writes ``synthetic_im_study.csv`` and one
-PNG of AUROC trajectories per factor into ``--out``.
+outlier fraction, outlier spread, and the trimmed training loss (``trim``: each update
+leaves out the largest ``trim`` fraction of each member's batch losses). Writes
+``synthetic_im_study.csv`` and one PNG of AUROC trajectories per factor into ``--out``.
 
 Usage::
 
@@ -44,12 +45,13 @@ from tqdm.auto import tqdm  # noqa: E402
 from imod import IMPreprocessor  # noqa: E402
 from imod.engine import Recorder, StackedMLP, per_example_loss, train_ensemble  # noqa: E402
 
-BASE = dict(init_scale=1.0, scaling="standard", fraction=0.05, spread=1.0)
+BASE = dict(init_scale=1.0, scaling="standard", fraction=0.05, spread=1.0, trim=0.0)
 FACTORS = {
     "init_scale": [0.1, 0.3, 1.0, 3.0],
     "scaling": ["standard", "robust", "whiten", "minmax", "raw"],
     "fraction": [0.01, 0.05, 0.1, 0.2],
     "spread": [0.5, 0.75, 1.0, 1.5],
+    "trim": [0.0, 0.1, 0.3, 0.5],
 }
 
 
@@ -85,7 +87,13 @@ def make_data(
 
 
 def trajectory(
-    X: np.ndarray, y: np.ndarray, model: str, init_scale: float, seed: int, members: int
+    X: np.ndarray,
+    y: np.ndarray,
+    model: str,
+    init_scale: float,
+    seed: int,
+    members: int,
+    trim: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """AUROC and outlier/inlier loss ratio at each recording, averaged over replicates."""
     d = X.shape[1]
@@ -101,6 +109,7 @@ def trajectory(
         batch_size=64,
         random_state=seed,
         init_scale=init_scale,
+        trim=trim,
         recorders=[Recorder("loss", per_example_loss("mse"))],
         record_every=5,
         record_initial=True,
@@ -144,7 +153,7 @@ def main() -> None:
         setting = {**BASE, factor: value}
         X, y = make_data(setting["fraction"], setting["spread"], setting["scaling"], seed=args.seed)
         updates, auroc, ratio = trajectory(
-            X, y, model, setting["init_scale"], args.seed, args.members
+            X, y, model, setting["init_scale"], args.seed, args.members, setting["trim"]
         )
         curves[(factor, value, model)] = (updates, auroc)
         rows.append(
