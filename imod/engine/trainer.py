@@ -316,12 +316,16 @@ def _auto_eval_rows(
     return int(min(cap, max(16, rows)))
 
 
-def trim_weights(losses: torch.Tensor, weights: torch.Tensor, fraction: float) -> torch.Tensor:
+def trim_weights(
+    losses: torch.Tensor, weights: torch.Tensor, fraction: float, all_rows: bool | None = None
+) -> torch.Tensor:
     """Zero each member's ``floor(fraction * rows)`` largest losses in a batch.
 
     ``losses`` and ``weights`` are ``(K, B)``; ``weights`` is 1 where the row is
     in the member's mask. The rows dropped are the largest among the member's
     own rows, and at least one row is kept whenever ``fraction < 1``.
+    ``all_rows=True`` says every member has every row of the batch (the trainer
+    knows it on the host, which spares a device sync); ``None`` checks.
 
     Examples
     --------
@@ -332,14 +336,16 @@ def trim_weights(losses: torch.Tensor, weights: torch.Tensor, fraction: float) -
     tensor([[1., 0., 1., 0.],
             [1., 0., 1., 0.]])
     """
-    counts = weights.sum(dim=1, keepdim=True)
-    n_drop = torch.floor(counts * fraction)
-    if bool((counts == losses.shape[1]).all()):
+    if all_rows is None:
+        all_rows = bool((weights > 0).all())
+    if all_rows:
         # Every member has every row (the common case): one top-k, no ranking.
-        k = int(n_drop[0, 0])
+        k = math.floor(losses.shape[1] * fraction)
         if k == 0:
             return weights
         return weights.scatter(1, losses.topk(k, dim=1).indices, 0.0)
+    # float64, so that floor() agrees with the host's math.floor above
+    n_drop = torch.floor(weights.sum(dim=1, keepdim=True).double() * fraction)
     own = torch.where(weights > 0, losses, torch.full_like(losses, -math.inf))
     rank = own.argsort(dim=1, descending=True).argsort(dim=1)  # 0 = largest
     return weights * (rank >= n_drop).to(weights.dtype)
@@ -431,13 +437,16 @@ class _ChunkRun:
                 weights = mask_dev[:, idx].to(x.dtype)  # (K, B): 1 where in the member
                 counts = weights.sum(dim=1)
                 # Known on the host, so the optimizer needs no device sync.
-                all_active = bool(mask[:, idx_np].any(axis=1).all())
+                in_mask = mask[:, idx_np]
+                all_active = bool(in_mask.any(axis=1).all())
                 with precision_context(self.precision, self.device):
                     outputs = self.members.forward(params, self._rows(x, idx, views))
                     per_example = self.loss_fn(outputs.float(), self._rows(targets, idx, views))
                 if self.trim > 0:
                     # Which rows are dropped is a selection, not a function to differentiate.
-                    weights = trim_weights(per_example.detach(), weights, self.trim)
+                    weights = trim_weights(
+                        per_example.detach(), weights, self.trim, bool(in_mask.all())
+                    )
                     counts = weights.sum(dim=1)
                 member_loss = (per_example * weights).sum(dim=1) / counts.clamp_min(1.0)
                 grads = torch.autograd.grad(member_loss.sum(), list(params.values()))
