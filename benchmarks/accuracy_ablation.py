@@ -51,14 +51,17 @@ BASES: dict[str, dict[str, Any]] = {
         "lr": 1e-3, "weight_decay": 0.0, "batch_size": 128, "max_updates": 100,
         "max_epochs": 50, "n_recordings": 10, "include_initial": False,
         "scoring": "window", "window": None, "auto_halfwidth": 1, "holdout_rate": 0.5,
+        "trim": 0.0, "loss": "mse",
     },
     # The three-view defaults with the earlier 100-update budget: the base of the
     # first ablation table in docs/accuracy_study.md.
-    "v1": {"lr": 1e-3, "batch_size": 128, "max_updates": 100, "trim": 0.0},
+    "v1": {"lr": 1e-3, "batch_size": 128, "max_updates": 100, "trim": 0.0, "loss": "mse"},
     # The defaults after that table (v1 with max_updates=50).
-    "v2": {"lr": 1e-3, "batch_size": 128, "max_updates": 50, "trim": 0.0},
+    "v2": {"lr": 1e-3, "batch_size": 128, "max_updates": 50, "trim": 0.0, "loss": "mse"},
     # The current defaults: trimmed loss and faster training.
-    "v3": {"lr": 1e-2, "batch_size": 256, "max_updates": 100, "trim": 0.3},
+    "v3": {"lr": 1e-2, "batch_size": 256, "max_updates": 100, "trim": 0.3, "loss": "mse"},
+    # v3 trained and scored with the L1 loss, at the rate and batch size chosen for it.
+    "v4": {"lr": 3e-2, "batch_size": 128, "max_updates": 100, "trim": 0.3, "loss": "l1"},
 }
 
 # name -> change from the base. ``{"detector": X}`` rows run a bench detector instead.
@@ -97,11 +100,14 @@ ROWS: dict[str, dict[str, Any]] = {
     "lr=3e-4": {"lr": 3e-4},
     "lr=3e-3": {"lr": 3e-3},
     "lr=1e-2": {"lr": 1e-2},
+    "lr=3e-2": {"lr": 3e-2},
+    "lr=1e-1": {"lr": 1e-1},
     "batch=32": {"batch_size": 32},
     "batch=64": {"batch_size": 64},
     "batch=256": {"batch_size": 256},
     "updates=50": {"max_updates": 50},
     "updates=100": {"max_updates": 100},
+    "updates=150": {"max_updates": 150},
     "updates=200": {"max_updates": 200},
     "updates=400": {"max_updates": 400},
     # trimmed loss
@@ -112,6 +118,23 @@ ROWS: dict[str, dict[str, Any]] = {
     "trim=0.4": {"trim": 0.4},
     "trim=0.5": {"trim": 0.5},
     "lr=1e-3": {"lr": 1e-3},
+    # reconstruction loss (training / scoring)
+    "score_loss=l1": {"score_loss": "l1"},
+    "loss=mse": {"loss": "mse"},
+    "score_loss=mse": {"score_loss": "mse"},
+    "loss=l1": {"loss": "l1"},
+    "loss=l1,score_loss=mse": {"loss": "l1", "score_loss": "mse"},
+    # the training neighbourhood of the L1 loss
+    "loss=l1,trim=0": {"loss": "l1", "trim": 0.0},
+    "loss=l1,trim=0.2": {"loss": "l1", "trim": 0.2},
+    "loss=l1,trim=0.4": {"loss": "l1", "trim": 0.4},
+    "loss=l1,lr=3e-3": {"loss": "l1", "lr": 3e-3},
+    "loss=l1,lr=3e-2": {"loss": "l1", "lr": 3e-2},
+    "loss=l1,updates=200": {"loss": "l1", "max_updates": 200},
+    "loss=l1,lr=1e-1": {"loss": "l1", "lr": 1e-1},
+    "loss=l1,lr=3e-2,trim=0.2": {"loss": "l1", "lr": 3e-2, "trim": 0.2},
+    "loss=l1,lr=3e-2,trim=0.4": {"loss": "l1", "lr": 3e-2, "trim": 0.4},
+    "loss=l1,lr=3e-2,batch=128": {"loss": "l1", "lr": 3e-2, "batch_size": 128},
     "batch=128": {"batch_size": 128},
     "batch=512": {"batch_size": 512},
 }
@@ -156,8 +179,15 @@ def row_params(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **base, **change}
 
 
+# Parameters added after cells were first recorded, with the value every earlier cell
+# used: left out of the key at that value, so those cells still resume.
+_LATER_PARAMS = {"loss": "mse", "score_loss": None}
+
+
 def row_key(params: dict[str, Any]) -> str:
     """Stable identity of a configuration (resumes by it)."""
+    params = {k: v for k, v in params.items()
+              if not (k in _LATER_PARAMS and v == _LATER_PARAMS[k])}
     return json.dumps(params, sort_keys=True, default=list)
 
 
@@ -251,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="A, B (Classical halves), both, or E (the CV/NLP embedding sets)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--rows", nargs="+", default=list(ROWS), help="row names (default all)")
-    ap.add_argument("--base", choices=list(BASES), default="v3")
+    ap.add_argument("--base", choices=list(BASES), default="v4")
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=JSON",
                     help="extra rows: a name and a JSON dict of changes, e.g. "
                          "'robust+init={\"preprocessing\":\"robust\",\"include_initial\":true}'")

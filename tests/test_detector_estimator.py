@@ -218,6 +218,8 @@ def test_bad_predict_input():
         (dict(holdout_rate=1.0), "holdout_rate"),
         (dict(trim=1.0), "trim"),
         (dict(trim=-0.2), "trim"),
+        (dict(loss="huber"), "unknown loss 'huber'"),
+        (dict(score_loss="mae"), "unknown score_loss 'mae'"),
     ],
 )
 def test_bad_params(params, match):

@@ -96,3 +96,21 @@ def test_missing_and_foreign_files(tmp_path):
     (tmp_path / "weights.pt").write_bytes(b"")
     with pytest.raises(ValueError, match="not an imod.IMDetector file"):
         IMDetector.load(tmp_path)
+
+
+def test_file_from_before_the_loss_parameter_loads_as_squared_error(tmp_path):
+    """Version-2 files written before ``loss`` existed hold squared-error detectors."""
+    from imod.detector.persistence import _content_hash
+
+    X = np.random.default_rng(2).normal(size=(150, 4))
+    det = IMDetector(n_members=3, max_updates=20, n_recordings=4, random_state=0,
+                     device="cpu", loss="mse").fit(X)
+    det.save(tmp_path)
+    cfg = tmp_path / "config.json"
+    payload = json.loads(cfg.read_text())
+    del payload["params"]["loss"], payload["params"]["score_loss"]
+    payload["content_sha256"] = _content_hash(payload)  # as such a file was written
+    cfg.write_text(json.dumps(payload))
+    same = IMDetector.load(tmp_path)
+    assert same.loss == "mse" and same.score_loss is None
+    np.testing.assert_array_equal(same.score_samples(X), det.score_samples(X))
