@@ -74,7 +74,7 @@ def test_views_of_equal_width_train_in_one_engine_call(adbench_dir, monkeypatch)
             assert view.sizes_[0] == width
             assert all(t.shape[0] == k for t in view.snapshots_[0].values())
         np.testing.assert_allclose(
-            det.score_samples(Xe[:50]), np.mean([v.score_samples(Xe[:50]) for v in det.views_], 0)
+            det.score_samples(Xe[:50]), np.min([v.score_samples(Xe[:50]) for v in det.views_], 0)
         )
 
 
@@ -115,3 +115,46 @@ def test_loss_trains_and_score_loss_scores(adbench_dir):
     for det in (rescored, absolute):
         assert roc_auc_score(y, -det.train_scores_) > 0.6
         np.testing.assert_allclose(det.score_samples(X), det.train_scores_, rtol=1e-4, atol=1e-4)
+
+
+def test_log_ratio_normalization_and_max_over_views(adbench_dir):
+    """``log_ratio`` scores are weighted means of log(loss / training median);
+    ``view_combination="max"`` takes, per row, the view that finds it most abnormal."""
+    data = np.load(adbench_dir / "Classical" / "29_Pima.npz", allow_pickle=False)
+    X, y = data["X"].astype(np.float64), data["y"]
+    det = IMDetector(**FAST).fit(X)
+    assert (det.normalization, det.view_combination) == ("log_ratio", "max")
+    per_view = np.array([v.score_samples(X) for v in det.views_])
+    np.testing.assert_allclose(det.score_samples(X), per_view.min(axis=0))
+    np.testing.assert_allclose(det.train_scores_,
+                               np.min([v.train_scores_ for v in det.views_], axis=0))
+    np.testing.assert_allclose(det.score_samples(X), det.train_scores_, rtol=1e-4, atol=1e-4)
+    view = det.views_[0]
+    Xt = view.preprocessor_.transform(X).astype(np.float32)
+    expected = sum(
+        (view.weights_[t][:, None]
+         * np.log(view._member_losses(Xt, view.snapshots_[j]) / view.center_[t][:, None])
+         ).sum(axis=0)
+        for j, t in enumerate(view.used_recordings_))
+    np.testing.assert_allclose(-view.score_samples(X), expected, rtol=1e-6, atol=1e-8)
+    assert roc_auc_score(y, -det.score_samples(X)) > 0.6
+    mean = IMDetector(view_combination="mean", **FAST).fit(X)
+    np.testing.assert_allclose(
+        mean.score_samples(X), np.mean([v.score_samples(X) for v in mean.views_], axis=0))
+
+
+@pytest.mark.parametrize("normalization", ["log_ratio", "robust_z"])
+def test_auto_threshold_is_tukeys_fence_on_the_loss_scale(adbench_dir, normalization):
+    data = np.load(adbench_dir / "Classical" / "6_cardio.npz", allow_pickle=False)
+    X, y = data["X"].astype(np.float64), data["y"]
+    det = IMDetector(normalization=normalization, **FAST).fit(X)
+    outlier = -det.train_scores_
+    values = np.exp(outlier) if normalization == "log_ratio" else outlier
+    q1, q3 = np.percentile(values, [25, 75])
+    fence = q3 + 1.5 * (q3 - q1)
+    expected = -np.log(fence) if normalization == "log_ratio" else -fence
+    assert det.offset_ == pytest.approx(expected)
+    flagged = det.predict(X) == -1
+    # cardio has 9.6 % outliers: the fence flags a few percent, mostly outliers
+    assert 0.01 < flagged.mean() < 0.2
+    assert y[flagged].mean() > 3 * y.mean()

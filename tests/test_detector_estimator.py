@@ -46,9 +46,9 @@ def test_im_effect_on_cardio(cardio, fitted_cardio):
         traj = view.train_trajectories_
         labels = y[view.record_index_]
         assert (traj[:, labels == 0].mean(axis=1) < traj[:, labels == 1].mean(axis=1)).all()
-    # The ensemble's score is the mean of the views' scores.
+    # The ensemble's score is the most abnormal view's (view_combination="max").
     np.testing.assert_allclose(det.train_scores_,
-                               np.mean([v.train_scores_ for v in det.views_], axis=0))
+                               np.min([v.train_scores_ for v in det.views_], axis=0))
     auc_train = roc_auc_score(y, -det.train_scores_)
     auc_ind = roc_auc_score(y, -det.score_samples(X))
     assert auc_train > 0.85, auc_train
@@ -220,6 +220,8 @@ def test_bad_predict_input():
         (dict(trim=-0.2), "trim"),
         (dict(loss="huber"), "unknown loss 'huber'"),
         (dict(score_loss="mae"), "unknown score_loss 'mae'"),
+        (dict(normalization="zscore"), "unknown normalization 'zscore'"),
+        (dict(view_combination="median"), "unknown view_combination 'median'"),
     ],
 )
 def test_bad_params(params, match):

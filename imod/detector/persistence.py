@@ -66,10 +66,12 @@ def _params_to_json(det: IMDetector) -> dict:
 
 def _params_from_json(params: dict) -> dict:
     params = dict(params)
-    # Files saved before ``loss`` / ``score_loss`` existed hold squared-error detectors
-    # (the default has since become L1): without this they would load as L1 scorers.
+    # Files saved before these parameters existed hold detectors that used their first
+    # behaviour (squared error, robust z-scores, mean over views), not today's defaults.
     params.setdefault("loss", "mse")
     params.setdefault("score_loss", None)
+    params.setdefault("normalization", "robust_z")
+    params.setdefault("view_combination", "mean")
     if params["window"] is not None:
         params["window"] = tuple(params["window"])
     for key in ("hidden_sizes", "preprocessing"):

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = [
+    "NORMALIZATIONS",
     "SCORE_METHODS",
     "SELECTORS",
     "bimodality",
@@ -50,9 +51,37 @@ def robust_stats(losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return med, spread
 
 
-def normalize(losses: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """``(losses - center) / scale`` broadcast over the last (example) axis."""
-    return (np.asarray(losses, dtype=np.float64) - center[..., None]) / scale[..., None]
+NORMALIZATIONS = ("log_ratio", "robust_z")
+
+# Keeps the log finite for a loss (or a median) of exactly 0.
+_LOG_FLOOR = 1e-12
+
+
+def normalize(
+    losses: np.ndarray, center: np.ndarray, scale: np.ndarray, method: str = "robust_z"
+) -> np.ndarray:
+    """Normalized losses, broadcast over the last (example) axis.
+
+    ``"robust_z"``: ``(losses - center) / scale``. ``"log_ratio"``:
+    ``log(losses / center)``, scale-free (a loss 3x the member's median counts the
+    same in every member and recording) and with the heavy upper tail compressed,
+    so no single member or view dominates an average or a maximum.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> L = np.array([[1.0, 2.0, 4.0]])
+    >>> normalize(L, np.array([2.0]), np.array([1.0]))
+    array([[-1.,  0.,  2.]])
+    >>> normalize(L, np.array([2.0]), np.array([1.0]), "log_ratio").round(3)
+    array([[-0.693,  0.   ,  0.693]])
+    """
+    x = np.asarray(losses, dtype=np.float64)
+    if method == "log_ratio":
+        return np.log((x + _LOG_FLOOR) / (center[..., None] + _LOG_FLOOR))
+    if method == "robust_z":
+        return (x - center[..., None]) / scale[..., None]
+    raise ValueError(f"unknown normalization {method!r}; choose one of {NORMALIZATIONS}")
 
 
 def bimodality(values: np.ndarray, n_iter: int = 60) -> np.ndarray:
