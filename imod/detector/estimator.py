@@ -352,7 +352,8 @@ class IMDetector(OutlierMixin, BaseEstimator):
     record_epochs_, record_updates_ : ndarray of shape (T,)
         When losses were recorded.
     center_, scale_ : ndarray of shape (T, K)
-        Normalization statistics (median, IQR) of each member's losses.
+        Normalization statistics (median, IQR) of each member's losses on the
+        recorded training rows (``"log_ratio"`` uses the median only).
     weights_ : ndarray of shape (T, K)
         Weight of each (recording, member) in the score (sums to 1).
     used_recordings_ : ndarray of int

@@ -3,10 +3,11 @@
 Everything here works on recorded losses ``L`` of shape ``(T, K, m)``: ``T``
 recordings during training, ``K`` ensemble members, ``m`` recorded examples.
 
-1. :func:`robust_stats` normalizes each (recording, member) slice by the median
-   and inter-quartile range of that member's losses at that time, so every
-   recording and every member weighs the same in the final average (raw losses
-   shrink by orders of magnitude during training, and members differ). The
+1. :func:`robust_stats` gives the median and inter-quartile range of each
+   (recording, member) slice, and :func:`normalize` puts the slice on a common
+   scale with them (the log of the loss over the median, or a robust z-score), so
+   every recording and every member weighs the same in the final average (raw
+   losses shrink by orders of magnitude during training, and members differ). The
    statistics are kept so new data is normalized identically.
 2. A *selection rule* (``SELECTORS``) turns the normalized losses into a weight
    matrix ``W`` of shape ``(T, K)`` summing to 1. The outlier score of ``x`` is
