@@ -305,6 +305,9 @@ def main(argv: list[str] | None = None) -> None:
                          "(for benchmarks/accuracy_combos.py)")
     args = ap.parse_args(argv)
 
+    unknown = [r for r in args.rows if r not in ROWS]
+    if unknown:
+        ap.error(f"unknown row(s) {unknown}; choose from {list(ROWS)} or add one with --set")
     rows = {r: ROWS[r] for r in args.rows}
     for spec in args.set:
         # names may contain "=" themselves: the JSON starts at the first "={"
