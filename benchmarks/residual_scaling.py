@@ -4,7 +4,8 @@ IMDetector scores a row by its mean squared reconstruction error over features, 
 features the early autoencoder reconstructs poorly for everyone dominate the score. This
 study re-scores (no retraining) the kept snapshots of the detector configuration
 ``--base`` (default ``BASES["v2"]`` of ``accuracy_ablation.py``, the defaults when the
-study was first run: no trimming, 50 updates; ``v3`` is the current default), with the
+study was first run: no trimming, 50 updates; later bases such as ``v3`` or ``v5``, the
+current default, are re-scored the same way), with the
 squared residual of feature ``j`` divided by a statistic of that feature's squared residuals
 over the training rows (per snapshot and member), a diagonal Mahalanobis distance in
 residual space:

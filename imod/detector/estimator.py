@@ -45,6 +45,10 @@ Params = dict[str, torch.Tensor]
 RECONSTRUCTION_LOSSES = ("mse", "l1")
 # How the views' outlier scores become one.
 VIEW_COMBINATIONS = ("max", "mean")
+# Parameters added after the first releases, at the value every detector had before them
+# (squared error, robust z-scores, mean over views): what an older saved file means.
+EARLIER_BEHAVIOUR = {"loss": "mse", "score_loss": None, "normalization": "robust_z",
+                     "view_combination": "mean"}
 
 
 def auto_hidden_sizes(n_features: int, style: str = "auto") -> tuple[int, ...]:
@@ -690,7 +694,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ scoring
     def _member_losses(self, Xt: np.ndarray, snapshot: Params, batch: int = 1024):
-        """Per-member MSE ``(K, n)`` of one snapshot, in row batches."""
+        """Per-member ``score_loss`` values ``(K, n)`` of one snapshot, in row batches."""
         members = StackedMLP(self.sizes_, activation=self.activation)
         loss = get_loss(self._score_loss())
         dev = getattr(self, "_device", None) or resolve_device(self.device)

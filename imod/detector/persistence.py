@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from .estimator import IMDetector
+from .estimator import EARLIER_BEHAVIOUR, IMDetector
 from .preprocessing import IMPreprocessor
 
 __all__ = ["FORMAT_VERSION", "save_detector", "load_detector"]
@@ -67,11 +67,8 @@ def _params_to_json(det: IMDetector) -> dict:
 def _params_from_json(params: dict) -> dict:
     params = dict(params)
     # Files saved before these parameters existed hold detectors that used their first
-    # behaviour (squared error, robust z-scores, mean over views), not today's defaults.
-    params.setdefault("loss", "mse")
-    params.setdefault("score_loss", None)
-    params.setdefault("normalization", "robust_z")
-    params.setdefault("view_combination", "mean")
+    # behaviour, not today's defaults.
+    params = {**EARLIER_BEHAVIOUR, **params}
     if params["window"] is not None:
         params["window"] = tuple(params["window"])
     for key in ("hidden_sizes", "preprocessing"):
