@@ -67,9 +67,14 @@ BASES: dict[str, dict[str, Any]] = {
     # v3 trained and scored with the L1 loss, at the rate and batch size chosen for it.
     "v4": {"lr": 3e-2, "batch_size": 128, "max_updates": 100, "trim": 0.3,
            **_FIRST_SCORING, "loss": "l1"},
-    # The current defaults: v4 with log-ratio normalized losses and the max over views.
+    # v4 with log-ratio normalized losses and the max over views.
     "v5": {"lr": 3e-2, "batch_size": 128, "max_updates": 100, "trim": 0.3, "loss": "l1",
-           "normalization": "log_ratio", "view_combination": "max"},
+           "normalization": "log_ratio", "view_combination": "max",
+           "whiten_rows_per_component": None},
+    # The current defaults: v5 with the whitening cap and view scores scaled before the max.
+    "v6": {"lr": 3e-2, "batch_size": 128, "max_updates": 100, "trim": 0.3, "loss": "l1",
+           "normalization": "log_ratio", "view_combination": "scaled_max",
+           "whiten_rows_per_component": 2.0},
 }
 
 # name -> change from the base. ``{"detector": X}`` rows run a bench detector instead.
@@ -137,6 +142,10 @@ ROWS: dict[str, dict[str, Any]] = {
     "views=mean": {"view_combination": "mean"},
     "norm=robust_z,views=mean": {"normalization": "robust_z", "view_combination": "mean"},
     "score_loss=mse": {"score_loss": "mse"},
+    "views=scaled_max": {"view_combination": "scaled_max"},
+    "whiten_cap=off": {"whiten_rows_per_component": None},
+    "whiten_cap=4": {"whiten_rows_per_component": 4.0},
+    "whiten_cap=off,views=max": {"whiten_rows_per_component": None, "view_combination": "max"},
     "loss=l1": {"loss": "l1"},
     "loss=l1,score_loss=mse": {"loss": "l1", "score_loss": "mse"},
     # the training neighbourhood of the L1 loss
@@ -296,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="A, B (Classical halves), both, or E (the CV/NLP embedding sets)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--rows", nargs="+", default=list(ROWS), help="row names (default all)")
-    ap.add_argument("--base", choices=list(BASES), default="v5")
+    ap.add_argument("--base", choices=list(BASES), default="v6")
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=JSON",
                     help="extra rows: a name and a JSON dict of changes, e.g. "
                          "'robust+init={\"preprocessing\":\"robust\",\"include_initial\":true}'")

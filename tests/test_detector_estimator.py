@@ -46,9 +46,13 @@ def test_im_effect_on_cardio(cardio, fitted_cardio):
         traj = view.train_trajectories_
         labels = y[view.record_index_]
         assert (traj[:, labels == 0].mean(axis=1) < traj[:, labels == 1].mean(axis=1)).all()
-    # The ensemble's score is the most abnormal view's (view_combination="max").
+    # The ensemble's score is the most abnormal view's, each view scaled by its spread
+    # over the training rows (view_combination="scaled_max").
     np.testing.assert_allclose(det.train_scores_,
-                               np.min([v.train_scores_ for v in det.views_], axis=0))
+                               det._combine([v.train_scores_ for v in det.views_]))
+    z = [(v.train_scores_ - np.median(v.train_scores_))
+         / np.subtract(*np.percentile(v.train_scores_, [75, 25])) for v in det.views_]
+    assert (np.argsort(det.train_scores_) == np.argsort(np.min(z, axis=0))).all()
     auc_train = roc_auc_score(y, -det.train_scores_)
     auc_ind = roc_auc_score(y, -det.score_samples(X))
     assert auc_train > 0.85, auc_train

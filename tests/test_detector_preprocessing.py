@@ -54,6 +54,30 @@ def test_whitening_shrinks_with_few_rows_per_feature():
     assert ratio < 2.0, ratio
 
 
+def test_whitening_keeps_directions_the_distinct_rows_support():
+    """60 distinct digits copied to 600 rows (as ADBench resamples small sets): whitening
+    keeps at most 60 / 2 directions. Without the cap the smallest directions are fitted
+    to those 60 rows, and other digits look far more extreme than the training rows."""
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data
+    rng = np.random.default_rng(0)
+    train = X[:60][rng.integers(0, 60, 600)]
+    test = X[60:600]
+    capped = IMPreprocessor("whiten").fit(train)
+    full = IMPreprocessor("whiten", rows_per_component=None).fit(train)
+    assert capped.n_features_out_ == 30 < full.n_features_out_
+    assert IMPreprocessor("whiten").fit(X).n_features_out_ == full.fit(X).n_features_out_
+    full.fit(train)
+
+    def inflation(pre):
+        return np.abs(pre.transform(test)).mean() / np.abs(pre.transform(train)).mean()
+
+    assert inflation(capped) < 0.7 * inflation(full), (inflation(capped), inflation(full))
+    with pytest.raises(ValueError, match="rows_per_component"):
+        IMPreprocessor("whiten", rows_per_component=0).fit(train)
+
+
 def test_dataframe_and_pipeline():
     df = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [0, 1, 0, 1]})
     pre = IMPreprocessor().set_output(transform="pandas")
