@@ -204,8 +204,9 @@ class IMDetector(OutlierMixin, BaseEstimator):
     recorded ``n_recordings`` times; each (recording, member) slice is
     normalized against its median over the training rows (``normalization``),
     and the outlier score is a weighted mean of normalized losses chosen by
-    ``scoring``; with several preprocessing views, the maximum over the views
-    (``view_combination``). The parameters of
+    ``scoring``; with several preprocessing views, the maximum over the views,
+    each scaled by its spread on the training rows (``view_combination``). The
+    parameters of
     the members at the chosen recordings are kept, so new data is scored by the
     same early snapshots (inductive) while ``train_scores_`` holds the
     transductive scores of the training data.
