@@ -226,6 +226,8 @@ def test_bad_predict_input():
         (dict(score_loss="mae"), "unknown score_loss 'mae'"),
         (dict(normalization="zscore"), "unknown normalization 'zscore'"),
         (dict(view_combination="median"), "unknown view_combination 'median'"),
+        (dict(whiten_rows_per_component=0), "whiten_rows_per_component must be a positive"),
+        (dict(whiten_rows_per_component="two"), "whiten_rows_per_component"),
     ],
 )
 def test_bad_params(params, match):
