@@ -264,11 +264,16 @@ def _whiten_cap(X: np.ndarray, n_directions: int, rows_per_component: float) -> 
     if it already has enough distinct rows, the cap cannot bind.
     """
     need = int(np.ceil(n_directions * rows_per_component))
-    for m in (4 * need, X.shape[0]):
-        n_distinct = int((~pd.DataFrame(X[:m]).duplicated()).sum())
-        if n_distinct >= need:
-            return n_directions
-    return max(1, int(n_distinct / rows_per_component))
+    n, prefix = X.shape[0], min(X.shape[0], 4 * need)
+    n_distinct = _count_distinct(X[:prefix])
+    if n_distinct < need and prefix < n:
+        n_distinct = _count_distinct(X)
+    return n_directions if n_distinct >= need else max(1, int(n_distinct / rows_per_component))
+
+
+def _count_distinct(X: np.ndarray) -> int:
+    """Number of distinct rows (hashing, not sorting)."""
+    return int((~pd.DataFrame(X).duplicated()).sum())
 
 
 def _fit_quantile(Z: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
