@@ -33,7 +33,12 @@ from ..engine import (
     train_ensemble,
 )
 from ..engine.losses import get_loss
-from .preprocessing import PREPROCESSING_METHODS, IMPreprocessor, check_numeric_frame
+from .preprocessing import (
+    PREPROCESSING_METHODS,
+    IMPreprocessor,
+    check_numeric_frame,
+    check_positive_or_none,
+)
 from .scoring import NORMALIZATIONS, SCORE_METHODS, normalize, robust_stats, select_weights
 
 __all__ = ["IMDetector", "auto_hidden_sizes"]
@@ -531,13 +536,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
                 f"unknown view_combination {self.view_combination!r}; choose one of "
                 f"{VIEW_COMBINATIONS}"
             )
-        r = self.whiten_rows_per_component
-        if r is not None and not (
-            isinstance(r, numbers.Real) and not isinstance(r, bool) and np.isfinite(r) and r > 0
-        ):
-            raise ValueError(
-                f"whiten_rows_per_component must be a positive number or None, got {r!r}"
-            )
+        check_positive_or_none("whiten_rows_per_component", self.whiten_rows_per_component)
         if not (isinstance(self.holdout_rate, numbers.Real) and 0 < self.holdout_rate < 1):
             raise ValueError(f"holdout_rate must be in (0, 1), got {self.holdout_rate!r}")
         c = self.contamination
@@ -788,14 +787,11 @@ class IMDetector(OutlierMixin, BaseEstimator):
             # Each view in units of its own spread over the training rows, then mapped
             # back to the views' mean median and spread (one affine map for all views,
             # so the ranking is that of the z-scores and the scale stays log ratios).
-            c, w = np.array(self._view_stats()).T
+            # (median and inter-quartile range of each view's training scores)
+            c, w = np.array([robust_stats(v.train_scores_) for v in self.views_]).T
             view_scores = [c.mean() + (s - ci) * (w.mean() / wi)
                            for s, ci, wi in zip(view_scores, c, w, strict=True)]
         return np.min(view_scores, axis=0)  # the view that finds the row most abnormal
-
-    def _view_stats(self) -> list[tuple[float, float]]:
-        """Median and inter-quartile range of each view's training scores."""
-        return [tuple(float(a) for a in robust_stats(v.train_scores_)) for v in self.views_]
 
     def _validate_frame(self, X) -> np.ndarray:
         """Validate data at predict time (any number of rows, same features)."""

@@ -25,7 +25,8 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["IMPreprocessor", "PREPROCESSING_METHODS", "check_numeric_frame"]
+__all__ = ["IMPreprocessor", "PREPROCESSING_METHODS", "check_numeric_frame",
+           "check_positive_or_none"]
 
 PREPROCESSING_METHODS = ("standard", "robust", "minmax", "whiten", "quantile", "none")
 
@@ -50,6 +51,16 @@ def check_numeric_frame(X) -> None:
             f"non-numeric column(s) {bad}: the detector needs numeric features; "
             "encode categorical columns (e.g. OneHotEncoder) or drop them first"
         )
+
+
+def check_positive_or_none(name: str, value) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is None or a positive
+    finite number."""
+    if value is not None and not (
+        isinstance(value, numbers.Real) and not isinstance(value, bool)
+        and np.isfinite(value) and value > 0
+    ):
+        raise ValueError(f"{name} must be a positive number or None, got {value!r}")
 
 
 class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -129,11 +140,7 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             )
         if self.clip is not None and not (np.isfinite(self.clip) and self.clip > 0):
             raise ValueError(f"clip must be a positive finite number or None, got {self.clip!r}")
-        r = self.rows_per_component
-        if r is not None and not (
-            isinstance(r, numbers.Real) and not isinstance(r, bool) and np.isfinite(r) and r > 0
-        ):
-            raise ValueError(f"rows_per_component must be a positive number or None, got {r!r}")
+        check_positive_or_none("rows_per_component", self.rows_per_component)
 
     def fit(self, X, y=None) -> IMPreprocessor:
         """Learn the scaling statistics of ``X`` (``y`` is ignored)."""
