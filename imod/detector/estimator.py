@@ -9,11 +9,9 @@ normalization (:mod:`imod.detector.scoring`), are the outlier score.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -22,6 +20,7 @@ from sklearn.base import BaseEstimator, OutlierMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._runtime import resolve_device, torch_threads
 from ..engine import (
     INIT_SCHEMES,
     OptimizerSpec,
@@ -29,7 +28,6 @@ from ..engine import (
     StackedMLP,
     bernoulli_mask,
     per_example_loss,
-    resolve_device,
     train_ensemble,
 )
 from ..engine.losses import get_loss
@@ -78,24 +76,6 @@ def auto_hidden_sizes(n_features: int, style: str = "auto") -> tuple[int, ...]:
     if d <= 500:
         return (128, 64, 32)
     return (256, 128, 64)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Temporarily set torch's CPU thread count (restored afterwards).
-
-    The members are tiny matrices: one thread avoids OpenMP start-up and
-    spin-wait costs, which on a loaded 2-core machine made training 50x slower.
-    """
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _train_views(subs: list[IMDetector], X: np.ndarray) -> None:
@@ -604,7 +584,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
         X = self._validate(X, reset=True)
         t0 = time.perf_counter()
         n, d = X.shape
-        with _torch_threads(self.n_threads):
+        with torch_threads(self.n_threads):
             if len(self._views()) == 1:
                 self.views_ = []
                 self._fit(X)
@@ -773,7 +753,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = self._validate_frame(X)
-        with _torch_threads(self.n_threads):
+        with torch_threads(self.n_threads):
             if self.views_:
                 return self._combine([-v._outlier_scores(v.preprocessor_.transform(X))
                                       for v in self.views_])
@@ -819,7 +799,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self)
         X = self._validate_frame(X)
         rows = []
-        with _torch_threads(self.n_threads):
+        with torch_threads(self.n_threads):
             for det in self.views_ or [self]:
                 Xt = det.preprocessor_.transform(X).astype(np.float32)
                 rows += [det._member_losses(Xt, s).mean(axis=0) for s in det.snapshots_]

@@ -23,7 +23,7 @@ import numpy as np
 
 from imod.engine import OptimizerSpec, Recorder, train_ensemble
 
-from .._digest import array_digest
+from .._runtime import array_digest
 from .backend import BACKENDS, open_client, run_tasks
 from .store import BlockData, BlockStore, merge_blocks, missing_ranges
 

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._runtime import resolve_device
 from .init import InitHook, check_init
 from .losses import LossFn, get_loss
 from .masks import validate_mask
@@ -56,33 +57,6 @@ __all__ = [
 ]
 
 Params = dict[str, torch.Tensor]
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` picks CUDA when available, else the CPU.
-
-    Examples
-    --------
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    >>> resolve_device("auto").type in ("cpu", "cuda")
-    True
-    >>> resolve_device("tpu")
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown device 'tpu'; use 'auto', 'cpu' or 'cuda[:i]'
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:i]'") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but CUDA is not available")
-    return dev
 
 
 def as_tensor(data, name: str, *, integer: bool = False) -> torch.Tensor:

@@ -40,7 +40,7 @@ from imod.distributed.store import StoreConfigError
 from imod.engine import OptimizerSpec, Recorder, StackedMLP, correctness, margin
 from imod.engine.members import ModuleMembers
 
-from .._digest import array_digest
+from .._runtime import array_digest
 
 __all__ = [
     "ConfigMismatchError",

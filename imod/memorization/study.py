@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from imod._runtime import resolve_device
 from imod.engine import full_mask, train_ensemble
-from imod.engine.trainer import resolve_device
 
 from .estimator import (
     MemorizationEstimator,
