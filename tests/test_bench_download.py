@@ -67,7 +67,7 @@ def test_env_base_url_and_stale_cache_refetched(
     url, _ = mirror
     monkeypatch.setenv("IMOD_ADBENCH_URL", url)
     monkeypatch.setenv("IMOD_CACHE_DIR", str(tmp_path / "envcache"))
-    stale = tmp_path / "envcache" / "Classical" / "39_vertebral.npz"
+    stale = tmp_path / "envcache" / "adbench" / "Classical" / "39_vertebral.npz"  # one cache root
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"stale")
     path = download("Classical/39_vertebral.npz")

@@ -2,33 +2,28 @@
 
 MNIST-1D is generated with the ``mnist1d`` package (``make_dataset`` with its
 default arguments: 5,000 sequences of length 40, split 4,000 train / 1,000 test,
-seed 42) and cached as an ``.npz`` file (no pickle) under the cache folder.
+seed 42) and cached as an ``.npz`` file (no pickle) in ``cache_dir("mnist1d")``
+(``$IMOD_CACHE_DIR/mnist1d``, default ``~/.cache/imod/mnist1d``).
+
+The record (:class:`imod._dataset.Dataset`) and the safe ``.npz`` reader are the ones the
+bench uses: a missing, foreign or damaged file gets the same clear error.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from imod._dataset import Dataset, read_npz
+from imod._runtime import atomic_write, cache_dir
+
 __all__ = ["Dataset", "load_dataset", "load_digits_split", "load_mnist1d", "default_cache_dir"]
 
 
-@dataclass
-class Dataset:
-    name: str
-    X: np.ndarray
-    y: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-
-
 def default_cache_dir() -> Path:
-    """``$IMOD_CACHE_DIR`` or ``~/.cache/imod``."""
-    env = os.environ.get("IMOD_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "imod"
+    """imod's one cache root, ``imod._runtime.cache_dir()`` (``$IMOD_CACHE_DIR``)."""
+    return cache_dir()
 
 
 def load_digits_split(test_size: float = 0.3, random_state: int = 0) -> Dataset:
@@ -40,7 +35,7 @@ def load_digits_split(test_size: float = 0.3, random_state: int = 0) -> Dataset:
     X = (X / 16.0).astype(np.float32)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_size, stratify=y,
                                           random_state=random_state)
-    return Dataset("digits", Xtr, ytr.astype(np.int64), Xte, yte.astype(np.int64))
+    return Dataset("digits", Xtr, ytr.astype(np.int64), X_test=Xte, y_test=yte.astype(np.int64))
 
 
 def load_mnist1d(cache_dir=None, seed: int = 42) -> Dataset:
@@ -56,12 +51,12 @@ def load_mnist1d(cache_dir=None, seed: int = 42) -> Dataset:
         args.seed = seed
         d = make_dataset(args)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, x=d["x"].astype(np.float32), y=d["y"].astype(np.int64),
-                 x_test=d["x_test"].astype(np.float32), y_test=d["y_test"].astype(np.int64))
-        os.replace(tmp, path)
-    with np.load(path, allow_pickle=False) as z:
-        return Dataset("mnist1d", z["x"], z["y"], z["x_test"], z["y_test"])
+        arrays = {"x": d["x"].astype(np.float32), "y": d["y"].astype(np.int64),
+                  "x_test": d["x_test"].astype(np.float32),
+                  "y_test": d["y_test"].astype(np.int64)}
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    z = read_npz(path, ["x", "y", "x_test", "y_test"])
+    return Dataset("mnist1d", z["x"], z["y"], path, z["x_test"], z["y_test"])
 
 
 def load_npz_dataset(path, test_size: float = 0.3, random_state: int = 0) -> Dataset:
@@ -69,18 +64,21 @@ def load_npz_dataset(path, test_size: float = 0.3, random_state: int = 0) -> Dat
     from sklearn.model_selection import train_test_split
 
     path = Path(path)
-    with np.load(path, allow_pickle=False) as z:
-        keys = set(z.files)
-        if not {"X", "y"} <= keys:
-            raise ValueError(f"{path} must hold arrays 'X' and 'y' (has {sorted(keys)})")
-        X, y = z["X"], z["y"]
-        if {"X_test", "y_test"} <= keys:
-            return Dataset(path.stem, X, y, z["X_test"], z["y_test"])
+    z = read_npz(path, ["X", "y"], optional=["X_test", "y_test"])
+    X, y = z["X"], z["y"]
+    for name, arr in z.items():
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: {name} must be numeric, got dtype {arr.dtype}")
     if len(X) != len(y):
         raise ValueError(f"{path}: X has {len(X)} rows but y has {len(y)}")
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_size, stratify=y,
-                                          random_state=random_state)
-    return Dataset(path.stem, Xtr, ytr, Xte, yte)
+    if "X_test" in z and "y_test" in z:
+        return Dataset(path.stem, X, y, path, z["X_test"], z["y_test"])
+    try:
+        Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_size, stratify=y,
+                                              random_state=random_state)
+    except ValueError as exc:
+        raise ValueError(f"{path}: cannot split into train and test parts ({exc})") from exc
+    return Dataset(path.stem, Xtr, ytr, path, Xte, yte)
 
 
 def load_dataset(name: str, cache_dir=None, random_state: int = 0) -> Dataset:
@@ -90,5 +88,5 @@ def load_dataset(name: str, cache_dir=None, random_state: int = 0) -> Dataset:
     if name == "mnist1d":
         return load_mnist1d(cache_dir=cache_dir)
     if name.endswith(".npz") or Path(name).exists():
-        return load_npz_dataset(name, random_state=random_state)
+        return load_npz_dataset(name, random_state=random_state)  # clear error if missing
     raise ValueError(f"unknown dataset {name!r}: use 'digits', 'mnist1d' or a path to an .npz")
