@@ -15,7 +15,130 @@ from typing import IO
 
 import numpy as np
 
-__all__ = ["array_digest", "atomic_write", "cache_dir", "resolve_device", "torch_threads"]
+__all__ = [
+    "ConfigMismatchError",
+    "FolderInUseError",
+    "array_digest",
+    "atomic_write",
+    "cache_dir",
+    "folder_lock",
+    "output_folder",
+    "resolve_device",
+    "torch_threads",
+]
+
+LOCK_NAME = ".imod.lock"
+
+
+class ConfigMismatchError(ValueError):
+    """A folder holds results made under another configuration (every package raises this).
+
+    ``str(exc)`` speaks Python (``overwrite=True``); :meth:`cli_message` speaks the
+    command line (``--out``, ``--overwrite``).
+
+    Examples
+    --------
+    >>> exc = ConfigMismatchError("runs/a", ["protocol changed"])
+    >>> "overwrite=True" in str(exc), exc.problems
+    (True, ['protocol changed'])
+    >>> print(exc.cli_message())  # doctest: +NORMALIZE_WHITESPACE
+    runs/a holds results from a different configuration: protocol changed.
+    Use another --out, or --overwrite to discard them.
+    """
+
+    def __init__(self, folder: str | os.PathLike, problems: list[str] | str) -> None:
+        self.folder = Path(folder)
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__(f"{self._what()} Use another folder, or overwrite=True (--overwrite on "
+                         "the command line) to discard them.")
+
+    def __reduce__(self):  # picklable with its two arguments (Dask sends exceptions)
+        return type(self), (self.folder, self.problems)
+
+    def _what(self) -> str:
+        return (f"{self.folder} holds results from a different configuration: "
+                f"{'; '.join(self.problems)}.")
+
+    def cli_message(self, flag: str = "--out") -> str:
+        """The message in command-line words."""
+        return f"{self._what()} Use another {flag}, or --overwrite to discard them."
+
+
+class FolderInUseError(RuntimeError):
+    """Another imod process holds the lock on an output folder."""
+
+
+def output_folder(path: str | os.PathLike) -> Path:
+    """Create ``path`` if needed and check that files can be written in it.
+
+    Raises
+    ------
+    ValueError
+        In plain words when ``path`` is a file, cannot be created, or is read-only.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> f = tempfile.NamedTemporaryFile(suffix=".txt", delete=False).name
+    >>> output_folder(f)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ....txt is a file, not a folder
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create the folder {path}: {exc.strerror or exc}") from exc
+    try:
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise ValueError(f"cannot write in the folder {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, *, wait: bool = False) -> Iterator[Path]:
+    """Hold an exclusive lock on an output folder for the block (``folder/.imod.lock``).
+
+    The operating system drops the lock when the process ends, however it ends, so a
+    killed run never leaves a stale lock. Without ``wait`` a second holder is refused
+    at once with :class:`FolderInUseError` naming the folder and the other process.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> with folder_lock(d):
+    ...     with folder_lock(d):  # doctest: +ELLIPSIS
+    ...         pass
+    Traceback (most recent call last):
+    ...
+    imod._runtime.FolderInUseError: ... is in use by another imod run (process ...)...
+    """
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks here
+        yield folder
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise FolderInUseError(
+                f"{folder} is in use by another imod run (process {other}); wait for it to "
+                "finish, or use another output folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield folder
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @contextlib.contextmanager

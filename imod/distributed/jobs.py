@@ -23,7 +23,7 @@ import numpy as np
 
 from imod.engine import OptimizerSpec, Recorder, train_ensemble
 
-from .._runtime import array_digest
+from .._runtime import array_digest, torch_threads
 from .backend import BACKENDS, open_client, run_tasks
 from .store import BlockData, BlockStore, merge_blocks, missing_ranges
 
@@ -148,22 +148,14 @@ def train_block(payload: _Payload, first: int, stop: int, mask: np.ndarray) -> B
     make it reproduce those members of one big run. On a Dask worker it first calls
     :func:`relax_malloc`.
     """
-    import torch
-
     worker = _dask_worker_address()
     if worker:
         relax_malloc()
-    old_threads = torch.get_num_threads()
-    if payload.torch_threads is not None:
-        torch.set_num_threads(int(payload.torch_threads))
     t0 = time.perf_counter()
-    try:
+    with torch_threads(payload.torch_threads):  # the caller's count is restored afterwards
         res = train_ensemble(payload.model, payload.X, payload.y, mask=mask, first_member=first,
                              rate=payload.rate, recorders=payload.recorders,
                              **payload.train_kwargs)
-    finally:
-        if not worker:  # in-process: leave the caller's thread count as it was
-            torch.set_num_threads(old_threads)
     return BlockData(first, stop, res.mask, res.records, res.record_epochs, res.record_updates,
                      params=res.params if payload.keep_params else None,
                      seconds=time.perf_counter() - t0, worker=worker)
@@ -195,8 +187,8 @@ class EnsembleJob:
     keep_params : bool
         Keep the final parameters (saved as ``params_*.pt`` next to each block).
     torch_threads : int, optional
-        ``torch.set_num_threads`` inside each task (1 per single-threaded Dask worker).
-        In-process the caller's thread count is restored after each block.
+        Torch CPU threads inside each task (1 per single-threaded Dask worker), through
+        :func:`imod._runtime.torch_threads`: the previous count is restored after each block.
     grid_only : bool
         Reuse only stored blocks that lie exactly on this run's block grid
         ``[b * block_size, min((b + 1) * block_size, K))`` and call a mask callable with

@@ -12,10 +12,12 @@ A store is a folder::
                                       tensors written with ``torch.save``
     ...
 
-Every file is written under a temporary name and renamed (``os.replace``), so a killed
-run leaves either a whole block or none. Blocks are read with ``allow_pickle=False`` and
-parameters with ``torch.load(weights_only=True)``. Opening a folder that holds a run made
-with another configuration raises :class:`StoreConfigError`.
+Every file is written through :func:`imod._runtime.atomic_write` (temporary name, flush,
+rename), so a killed run leaves either a whole block or none. Blocks are read with
+``allow_pickle=False`` and parameters with ``torch.load(weights_only=True)``; a block or
+parameter file that cannot be read (damaged on disk, cut by a full disk) counts as missing
+and is trained again. Opening a folder that holds a run made with another configuration
+raises :class:`StoreConfigError` (imod's one :class:`~imod._runtime.ConfigMismatchError`).
 
 A member's numbers depend only on the configuration and its global index, so blocks may
 cover any ranges ``[first, stop)``; :meth:`BlockStore.merge` stitches the ranges that
@@ -28,12 +30,16 @@ import hashlib
 import json
 import os
 import re
+import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from imod._runtime import ConfigMismatchError, atomic_write
 
 __all__ = ["BlockData", "BlockStore", "StoreConfigError", "config_hash", "missing_ranges"]
 
@@ -42,8 +48,8 @@ MANIFEST = "manifest.json"
 _BLOCK_RE = re.compile(r"^block_(\d{7})_(\d{7})\.npz$")
 
 
-class StoreConfigError(ValueError):
-    """The store folder holds a run made with a different configuration."""
+#: The store folder holds a run made with a different configuration (imod's one error).
+StoreConfigError = ConfigMismatchError
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -155,16 +161,6 @@ def missing_ranges(
     return out
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 class BlockStore:
     """A folder of finished member blocks with a manifest of the configuration.
 
@@ -196,7 +192,7 @@ class BlockStore:
     >>> BlockStore(d, {"epochs": 4}, {"loss": "last"}, rate=0.5)
     Traceback (most recent call last):
     ...
-    imod.distributed.store.StoreConfigError: ...
+    imod._runtime.ConfigMismatchError: ...differs in: epochs...
     """
 
     def __init__(
@@ -218,15 +214,15 @@ class BlockStore:
             try:
                 old = json.loads(man.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as exc:
-                raise StoreConfigError(f"{man} is unreadable ({exc})") from exc
-            if old.get("config_hash") != self.hash:
+                old = None
+                if not overwrite:
+                    raise StoreConfigError(self.path, f"{man.name} is unreadable ({exc})") from exc
+            if old is None or old.get("config_hash") != self.hash:
                 if not overwrite:
                     diff = changed_keys(old.get("config", {}), self.config)
                     raise StoreConfigError(
-                        f"{self.path} holds blocks of another configuration (hash "
-                        f"{old.get('config_hash')} != {self.hash}; differs in: "
-                        f"{', '.join(diff) or '?'}). Use another folder or overwrite=True."
-                    )
+                        self.path, f"blocks of hash {old.get('config_hash')} != {self.hash}; "
+                        f"differs in: {', '.join(diff) or '?'}")
                 for f in list(self.path.glob("block_*.npz")) + list(self.path.glob("params_*.pt")):
                     f.unlink()
         self._write_manifest()
@@ -257,9 +253,8 @@ class BlockStore:
             "blocks": [{"first": a, "stop": b, "file": self._block_path(a, b).name}
                        for a, b in self.ranges()],
         }
-        _atomic_write(self.path / MANIFEST,
-                      lambda p: p.write_text(json.dumps(manifest, indent=2, sort_keys=True),
-                                             encoding="utf-8"))
+        text = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        atomic_write(self.path / MANIFEST, lambda fh: fh.write(text))
 
     def ranges(self) -> list[tuple[int, int]]:
         """Member ranges ``(first, stop)`` of the finished blocks on disk, sorted."""
@@ -291,27 +286,28 @@ class BlockStore:
             import torch
 
             params = {k: v.detach().cpu().contiguous() for k, v in block.params.items()}
-            _atomic_write(self._params_path(block.first, block.stop),
-                          lambda p: torch.save(params, p))
-
-        def write(p: Path) -> None:
-            with open(p, "wb") as fh:
-                np.savez(fh, **arrays)
-
-        _atomic_write(self._block_path(block.first, block.stop), write)
+            atomic_write(self._params_path(block.first, block.stop),
+                         lambda fh: torch.save(params, fh))
+        atomic_write(self._block_path(block.first, block.stop),
+                     lambda fh: np.savez(fh, **arrays))
         self._write_manifest()
 
     def load(self, first: int, stop: int, params: bool = False) -> BlockData | None:
-        """Read one block; None when it is missing, unreadable or of another configuration."""
+        """Read one block; None when it is missing, unreadable or of another configuration.
+
+        A damaged file (bad zip, bad CRC, cut short, missing arrays) reads as None, so the
+        caller trains the block again.
+        """
         path = self._block_path(first, stop)
         try:
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError):
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
             return None
         if str(data.get("config_hash", "")) != self.hash:
             return None
-        if data["mask"].shape[0] != stop - first:
+        need = {"mask", "record_epochs", "record_updates"} | {f"rec__{r}" for r in self.reductions}
+        if not need <= set(data) or data["mask"].shape[0] != stop - first:
             return None
         records = {k[5:]: v for k, v in data.items() if k.startswith("rec__")}
         p = None
@@ -321,7 +317,10 @@ class BlockStore:
                 return None
             import torch
 
-            p = torch.load(ppath, weights_only=True)
+            try:
+                p = torch.load(ppath, weights_only=True)
+            except Exception:  # noqa: BLE001 - damaged file: retrain (torch raises many kinds)
+                return None
         return BlockData(first, stop, data["mask"], records, data["record_epochs"],
                          data["record_updates"], params=p)
 
