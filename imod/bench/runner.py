@@ -1,78 +1,81 @@
 """Run (dataset x detector x seed) cells, appending one CSV row per finished cell.
 
-``<out>/results.csv`` gets a row (flushed at once) when each cell finishes, so an interrupted
-run loses at most the cell in progress. ``<out>/run.json`` records the protocol, the
-selection and the dataset checksums. Re-running with the same ``out`` skips cells that already
-have an ``ok`` row (error rows are retried); a different protocol, or a dataset whose file
-changed, is refused unless ``overwrite=True``, which starts the results afresh. The dataset,
-detector and seed selection may change between runs: cells are keyed by
-(dataset, detector, seed), so a run can be extended with more detectors or seeds.
+``<out>/results.csv`` gets a row when each cell finishes, written with one ``write`` call
+on a file opened for appending, so an interrupted run loses at most the cell in progress and
+the file is never rewritten. A row cut by a kill is skipped on reading and never swallows
+the row after it. ``<out>/run.json`` (written atomically) records the protocol, the
+selection, the dataset checksums and the versions of imod and its libraries.
+
+While a run works in ``<out>`` it holds a lock on the folder (:func:`imod._runtime.folder_lock`);
+a second run on the same folder is refused at once with :class:`FolderInUseError`
+naming it. Re-running with the same ``out`` skips cells that already have an ``ok`` row
+(error rows are retried; the latest row of a cell wins). A different protocol, a dataset
+whose file changed, or other versions of imod or its libraries are refused with
+:class:`ConfigMismatchError` unless ``overwrite=True`` (``--overwrite``), which starts the
+results afresh. The dataset, detector and seed selection may change between runs: cells
+are keyed by (dataset, detector, seed), so a run can be extended with more detectors or
+seeds.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import json
 import os
 import platform
 import sys
-import time
-import warnings
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from imod.bench.datasets import Dataset, DatasetRef, load_npz
+from imod._runtime import (
+    ConfigMismatchError,
+    FolderInUseError,
+    atomic_write,
+    folder_lock,
+    output_folder,
+)
+from imod.bench.cells import RESULT_COLUMNS, run_cell
+from imod.bench.datasets import DatasetRef
 from imod.bench.download import sha256_file
-from imod.bench.protocol import CellResult, ProtocolConfig, Split, evaluate, prepare_split
+from imod.bench.protocol import ProtocolConfig
 
-__all__ = ["RESULT_COLUMNS", "ConfigMismatchError", "read_results", "run_benchmark"]
+__all__ = ["RESULT_COLUMNS", "ConfigMismatchError", "FolderInUseError", "read_results",
+           "run_benchmark"]
 
-RESULT_COLUMNS = [
-    "dataset",
-    "detector",
-    "seed",
-    "mode",
-    "n_train",
-    "n_test",
-    "n_features",
-    "auroc",
-    "aupr",
-    "fit_seconds",
-    "score_seconds",
-    "seconds",
-    "status",
-    "error",
-    "finished_at",
-]
 _FORMAT_VERSION = 1
+_INT_COLUMNS = ("seed", "n_train", "n_test", "n_features")
+_FLOAT_COLUMNS = ("auroc", "aupr", "fit_seconds", "score_seconds", "seconds")
 
 
-class ConfigMismatchError(RuntimeError):
-    """The output folder holds results made under another protocol or other data.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from imod.bench.datasets import resolve_datasets
-    >>> empty, out = tempfile.mkdtemp(), tempfile.mkdtemp()
-    >>> refs, _ = resolve_datasets(["wine"], empty, empty)
-    >>> _ = run_benchmark(refs, ["PCA"], seeds=[1], out_dir=out, progress=False)
-    >>> run_benchmark(refs, ["PCA"], seeds=[1], out_dir=out, progress=False,
-    ...               protocol=ProtocolConfig(mode="transductive"))  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    imod.bench.runner.ConfigMismatchError: ... holds results from a different configuration: ...
-    """
+def _parse_row(line: str) -> dict[str, str] | None:
+    """One physical line -> a row, or None when it is not a whole row (e.g. cut by a kill)."""
+    try:
+        rec = next(csv.reader([line]))
+    except (csv.Error, StopIteration):
+        return None
+    if len(rec) != len(RESULT_COLUMNS):
+        return None
+    row = dict(zip(RESULT_COLUMNS, rec, strict=True))
+    if row["status"] not in ("ok", "error"):
+        return None
+    try:
+        int(row["seed"])
+        _dt.datetime.fromisoformat(row["finished_at"])  # the last field: whole if this parses
+    except ValueError:
+        return None
+    return row
 
 
 def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read ``results.csv``, skipping malformed lines (e.g. a row cut by a kill).
+    """Read ``results.csv``, skipping lines that are not whole rows (e.g. one cut by a kill).
+
+    Every physical line is read on its own, so a damaged line never swallows the next.
 
     Returns
     -------
@@ -86,33 +89,32 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
     >>> read_results(path).empty, list(read_results(path).columns) == RESULT_COLUMNS
     (True, True)
     >>> row = "45_wine,PCA,1,inductive,700,300,13,0.8,0.4,0.01,0.001,0.02,ok,,2025-01-01T00:00:00"
-    >>> lines = [",".join(RESULT_COLUMNS), row, row[:20]]
+    >>> lines = [",".join(RESULT_COLUMNS), row[:20], row.replace(",1,", ",2,", 1)]
     >>> _ = path.write_text("\\n".join(lines) + "\\n")
-    >>> df = read_results(path)  # the last line was cut (a killed run): skipped
+    >>> df = read_results(path)  # the cut line is skipped, the row after it is kept
     >>> len(df), df.loc[0, "detector"], float(df.loc[0, "auroc"]), int(df.loc[0, "seed"])
-    (1, 'PCA', 0.8, 1)
+    (1, 'PCA', 0.8, 2)
     """
     path = Path(path)
     rows: list[dict[str, str]] = []
     if path.is_file():
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header == RESULT_COLUMNS:
-                for rec in reader:
-                    if len(rec) == len(RESULT_COLUMNS) and rec[-1]:
-                        rows.append(dict(zip(RESULT_COLUMNS, rec, strict=True)))
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        if lines and lines[0].split(",") == RESULT_COLUMNS:
+            rows = [r for r in map(_parse_row, lines[1:]) if r is not None]
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    for col in ("seed", "n_train", "n_test", "n_features"):
+    for col in _INT_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
-    for col in ("auroc", "aupr", "fit_seconds", "score_seconds", "seconds"):
+    for col in _FLOAT_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     df["error"] = df["error"].fillna("")
     return df
 
 
 def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
+    """Versions of imod and the libraries whose numbers end up in the results."""
+    from imod import __version__
+
+    out = {"imod": __version__, "python": platform.python_version()}
     for mod in ("numpy", "scipy", "sklearn", "pandas", "pyod", "torch"):
         m = sys.modules.get(mod)
         if m is None:
@@ -125,13 +127,14 @@ def _versions() -> dict[str, str]:
 
 
 def _check_run_json(run_json: Path, config: dict[str, Any]) -> None:
-    """Refuse to mix results made under another protocol or from other dataset files."""
+    """Refuse to mix results made under another protocol, other files or other versions."""
+    folder = run_json.parent
     try:
         old = json.loads(run_json.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigMismatchError(
-            f"{run_json} is unreadable ({exc}); use --overwrite to start afresh"
-        ) from exc
+        if not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise ConfigMismatchError(folder, f"run.json is unreadable ({exc})") from exc
     problems = []
     if old.get("protocol") != config["protocol"]:
         problems.append(f"protocol {old.get('protocol')} != now {config['protocol']}")
@@ -140,19 +143,41 @@ def _check_run_json(run_json: Path, config: dict[str, Any]) -> None:
         if name in old_files and old_files[name] != sha:
             problems.append(f"dataset {name} file changed (sha256 {old_files[name][:12]}... -> "
                             f"{sha[:12]}...)")
+    old_v, new_v = old.get("versions", {}), config["versions"]
+    changed = [f"{k} {old_v.get(k, 'not recorded')} -> {new_v.get(k, 'absent')}"
+               for k in sorted(set(old_v) | set(new_v)) if old_v.get(k) != new_v.get(k)]
+    if changed:
+        problems.append("versions changed since its results were made: " + ", ".join(changed))
     if problems:
-        raise ConfigMismatchError(
-            f"{run_json.parent} holds results from a different configuration: "
-            + "; ".join(problems)
-            + ". Use another --out, or --overwrite (alias --force) to discard them."
-        )
+        raise ConfigMismatchError(folder, problems)
 
 
-def _rewrite_clean(path: Path, keep: pd.DataFrame) -> None:
-    """Rewrite results.csv with only the rows kept (drops cut lines and retried errors)."""
-    tmp = path.with_suffix(".csv.tmp")
-    keep.to_csv(tmp, index=False, columns=RESULT_COLUMNS)
-    os.replace(tmp, path)
+def _row_bytes(row: dict[str, Any]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([_fmt(row[c]) for c in RESULT_COLUMNS])
+    return buf.getvalue().encode("utf-8")
+
+
+def _open_rows(path: Path) -> Any:
+    """``results.csv`` opened for appending whole rows (header written if new).
+
+    A last line cut by a kill gets its line end first, so the next row starts a line.
+    """
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as fh:
+            header = fh.readline().decode("utf-8", errors="replace").strip()
+            fh.seek(-1, os.SEEK_END)
+            last = fh.read(1)
+        if header.split(",") != RESULT_COLUMNS:
+            raise ConfigMismatchError(path.parent, "results.csv does not start with the "
+                                      "header imod writes (damaged or another program's file)")
+        fh = open(path, "ab", buffering=0)  # noqa: SIM115 - closed by the caller
+        if last != b"\n":
+            fh.write(b"\n")
+        return fh
+    fh = open(path, "ab", buffering=0)  # noqa: SIM115 - closed by the caller
+    fh.write((",".join(RESULT_COLUMNS) + "\n").encode())
+    return fh
 
 
 def run_benchmark(
@@ -190,7 +215,7 @@ def run_benchmark(
         More entries for ``run.json`` (e.g. the reference detector).
     scheduler : distributed.Client or str, optional
         Run the cells as Dask tasks: a client, a scheduler address, or
-        ``"local-cluster:N"`` (see :mod:`imod.distributed.bench`). Rows are still appended
+        ``"local-cluster:N"`` (see :mod:`imod.bench.dask_cells`). Rows are still appended
         here as cells finish (in completion order), so resuming works the same. Default:
         the in-process loop.
 
@@ -202,7 +227,12 @@ def run_benchmark(
     Raises
     ------
     ConfigMismatchError
-        If ``out_dir`` holds results under another protocol and ``overwrite`` is False.
+        If ``out_dir`` holds results under another protocol, from other dataset files or
+        other versions of imod or its libraries, and ``overwrite`` is False.
+    FolderInUseError
+        If another run holds ``out_dir``.
+    ValueError
+        If ``out_dir`` is a file or cannot be written.
 
     Examples
     --------
@@ -220,8 +250,8 @@ def run_benchmark(
          45_wine      KNN     1      700     ok
     39_vertebral      PCA     1      700     ok
     39_vertebral      KNN     1      700     ok
-    >>> sorted(p.name for p in Path(out).iterdir())
-    ['results.csv', 'run.json']
+    >>> sorted(p.name for p in Path(out).iterdir())  # the lock file stays, unlocked
+    ['.imod.lock', 'results.csv', 'run.json']
 
     Running again resumes: finished cells are skipped, new ones (a seed here) are added.
 
@@ -230,12 +260,20 @@ def run_benchmark(
     (8, 8)
     """
     protocol = protocol or ProtocolConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results_csv, run_json = out / "results.csv", out / "run.json"
     missing = [d.name for d in datasets if d.path is None]
     if missing:
         raise FileNotFoundError(f"datasets without a local file: {', '.join(missing)}")
+    out = output_folder(out_dir)
+    with folder_lock(out):
+        return _run_locked(datasets, detectors, seeds, out, protocol, overwrite, n_jobs,
+                           progress, extra_config, scheduler)
+
+
+def _run_locked(datasets: Sequence[DatasetRef], detectors: Sequence[str], seeds: Sequence[int],
+                out: Path, protocol: ProtocolConfig, overwrite: bool, n_jobs: int | None,
+                progress: bool, extra_config: dict[str, Any] | None,
+                scheduler: Any) -> pd.DataFrame:
+    results_csv, run_json = out / "results.csv", out / "run.json"
     config: dict[str, Any] = {
         "format_version": _FORMAT_VERSION,
         "protocol": protocol.to_dict(),
@@ -244,6 +282,7 @@ def run_benchmark(
         "seeds": [int(s) for s in seeds],
         "dataset_sha256": {d.name: sha256_file(d.path) for d in datasets if d.path},
         "dataset_files": {d.name: str(d.path) for d in datasets},
+        "versions": _versions(),
         **(extra_config or {}),
     }
     if overwrite:
@@ -251,74 +290,38 @@ def run_benchmark(
     elif run_json.is_file():
         _check_run_json(run_json, config)
     elif results_csv.is_file():
-        raise ConfigMismatchError(
-            f"{results_csv} exists without run.json; use --overwrite to discard it"
-        )
-    config["versions"] = _versions()
+        raise ConfigMismatchError(out, "results.csv exists without run.json")
     config["updated_at"] = _dt.datetime.now().isoformat(timespec="seconds")
-    run_json.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    text = (json.dumps(config, indent=2) + "\n").encode()
+    atomic_write(run_json, lambda fh: fh.write(text))
 
     previous = read_results(results_csv)
     done = previous[previous["status"] == "ok"]
     done_keys = {(r.dataset, r.detector, int(r.seed)) for r in done.itertuples()}
-    # Keep ok rows (and error rows of cells outside this selection); retried errors are dropped.
     wanted = {(d.name, det, int(s)) for d in datasets for det in detectors for s in seeds}
-    prev_keys = [(r.dataset, r.detector, int(r.seed)) for r in previous.itertuples()]
-    keep_mask = [(st == "ok") or (k not in wanted) for st, k in
-                 zip(previous["status"], prev_keys, strict=True)]
-    if len(previous):
-        _rewrite_clean(results_csv, previous[keep_mask])
-    if not results_csv.is_file() or results_csv.stat().st_size == 0:
-        with open(results_csv, "w", newline="", encoding="utf-8") as fh:
-            csv.writer(fh).writerow(RESULT_COLUMNS)
-
     todo = [(d, det, int(s)) for d in datasets for s in seeds for det in detectors
             if (d.name, det, int(s)) not in done_keys]
     bar = tqdm(total=len(todo), disable=not progress, unit="cell", dynamic_ncols=True,
                desc="imod bench")
-    with open(results_csv, "a", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        if scheduler is not None:  # cells as Dask tasks; rows are written here as they end
-            from imod.distributed.bench import run_cells
+    fh = _open_rows(results_csv)
+    try:
+        def write_row(row: dict[str, Any]) -> None:
+            fh.write(_row_bytes(row))  # one write of a whole line: a kill keeps it or cuts it
+            bar.update(1)
 
-            def write_row(row: dict[str, Any]) -> None:
-                writer.writerow([_fmt(row[c]) for c in RESULT_COLUMNS])
-                fh.flush()
-                bar.update(1)
+        if scheduler is not None:  # cells as Dask tasks; rows are written here as they end
+            from imod.bench.dask_cells import run_cells
 
             run_cells(todo, protocol, scheduler, write_row, n_jobs=n_jobs)
-            todo = []
-        current: tuple[str, int] | None = None
-        split: Split | None = None
-        prep_error = ""
-        data: Dataset | None = None
-        for ref, det, seed in todo:
-            bar.set_postfix_str(f"{ref.name} | {det} | seed {seed}", refresh=True)
-            if current != (ref.name, seed):
-                current, split, prep_error = (ref.name, seed), None, ""
-                try:
-                    if data is None or data.name != ref.name:
-                        data = None
-                        data = load_npz(ref.path, name=ref.name)  # type: ignore[arg-type]
-                    split = prepare_split(data.X, data.y, seed, protocol)
-                except Exception as exc:  # noqa: BLE001 - a bad dataset fails its cells only
-                    prep_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
-            t0 = time.perf_counter()
-            if split is None:
-                n_feat = data.X.shape[1] if data is not None else 0
-                res = CellResult(0, 0, n_feat, status="error", error=prep_error)
-            else:
-                with warnings.catch_warnings():
-                    # Detectors' library warnings would drown the progress bar.
-                    warnings.simplefilter("ignore")
-                    res = evaluate(det, split, seed, n_jobs=n_jobs)
-            row = {"dataset": ref.name, "detector": det, "seed": seed, "mode": protocol.mode,
-                   **asdict(res), "seconds": time.perf_counter() - t0,
-                   "finished_at": _dt.datetime.now().isoformat(timespec="seconds")}
-            writer.writerow([_fmt(row[c]) for c in RESULT_COLUMNS])
-            fh.flush()  # one durable row per cell: a killed run resumes from here
-            bar.update(1)
-    bar.close()
+        else:
+            cache: dict[str, Any] = {}
+            for ref, det, seed in todo:
+                bar.set_postfix_str(f"{ref.name} | {det} | seed {seed}", refresh=True)
+                write_row(run_cell(ref.path, ref.name, det, seed, protocol,  # type: ignore[arg-type]
+                                   n_jobs=n_jobs, cache=cache))
+    finally:
+        fh.close()
+        bar.close()
 
     final = read_results(results_csv)
     keys = list(zip(final["dataset"], final["detector"], final["seed"].astype(int), strict=True))
@@ -329,4 +332,6 @@ def run_benchmark(
 def _fmt(value: Any) -> Any:
     if isinstance(value, float):
         return "" if value != value else f"{value:.6g}"  # NaN -> empty cell
+    if isinstance(value, str):
+        return " ".join(value.split())  # one physical line per row
     return value

@@ -6,7 +6,7 @@ and imported only when the ``"dask"`` backend is used. See ``docs/distributed.md
 * :func:`train_blocks` / :class:`EnsembleJob` -- K members cut into blocks, one task per
   block, results saved to a :class:`BlockStore` as they finish; resume and extend.
 * :func:`run_tasks`, :func:`open_client` -- the generic task runner (also used by
-  ``imod bench --scheduler``).
+  ``imod bench --scheduler``, whose cells live in :mod:`imod.bench.dask_cells`).
 """
 
 from .backend import BACKENDS, open_client, run_tasks
