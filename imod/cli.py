@@ -1,325 +1,81 @@
-"""Command line: ``imod bench``, ``imod list`` and (when installed) ``imod memorize``.
+"""The ``imod`` command: a thin root that registers each package's own command.
 
-Run ``imod bench --help`` for the benchmark options. ``imod memorize`` is registered by
-``imod.memorization.cli.add_parser(subparsers)`` when that module imports.
+Each package owns its command in its ``cli`` module, which exposes
+``add_parser(subparsers, name, help=...)``: :mod:`imod.bench.cli` (``imod bench``,
+``imod list``) and :mod:`imod.memorization.cli` (``imod memorize``). Only the module of the
+command being run is imported, so ``imod --help`` loads no torch, scikit-learn or pandas.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-import textwrap
-import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 
-__all__ = ["build_parser", "main", "parse_seeds"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
-DEFAULT_BASELINES = ["IForest", "ECOD", "KNN", "LOF", "PCA", "HBOS"]
-DEFAULT_OUT = "imod-results"
-SUITE_NAMES = ("mini", "classical", "cv", "nlp", "all")
-
-_BENCH_EPILOG = """\
-protocol (ADBench, Han et al. NeurIPS 2022, official defaults):
-  Datasets under --min-rows (1000) rows are resampled WITH replacement to 1000 rows and
-  datasets over --max-rows (10000) are subsampled to 10000, both before the split and seeded
-  by the seed. Then a stratified 70/30 split, a MinMaxScaler fitted on the training part,
-  fit(X_train) without labels, scores on X_test, AUROC (roc_auc_score) and AUPR
-  (average_precision_score). Official oddities you can switch: resampling before the split
-  lets copies of a row land in both parts (--no-resample-before-split splits first and
-  resamples only the training part); --dedupe-test drops test rows equal to a training row.
-  --mode transductive fits and scores all rows, as inlier-memorization papers report.
-
-datasets:
-  Suites: mini (bundled, offline), classical, cv (CV_by_ResNet18), nlp (NLP_by_BERT), all.
-  Names as users know them: 'cardio' or '6_cardio' (case-insensitive; 'Cardiotocography' is
-  7_Cardiotocography); 'CV_by_ViT/MVTec-AD_bottle' for a folder variant. Files are looked
-  up in --data-dir (or $IMOD_ADBENCH_DIR, with subfolders Classical, CV_by_ResNet18,
-  CV_by_ViT, NLP_by_BERT, NLP_by_RoBERTa), the cache (--cache-dir, $IMOD_CACHE_DIR,
-  ~/.cache/imod/adbench) and the bundled mini set. --download fetches missing official files
-  into the cache from $IMOD_ADBENCH_URL (default the ADBench GitHub repository), checking
-  their SHA-256.
-
-output:
-  OUT/results.csv (one row per dataset/detector/seed cell, appended as cells finish),
-  OUT/run.json (configuration), OUT/summary.md, OUT/summary.csv, OUT/auroc_heatmap.png,
-  OUT/rank_plot.png. Re-running with the same --out resumes: finished cells are skipped,
-  failed ones retried; a different protocol is refused unless --overwrite.
-
-examples:
-  imod bench
-  imod bench --datasets classical --detectors IMDetector IForest ECOD --seeds 3 --out results/
-  imod bench --datasets cardio Pima --detectors IForest mypkg.models:MyDetector --seeds 1 2 5
-"""
+#: Command -> (module that owns it, one-line help shown by ``imod --help``).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("imod.bench.cli", "run the ADBench protocol on detectors"),
+    "list": ("imod.bench.cli", "list local and upstream ADBench datasets"),
+    "memorize": ("imod.memorization.cli",
+                 "memorization / influence scores (Feldman & Zhang + the critique's fixes)"),
+}
 
 
-def parse_seeds(values: Sequence[str]) -> list[int]:
-    """``["3"]`` -> 1..3; ``["1", "2", "5"]`` -> those; ``["4-6"]`` -> 4..6.
+def _unavailable(name: str, why: str):
+    def run(args: argparse.Namespace) -> int:
+        print(f"imod {name}: error: this command cannot be loaded: {why}", file=sys.stderr)
+        return 1
 
-    Raises
-    ------
-    ValueError
-        For non-integers, ranges out of order, or seeds below 0.
+    return run
+
+
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The ``imod`` parser; the commands in ``commands`` (default: all) get their full options.
+
+    Examples
+    --------
+    >>> build_parser().parse_args(["bench", "--seeds", "2"]).seeds
+    ['2']
+    >>> sorted(build_parser(commands=[])._subparsers._group_actions[0].choices)
+    ['bench', 'list', 'memorize']
     """
-    if len(values) == 1 and "-" not in values[0]:
-        n = int(values[0])
-        if n < 1:
-            raise ValueError(f"--seeds N needs N >= 1, got {n}")
-        return list(range(1, n + 1))
-    seeds: list[int] = []
-    for v in values:
-        if "-" in v.strip("-"):
-            a, b = (int(x) for x in v.split("-", 1))
-            if b < a:
-                raise ValueError(f"seed range {v!r} is empty")
-            seeds += list(range(a, b + 1))
-        else:
-            seeds.append(int(v))
-    if any(s < 0 for s in seeds):
-        raise ValueError("seeds must be >= 0")
-    return list(dict.fromkeys(seeds))
-
-
-def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
-                   help="folder with ADBench .npz files (default: $IMOD_ADBENCH_DIR)")
-    p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
-                   help="download cache (default: $IMOD_CACHE_DIR or ~/.cache/imod/adbench)")
-
-
-def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench", help="run the ADBench protocol on detectors",
-        description="Benchmark outlier detectors on ADBench datasets (unsupervised protocol).",
-        epilog=_BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=["mini"], metavar="NAME",
-                   help="suites and/or dataset names (default: mini)")
-    p.add_argument("--detectors", nargs="+", default=None, metavar="NAME",
-                   help="detector names: IMDetector, IForest, ECOD, COPOD, KNN, LOF, PCA, HBOS, "
-                        "OCSVM, CBLOF, LODA, AutoEncoder, DeepSVDD, or 'pkg.module:Class' "
-                        f"(default: IMDetector {' '.join(DEFAULT_BASELINES)}; IMDetector is "
-                        "left out if it cannot be imported)")
-    p.add_argument("--seeds", nargs="+", default=["3"], metavar="SEED",
-                   help="one number N = seeds 1..N; several numbers or ranges like 4-6 = "
-                        "those seeds (default: 3, i.e. 1 2 3 as in ADBench)")
-    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
-                   help=f"output folder (default: ./{DEFAULT_OUT})")
-    _add_data_options(p)
-    p.add_argument("--download", action="store_true",
-                   help="download missing official files (SHA-256 checked) into the cache")
-    p.add_argument("--mode", choices=["inductive", "transductive"], default="inductive",
-                   help="inductive: fit on 70%% train, score 30%% test (ADBench, default); "
-                        "transductive: fit and score all rows")
-    p.add_argument("--resample-before-split", action=argparse.BooleanOptionalAction,
-                   default=True,
-                   help="resample small datasets before the split, as the official code "
-                        "(default); --no-resample-before-split splits first and resamples "
-                        "only the training part")
-    p.add_argument("--dedupe-test", action=argparse.BooleanOptionalAction, default=False,
-                   help="drop test rows identical to a training row (default: off, official)")
-    p.add_argument("--min-rows", type=int, default=1000, metavar="N",
-                   help="resample smaller datasets up to N rows (default 1000; 0 = never)")
-    p.add_argument("--max-rows", type=int, default=10000, metavar="N",
-                   help="subsample larger datasets to N rows (default 10000; 0 = never)")
-    p.add_argument("--reference", default=None, metavar="NAME",
-                   help="detector tested against the others (one-sided Wilcoxon); default "
-                        "IMDetector if run, else the first detector")
-    p.add_argument("--n-jobs", type=int, default=None, metavar="N",
-                   help="n_jobs for detectors that accept it (default: their own default)")
-    p.add_argument("--overwrite", "--force", action="store_true",
-                   help="discard existing results in --out instead of resuming")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS|local-cluster:N",
-                   help="run cells as Dask tasks on a scheduler address or on a local "
-                        "cluster of N single-threaded workers (needs imod[distributed]); "
-                        "default: in-process")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_bench, _parser=p)
-
-
-def _add_list_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "list", help="list local and upstream ADBench datasets",
-        description="Show local datasets (data dir, cache, bundled) with rows, features and "
-                    "outlier share, and the upstream ADBench catalogue.")
-    _add_data_options(p)
-    p.add_argument("--local-only", action="store_true", help="skip the upstream catalogue")
-    p.set_defaults(func=_cmd_list, _parser=p)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``imod`` argument parser with its subcommands."""
+    load = set(COMMANDS) if commands is None else set(commands)
     parser = argparse.ArgumentParser(
         prog="imod",
-        description="Outlier detection from the inlier-memorization effect: benchmark tools.")
+        description="Outlier detection from the inlier-memorization effect: benchmark and "
+                    "memorization tools. Run 'imod COMMAND --help' for a command's options.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_bench_parser(sub)
-    _add_list_parser(sub)
-    try:  # written separately; the CLI must work without it
-        from imod.memorization import cli as mem_cli
-    except ImportError:
-        pass
-    else:
-        mem_cli.add_parser(sub)
+    for name, (module, help_line) in COMMANDS.items():
+        if name not in load:  # listed for --help; its module is imported when it runs
+            sub.add_parser(name, help=help_line, add_help=False)
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            p = sub.add_parser(name, help=help_line)
+            p.set_defaults(func=_unavailable(name, str(exc)), _parser=p)
+            continue
+        mod.add_parser(sub, name, help=help_line)
     return parser
-
-
-# --------------------------------------------------------------------------- bench
-
-
-def _resolve_detectors(p: argparse.ArgumentParser, names: list[str] | None) -> list[str]:
-    from imod.bench.detectors import DetectorNameError, canonical_name, imdetector_available
-
-    ok, why = imdetector_available()
-    if names is None:
-        if not ok:
-            print(f"note: IMDetector is not available ({why}); running baselines only",
-                  file=sys.stderr)
-        return (["IMDetector"] if ok else []) + DEFAULT_BASELINES
-    out = []
-    for n in names:
-        try:
-            canon = canonical_name(n)
-        except DetectorNameError as exc:
-            p.error(str(exc))
-        if canon == "IMDetector" and not ok:
-            p.error(f"IMDetector was requested but cannot be imported: {why}")
-        out.append(canon)
-    return list(dict.fromkeys(out))
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from imod.bench.datasets import DatasetNameError, resolve_datasets
-    from imod.bench.download import DownloadError, download
-    from imod.bench.protocol import ProtocolConfig
-    from imod.bench.runner import ConfigMismatchError, run_benchmark
-    from imod.bench.summary import format_summary, write_summary
-
-    p: argparse.ArgumentParser = args._parser
-    try:
-        seeds = parse_seeds(args.seeds)
-    except ValueError as exc:
-        p.error(f"--seeds: {exc}")
-    detectors = _resolve_detectors(p, args.detectors)
-    if not detectors:
-        p.error("no detectors to run")
-    reference = args.reference
-    if reference is not None:
-        matches = [d for d in detectors if d.casefold() == reference.casefold()]
-        if not matches:
-            p.error(f"--reference {reference!r} is not among the detectors: "
-                    f"{', '.join(detectors)}")
-        reference = matches[0]
-    for opt in ("min_rows", "max_rows"):
-        if getattr(args, opt) < 0:
-            p.error(f"--{opt.replace('_', '-')} must be >= 0")
-    try:
-        available, missing = resolve_datasets(args.datasets, args.data_dir, args.cache_dir)
-    except DatasetNameError as exc:
-        p.error(str(exc))
-    explicit = [n for n in args.datasets if n.casefold() not in SUITE_NAMES]
-    if missing and args.download:
-        skipped = []
-        for ref in missing:
-            if ref.sha256 is None:
-                skipped.append(ref.relpath)
-                continue
-            print(f"downloading {ref.relpath} ...", file=sys.stderr)
-            try:
-                download(ref, cache_dir=args.cache_dir)
-            except DownloadError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 1
-        if skipped:
-            print(f"note: {len(skipped)} upstream files have no known SHA-256 and were not "
-                  f"downloaded: {', '.join(skipped)}", file=sys.stderr)
-        available, missing = resolve_datasets(args.datasets, args.data_dir, args.cache_dir)
-    if missing:
-        names = ", ".join(r.name for r in missing)
-        msg = (f"{len(missing)} requested datasets are not available locally: {names}. "
-               "Give --data-dir, or --download to fetch official files into the cache.")
-        _, missing_explicit = resolve_datasets(explicit, args.data_dir, args.cache_dir)
-        if not available or missing_explicit:
-            p.error(msg)
-        print(f"note: {msg} Running the {len(available)} available ones.", file=sys.stderr)
-    protocol = ProtocolConfig(mode=args.mode, resample_before_split=args.resample_before_split,
-                              dedupe_test=args.dedupe_test, min_rows=args.min_rows,
-                              max_rows=args.max_rows)
-    t0 = time.perf_counter()
-    try:
-        results = run_benchmark(available, detectors, seeds, args.out, protocol,
-                                overwrite=args.overwrite, n_jobs=args.n_jobs,
-                                progress=not args.quiet,
-                                extra_config={"reference": reference, "argv": sys.argv[1:]},
-                                scheduler=args.scheduler)
-    except ConfigMismatchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    elapsed = time.perf_counter() - t0
-    notes = [f"Protocol: {protocol.to_dict()}."]
-    table, _ = write_summary(results, args.out, reference, notes=notes)
-    if not args.no_plots:
-        from imod.bench.plots import plot_all
-
-        plot_all(results, args.out)
-    n_err = int((results["status"] != "ok").sum())
-    print()
-    print(f"{results['dataset'].nunique()} datasets x {len(detectors)} detectors x "
-          f"{len(seeds)} seeds, mode {args.mode}; reference {table.attrs.get('reference')}")
-    print(format_summary(table))
-    if n_err:
-        errs = results[results["status"] != "ok"]
-        print(f"\n{n_err} cells failed, e.g. {errs.iloc[0]['dataset']} / "
-              f"{errs.iloc[0]['detector']}: {errs.iloc[0]['error']}")
-    print(f"\nresults in {args.out}/ (results.csv, summary.md, summary.csv"
-          + ("" if args.no_plots else ", auroc_heatmap.png, rank_plot.png")
-          + f"); {elapsed:.1f} s")
-    return 0
-
-
-# --------------------------------------------------------------------------- list
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    from imod.bench.datasets import catalogue, discover_local, load_npz, sort_key
-
-    local = sorted(discover_local(args.data_dir, args.cache_dir), key=sort_key)
-    print(f"Local datasets ({len(local)}):")
-    print(f"  {'name':<28} {'folder':<15} {'source':<9} {'rows':>7} {'feat':>5} {'out%':>6}")
-    for ref in local:
-        try:
-            d = load_npz(ref.path, name=ref.name)  # type: ignore[arg-type]
-            stats = f"{d.X.shape[0]:>7} {d.X.shape[1]:>5} {100 * d.outlier_fraction:>6.2f}"
-        except ValueError as exc:
-            stats = f"  unreadable: {exc}"
-        print(f"  {ref.name:<28} {ref.folder:<15} {ref.source:<9} {stats}")
-    if args.local_only:
-        return 0
-    have = {(r.folder, r.stem) for r in local}
-    cat = catalogue()
-    print(f"\nUpstream catalogue ({len(cat)} files, github.com/Minqi824/ADBench; "
-          "* = local, ? = no known SHA-256, so --download skips it):")
-    for folder in dict.fromkeys(r.folder for r in cat):
-        refs = [r for r in cat if r.folder == folder]
-        words = [r.stem + ("*" if (r.folder, r.stem) in have else "")
-                 + ("?" if r.sha256 is None else "") for r in refs]
-        print(f"  {folder} ({len(refs)}):")
-        print(textwrap.fill(" ".join(words), width=96, initial_indent="    ",
-                            subsequent_indent="    "))
-    return 0
-
-
-# --------------------------------------------------------------------------- main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``imod`` command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser([command] if command in COMMANDS else [])
+    args, extra = parser.parse_known_args(argv)
     func = getattr(args, "func", None)
     if func is None:
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         parser.print_help()
         return 2
+    if extra:  # the command's own usage, not the root's
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         result = func(args)
     except BrokenPipeError:  # e.g. `imod list | head`: the reader left, nothing to report

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from imod.cli import main, parse_seeds
+from imod.bench.cli import parse_seeds
+from imod.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,7 +102,8 @@ def test_tiny_run_writes_all_outputs(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 2 and "--overwrite" in err
 
 
-def test_list_shows_local_and_upstream(adbench_dir: Path, capsys: pytest.CaptureFixture[str]):
+def test_list_shows_local_and_upstream(adbench_dir: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch):
     code, out, _ = _run(["list", "--data-dir", str(adbench_dir)], capsys)
     assert code == 0
     assert "6_cardio" in out and "data-dir" in out
@@ -109,6 +111,9 @@ def test_list_shows_local_and_upstream(adbench_dir: Path, capsys: pytest.Capture
     assert "Upstream catalogue" in out and "3_backdoor?" in out and "CV_by_ResNet18" in out
     line = next(l for l in out.splitlines() if l.strip().startswith("45_wine"))
     assert "129" in line and "13" in line and "7.75" in line
+    # Without a data folder (IMOD_ADBENCH_DIR unset, as conftest may set it) the bundled
+    # files show.
+    monkeypatch.delenv("IMOD_ADBENCH_DIR", raising=False)
     code, out, _ = _run(["list", "--local-only", "--cache-dir", str(adbench_dir / "none")],
                         capsys)
     assert code == 0 and "bundled" in out and "Upstream" not in out

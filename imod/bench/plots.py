@@ -18,7 +18,7 @@ from scipy import stats  # noqa: E402
 
 from imod.bench.summary import average_ranks, per_dataset  # noqa: E402
 
-__all__ = ["auroc_heatmap", "nemenyi_cd", "plot_all", "rank_plot"]
+__all__ = ["auroc_heatmap", "nemenyi_cd", "plot_all", "rank_plot", "seed_counts"]
 
 
 def nemenyi_cd(n_methods: int, n_datasets: int, alpha: float = 0.05) -> float:
@@ -40,19 +40,41 @@ def nemenyi_cd(n_methods: int, n_datasets: int, alpha: float = 0.05) -> float:
     return float(q * math.sqrt(n_methods * (n_methods + 1) / (6.0 * n_datasets)))
 
 
-def auroc_heatmap(results: pd.DataFrame, path: str | Path) -> Path:
+def seed_counts(results: pd.DataFrame) -> pd.DataFrame:
+    """Datasets x detectors count of seeds with an AUROC (the heatmap marks short ones).
+
+    Examples
+    --------
+    >>> from imod.bench.summary import example_results
+    >>> results = example_results()
+    >>> results.loc[5, "status"] = "error"
+    >>> seed_counts(results).to_dict("index")
+    {'a': {'X': 1, 'Y': 1}, 'b': {'X': 1, 'Y': 1}, 'c': {'X': 1, 'Y': 0}}
+    """
+    ok = results[(results["status"] == "ok") & results["auroc"].notna()]
+    datasets = list(dict.fromkeys(results["dataset"]))
+    detectors = list(dict.fromkeys(results["detector"]))
+    counts = ok.groupby(["dataset", "detector"])["seed"].nunique().unstack("detector")
+    return counts.reindex(index=datasets, columns=detectors).fillna(0).astype(int)
+
+
+def auroc_heatmap(results: pd.DataFrame, path: str | Path, n_seeds: int | None = None) -> Path:
     """Datasets x detectors heatmap of seed-averaged AUROC, annotated.
+
+    A value averaged over fewer than ``n_seeds`` seeds (some failed or are still to run)
+    is marked ``*`` and the title says so.
 
     Examples
     --------
     >>> import tempfile
     >>> from imod.bench.summary import example_results
     >>> results = example_results()
-    >>> path = auroc_heatmap(results, Path(tempfile.mkdtemp()) / "heatmap.png")
+    >>> path = auroc_heatmap(results, Path(tempfile.mkdtemp()) / "heatmap.png", n_seeds=3)
     >>> path.name, path.stat().st_size > 0
     ('heatmap.png', True)
     """
     table = per_dataset(results, "auroc")
+    counts = seed_counts(results)
     order = table.mean(axis=0).sort_values(ascending=False).index
     table = table[order]
     n_rows, n_cols = table.shape
@@ -62,14 +84,22 @@ def auroc_heatmap(results: pd.DataFrame, path: str | Path) -> Path:
     im = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(n_cols), labels=list(table.columns), rotation=45, ha="right")
     ax.set_yticks(range(n_rows), labels=list(table.index))
+    counts = counts.reindex(index=table.index, columns=table.columns).fillna(0)
+    short = 0
     for i in range(n_rows):
         for j in range(n_cols):
             v = table.iat[i, j]
             text = "err" if pd.isna(v) else f"{v:.2f}"
+            if not pd.isna(v) and n_seeds is not None and counts.iat[i, j] < n_seeds:
+                text += "*"  # fewer seeds than the run asked for
+                short += 1
             color = "black" if (pd.isna(v) or v > 0.6) else "white"
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
     fig.colorbar(im, ax=ax, label="AUROC", fraction=0.04)
-    ax.set_title("AUROC per dataset (mean over seeds)")
+    title = "AUROC per dataset (mean over seeds)"
+    if short:
+        title += f"\n* = mean of fewer than the {n_seeds} seeds asked for"
+    ax.set_title(title, fontsize=10 if short else None)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
@@ -146,8 +176,11 @@ def rank_plot(results: pd.DataFrame, path: str | Path, alpha: float = 0.05) -> P
     return path
 
 
-def plot_all(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+def plot_all(results: pd.DataFrame, out_dir: str | Path, n_seeds: int | None = None
+             ) -> list[Path]:
     """Write ``auroc_heatmap.png`` and ``rank_plot.png`` into ``out_dir``.
+
+    ``n_seeds`` (the seeds the run asked for) marks heatmap values averaged over fewer.
 
     Examples
     --------
@@ -158,5 +191,5 @@ def plot_all(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     ['auroc_heatmap.png', 'rank_plot.png']
     """
     out = Path(out_dir)
-    return [auroc_heatmap(results, out / "auroc_heatmap.png"),
+    return [auroc_heatmap(results, out / "auroc_heatmap.png", n_seeds=n_seeds),
             rank_plot(results, out / "rank_plot.png")]

@@ -1,6 +1,6 @@
 """``imod memorize``: memorization and influence scores, rate study and ablation.
 
-Registered by the main CLI through :func:`add_parser`.
+Registered by the root :mod:`imod.cli` through :func:`add_parser`, as every package's command.
 """
 
 from __future__ import annotations
@@ -40,10 +40,14 @@ def _float_or_null(v: str):
     return v if v == "null" else float(v)
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers, name: str = "memorize", help: str | None = None
+               ) -> argparse.ArgumentParser:
     """Add the ``memorize`` subcommand to an argparse subparsers action."""
+    if name != "memorize":
+        raise ValueError(f"imod.memorization.cli has no command {name!r}")
     p = subparsers.add_parser(
-        "memorize", help="memorization / influence scores (Feldman & Zhang + the critique's fixes)",
+        "memorize",
+        help=help or "memorization / influence scores (Feldman & Zhang + the critique's fixes)",
         description="Subsampled memorization and influence estimation on the ensemble engine.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
@@ -128,10 +132,43 @@ def _md_table(df) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """--out must be a writable folder and a --dataset path an existing file."""
+    from imod._runtime import output_folder
+
+    name = str(args.dataset)
+    if name not in ("digits", "mnist1d"):
+        path = Path(name)
+        if not path.exists():
+            return (f"--dataset {name}: no such file (use digits, mnist1d or a path to an "
+                    ".npz file with arrays X, y)")
+        if path.is_dir():
+            return f"--dataset {name} is a folder; give an .npz file with arrays X, y"
     try:
-        return _run(args)
-    except (ValueError, ImportError) as exc:
+        output_folder(args.out)
+    except ValueError as exc:
+        return f"--out: {exc}"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from imod._runtime import ConfigMismatchError, FolderInUseError, folder_lock, torch_threads
+
+    problem = _usage_problem(args)
+    if problem is not None:
+        args._parser.print_usage(sys.stderr)
+        print(f"imod memorize: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        with folder_lock(args.out), torch_threads(args.threads or None):
+            return _run(args)
+    except ConfigMismatchError as exc:
+        print(f"imod memorize: error: {exc.cli_message()}", file=sys.stderr)
+        return 2
+    except FolderInUseError as exc:
+        print(f"imod memorize: error: --out {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, ImportError, OSError) as exc:
         print(f"imod memorize: error: {exc}", file=sys.stderr)
         return 2
 
@@ -148,10 +185,6 @@ def _run(args: argparse.Namespace) -> int:
         sampling_rate_study,
     )
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     if not 0.0 < args.rate < 1.0:
         raise ValueError(f"--rate must be in (0, 1), got {args.rate}")
     out: Path = args.out

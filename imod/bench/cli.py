@@ -1,0 +1,352 @@
+"""``imod bench`` and ``imod list``: the benchmark's commands, registered by :mod:`imod.cli`.
+
+Nothing heavy is imported at module level: the root parser builds these parsers without
+loading pandas, scikit-learn or torch; the commands import what they use when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["add_parser", "parse_seeds"]
+
+DEFAULT_BASELINES = ["IForest", "ECOD", "KNN", "LOF", "PCA", "HBOS"]
+DEFAULT_OUT = "imod-results"
+
+_BENCH_EPILOG = """\
+protocol (ADBench, Han et al. NeurIPS 2022, official defaults):
+  Datasets under --min-rows (1000) rows are resampled WITH replacement to 1000 rows and
+  datasets over --max-rows (10000) are subsampled to 10000, both before the split and seeded
+  by the seed. Then a stratified 70/30 split, a MinMaxScaler fitted on the training part,
+  fit(X_train) without labels, scores on X_test, AUROC (roc_auc_score) and AUPR
+  (average_precision_score). Official oddities you can switch: resampling before the split
+  lets copies of a row land in both parts (--no-resample-before-split splits first and
+  resamples only the training part); --dedupe-test drops test rows equal to a training row.
+  --mode transductive fits and scores all rows, as inlier-memorization papers report.
+
+datasets:
+  Suites: mini (bundled, offline), classical, cv (CV_by_ResNet18), nlp (NLP_by_BERT), all.
+  Names as users know them: 'cardio' or '6_cardio' (case-insensitive; 'Cardiotocography' is
+  7_Cardiotocography); 'CV_by_ViT/MVTec-AD_bottle' for a folder variant. Files are looked
+  up in --data-dir (or $IMOD_ADBENCH_DIR, with subfolders Classical, CV_by_ResNet18,
+  CV_by_ViT, NLP_by_BERT, NLP_by_RoBERTa), the cache (--cache-dir, else
+  $IMOD_CACHE_DIR/adbench, default ~/.cache/imod/adbench) and the bundled mini set.
+  --download fetches missing official files into the cache from $IMOD_ADBENCH_URL (default
+  the ADBench GitHub repository), checking their SHA-256; files without a known SHA-256
+  are never downloaded (put them in --data-dir yourself).
+
+output:
+  OUT/results.csv (one row per dataset/detector/seed cell, appended as cells finish),
+  OUT/run.json (configuration), OUT/summary.md, OUT/summary.csv, OUT/auroc_heatmap.png,
+  OUT/rank_plot.png. Re-running with the same --out resumes: finished cells are skipped,
+  failed ones retried; a different protocol, changed dataset files or other versions of
+  imod or its libraries are refused unless --overwrite. One run at a time per --out: a
+  second run on the same folder is refused while the first works. The heatmap marks with *
+  a value averaged over fewer seeds than the run asked for. A run in which every cell
+  failed exits with status 1 and ranks nothing.
+
+examples:
+  imod bench
+  imod bench --datasets classical --detectors IMDetector IForest ECOD --seeds 3 --out results/
+  imod bench --datasets cardio Pima --detectors IForest mypkg.models:MyDetector --seeds 1 2 5
+"""
+
+
+def parse_seeds(values: Sequence[str]) -> list[int]:
+    """``["3"]`` -> 1..3; ``["1", "2", "5"]`` -> those; ``["4-6"]`` -> 4..6.
+
+    Raises
+    ------
+    ValueError
+        For non-integers, ranges out of order, or seeds below 0.
+    """
+    if len(values) == 1 and "-" not in values[0]:
+        n = int(values[0])
+        if n < 1:
+            raise ValueError(f"--seeds N needs N >= 1, got {n}")
+        return list(range(1, n + 1))
+    seeds: list[int] = []
+    for v in values:
+        if "-" in v.strip("-"):
+            a, b = (int(x) for x in v.split("-", 1))
+            if b < a:
+                raise ValueError(f"seed range {v!r} is empty")
+            seeds += list(range(a, b + 1))
+        else:
+            seeds.append(int(v))
+    if any(s < 0 for s in seeds):
+        raise ValueError("seeds must be >= 0")
+    return list(dict.fromkeys(seeds))
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                   help="folder with ADBench .npz files (default: $IMOD_ADBENCH_DIR)")
+    p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                   help="download cache (default: $IMOD_CACHE_DIR/adbench, else "
+                        "~/.cache/imod/adbench)")
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str = "bench",
+               help: str | None = None) -> argparse.ArgumentParser:
+    """Add the ``bench`` or the ``list`` subcommand to an argparse subparsers action."""
+    if name == "list":
+        return _add_list_parser(sub, help)
+    if name != "bench":
+        raise ValueError(f"imod.bench.cli has no command {name!r}")
+    return _add_bench_parser(sub, help)
+
+
+def _add_bench_parser(sub: argparse._SubParsersAction,
+                      help: str | None = None) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "bench", help=help or "run the ADBench protocol on detectors",
+        description="Benchmark outlier detectors on ADBench datasets (unsupervised protocol).",
+        epilog=_BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["mini"], metavar="NAME",
+                   help="suites and/or dataset names (default: mini)")
+    p.add_argument("--detectors", nargs="+", default=None, metavar="NAME",
+                   help="detector names: IMDetector, IForest, ECOD, COPOD, KNN, LOF, PCA, HBOS, "
+                        "OCSVM, CBLOF, LODA, AutoEncoder, DeepSVDD, or 'pkg.module:Class' "
+                        f"(default: IMDetector {' '.join(DEFAULT_BASELINES)}; IMDetector is "
+                        "left out if it cannot be imported)")
+    p.add_argument("--seeds", nargs="+", default=["3"], metavar="SEED",
+                   help="one number N = seeds 1..N; several numbers or ranges like 4-6 = "
+                        "those seeds (default: 3, i.e. 1 2 3 as in ADBench)")
+    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
+                   help=f"output folder (default: ./{DEFAULT_OUT})")
+    _add_data_options(p)
+    p.add_argument("--download", action="store_true",
+                   help="download missing official files (SHA-256 checked) into the cache")
+    p.add_argument("--mode", choices=["inductive", "transductive"], default="inductive",
+                   help="inductive: fit on 70%% train, score 30%% test (ADBench, default); "
+                        "transductive: fit and score all rows")
+    p.add_argument("--resample-before-split", action=argparse.BooleanOptionalAction,
+                   default=True,
+                   help="resample small datasets before the split, as the official code "
+                        "(default); --no-resample-before-split splits first and resamples "
+                        "only the training part")
+    p.add_argument("--dedupe-test", action=argparse.BooleanOptionalAction, default=False,
+                   help="drop test rows identical to a training row (default: off, official)")
+    p.add_argument("--min-rows", type=int, default=1000, metavar="N",
+                   help="resample smaller datasets up to N rows (default 1000; 0 = never)")
+    p.add_argument("--max-rows", type=int, default=10000, metavar="N",
+                   help="subsample larger datasets to N rows (default 10000; 0 = never)")
+    p.add_argument("--reference", default=None, metavar="NAME",
+                   help="detector tested against the others (one-sided Wilcoxon); default "
+                        "IMDetector if run, else the first detector")
+    p.add_argument("--n-jobs", type=int, default=None, metavar="N",
+                   help="n_jobs for detectors that accept it (default: their own default)")
+    p.add_argument("--overwrite", "--force", action="store_true",
+                   help="discard existing results in --out instead of resuming")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS|local-cluster:N",
+                   help="run cells as Dask tasks on a scheduler address or on a local "
+                        "cluster of N single-threaded workers (needs imod[distributed]); "
+                        "default: in-process")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_bench, _parser=p)
+    return p
+
+
+def _add_list_parser(sub: argparse._SubParsersAction,
+                     help: str | None = None) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "list", help=help or "list local and upstream ADBench datasets",
+        description="Show local datasets (data dir, cache, bundled) with rows, features and "
+                    "outlier share, and the upstream ADBench catalogue.")
+    _add_data_options(p)
+    p.add_argument("--local-only", action="store_true", help="skip the upstream catalogue")
+    p.set_defaults(func=_cmd_list, _parser=p)
+    return p
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def _resolve_detectors(p: argparse.ArgumentParser, names: list[str] | None) -> list[str]:
+    from imod.bench.detectors import DetectorNameError, canonical_name, imdetector_available
+
+    ok, why = imdetector_available()
+    if names is None:
+        if not ok:
+            print(f"note: IMDetector is not available ({why}); running baselines only",
+                  file=sys.stderr)
+        return (["IMDetector"] if ok else []) + DEFAULT_BASELINES
+    out = []
+    for n in names:
+        try:
+            canon = canonical_name(n)
+        except DetectorNameError as exc:
+            p.error(str(exc))
+        if canon == "IMDetector" and not ok:
+            p.error(f"IMDetector was requested but cannot be imported: {why}")
+        out.append(canon)
+    return list(dict.fromkeys(out))
+
+
+def _check_folders(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A --data-dir that is not a folder is an error, never silently skipped."""
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        what = "is a file" if args.data_dir.exists() else "does not exist"
+        p.error(f"--data-dir {args.data_dir} {what}; give the folder holding the ADBench "
+                ".npz files (or its Classical, CV_by_ResNet18, ... subfolders)")
+    if args.cache_dir is not None and args.cache_dir.exists() and not args.cache_dir.is_dir():
+        p.error(f"--cache-dir {args.cache_dir} is a file, not a folder")
+
+
+def _missing_message(missing: Sequence, download: bool) -> str:
+    """Why requested datasets are not there, and what the user can do about each."""
+    fetchable = [r.name for r in missing if r.sha256 is not None]
+    unverifiable = [r.name for r in missing if r.sha256 is None]
+    parts = []
+    if fetchable:
+        parts.append(f"{', '.join(fetchable)} not found locally; give --data-dir, or "
+                     "--download to fetch the official files into the cache" if not download
+                     else f"{', '.join(fetchable)} could not be downloaded")
+    if unverifiable:
+        parts.append(f"{', '.join(unverifiable)} not found locally, and --download cannot "
+                     "fetch them: imod knows no SHA-256 for them (imod/data/adbench_sha256.txt)"
+                     ", so their content could not be verified; download them yourself and "
+                     "give --data-dir")
+    return f"{len(missing)} requested datasets are not available: " + "; ".join(parts) + "."
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from imod._runtime import ConfigMismatchError, FolderInUseError, output_folder
+    from imod.bench.catalogue import SUITES, DatasetNameError, resolve_datasets
+    from imod.bench.download import DownloadError, download
+    from imod.bench.protocol import ProtocolConfig
+    from imod.bench.runner import run_benchmark
+    from imod.bench.summary import format_summary, write_summary
+
+    p: argparse.ArgumentParser = args._parser
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as exc:
+        p.error(f"--seeds: {exc}")
+    detectors = _resolve_detectors(p, args.detectors)
+    if not detectors:
+        p.error("no detectors to run")
+    reference = args.reference
+    if reference is not None:
+        matches = [d for d in detectors if d.casefold() == reference.casefold()]
+        if not matches:
+            p.error(f"--reference {reference!r} is not among the detectors: "
+                    f"{', '.join(detectors)}")
+        reference = matches[0]
+    else:  # the rule of imod.bench.summary.summarize, fixed here so run.json names it
+        reference = "IMDetector" if "IMDetector" in detectors else detectors[0]
+    for opt in ("min_rows", "max_rows"):
+        if getattr(args, opt) < 0:
+            p.error(f"--{opt.replace('_', '-')} must be >= 0")
+    _check_folders(p, args)
+    try:
+        output_folder(args.out)
+    except ValueError as exc:
+        p.error(f"--out: {exc}")
+    try:
+        available, missing = resolve_datasets(args.datasets, args.data_dir, args.cache_dir)
+    except DatasetNameError as exc:
+        p.error(str(exc))
+    explicit = [n for n in args.datasets if n.casefold() not in SUITES]
+    if missing and args.download:
+        for ref in missing:
+            if ref.sha256 is None:
+                continue  # named in the message below
+            print(f"downloading {ref.relpath} ...", file=sys.stderr)
+            try:
+                download(ref, cache_dir=args.cache_dir)
+            except DownloadError as exc:
+                print(f"imod bench: error: {exc}", file=sys.stderr)
+                return 1
+        available, missing = resolve_datasets(args.datasets, args.data_dir, args.cache_dir)
+    if missing:
+        msg = _missing_message(missing, args.download)
+        _, missing_explicit = resolve_datasets(explicit, args.data_dir, args.cache_dir)
+        if not available or missing_explicit:
+            p.error(msg)
+        print(f"note: {msg} Running the {len(available)} available ones.", file=sys.stderr)
+    protocol = ProtocolConfig(mode=args.mode, resample_before_split=args.resample_before_split,
+                              dedupe_test=args.dedupe_test, min_rows=args.min_rows,
+                              max_rows=args.max_rows)
+    t0 = time.perf_counter()
+    try:
+        results = run_benchmark(available, detectors, seeds, args.out, protocol,
+                                overwrite=args.overwrite, n_jobs=args.n_jobs,
+                                progress=not args.quiet,
+                                extra_config={"reference": reference, "argv": sys.argv[1:]},
+                                scheduler=args.scheduler)
+    except ConfigMismatchError as exc:
+        print(f"imod bench: error: {exc.cli_message()}", file=sys.stderr)
+        return 2
+    except FolderInUseError as exc:
+        print(f"imod bench: error: --out {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - t0
+    ok = results["status"] == "ok"
+    n_err = int((~ok).sum())
+    if n_err:
+        errs = results[~ok]
+        first = errs.iloc[0]
+        print(f"\n{n_err} of {len(results)} cells failed, e.g. {first['dataset']} / "
+              f"{first['detector']} / seed {first['seed']}: {first['error']}", file=sys.stderr)
+    if not ok.any():
+        print(f"imod bench: error: every cell failed; nothing to rank. The rows are in "
+              f"{args.out / 'results.csv'}.", file=sys.stderr)
+        return 1
+    notes = [f"Protocol: {protocol.to_dict()}."]
+    table, _ = write_summary(results, args.out, reference, notes=notes)
+    if not args.no_plots:
+        from imod.bench.plots import plot_all
+
+        plot_all(results, args.out, n_seeds=len(seeds))
+    print()
+    print(f"{results['dataset'].nunique()} datasets x {len(detectors)} detectors x "
+          f"{len(seeds)} seeds, mode {args.mode}; reference {table.attrs.get('reference')}")
+    print(format_summary(table))
+    print(f"\nresults in {args.out}/ (results.csv, summary.md, summary.csv"
+          + ("" if args.no_plots else ", auroc_heatmap.png, rank_plot.png")
+          + f"); {elapsed:.1f} s")
+    return 0
+
+
+# --------------------------------------------------------------------------- list
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from imod.bench.catalogue import catalogue, discover_local, sort_key
+    from imod.bench.datasets import load_npz
+
+    _check_folders(args._parser, args)
+    local = sorted(discover_local(args.data_dir, args.cache_dir), key=sort_key)
+    print(f"Local datasets ({len(local)}):")
+    print(f"  {'name':<28} {'folder':<15} {'source':<9} {'rows':>7} {'feat':>5} {'out%':>6}")
+    for ref in local:
+        try:
+            d = load_npz(ref.path, name=ref.name)  # type: ignore[arg-type]
+            stats = f"{d.X.shape[0]:>7} {d.X.shape[1]:>5} {100 * d.outlier_fraction:>6.2f}"
+        except ValueError as exc:
+            stats = f"  unreadable: {exc}"
+        print(f"  {ref.name:<28} {ref.folder:<15} {ref.source:<9} {stats}")
+    if args.local_only:
+        return 0
+    have = {(r.folder, r.stem) for r in local}
+    cat = catalogue()
+    print(f"\nUpstream catalogue ({len(cat)} files, github.com/Minqi824/ADBench; "
+          "* = local, ? = no known SHA-256, so --download skips it):")
+    for folder in dict.fromkeys(r.folder for r in cat):
+        refs = [r for r in cat if r.folder == folder]
+        words = [r.stem + ("*" if (r.folder, r.stem) in have else "")
+                 + ("?" if r.sha256 is None else "") for r in refs]
+        print(f"  {folder} ({len(refs)}):")
+        # Names keep their hyphens whole, so they can be pasted back into --datasets.
+        print(textwrap.fill(" ".join(words), width=96, initial_indent="    ",
+                            subsequent_indent="    ", break_on_hyphens=False,
+                            break_long_words=False))
+    return 0
