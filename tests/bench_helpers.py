@@ -68,3 +68,12 @@ class SlowDetector(SpyDetector):
     def fit(self, X, *args, **kwargs):
         time.sleep(float(os.environ.get("IMOD_TEST_SLEEP", "0.4")))
         return super().fit(X)
+
+
+class SeedTwoFails(SpyDetector):
+    """Fails for seed 2 only: its heatmap values come from fewer seeds than asked for."""
+
+    def fit(self, X, *args, **kwargs):
+        if self.random_state == 2:
+            raise RuntimeError("deliberate failure for seed 2")
+        return super().fit(X)

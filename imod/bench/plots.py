@@ -18,7 +18,8 @@ from scipy import stats  # noqa: E402
 
 from imod.bench.summary import average_ranks, per_dataset  # noqa: E402
 
-__all__ = ["auroc_heatmap", "nemenyi_cd", "plot_all", "rank_plot", "seed_counts"]
+__all__ = ["auroc_heatmap", "nemenyi_cd", "plot_all", "rank_plot", "seed_counts",
+           "heatmap_labels"]
 
 
 def nemenyi_cd(n_methods: int, n_datasets: int, alpha: float = 0.05) -> float:
@@ -58,6 +59,31 @@ def seed_counts(results: pd.DataFrame) -> pd.DataFrame:
     return counts.reindex(index=datasets, columns=detectors).fillna(0).astype(int)
 
 
+def heatmap_labels(table: pd.DataFrame, counts: pd.DataFrame, n_seeds: int | None
+                   ) -> list[list[str]]:
+    """The heatmap's cell texts: ``0.83``, ``0.83*`` (fewer than ``n_seeds`` seeds), ``err``.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"A": [0.83, np.nan], "B": [0.5, 0.6]}, index=["d1", "d2"])
+    >>> counts = pd.DataFrame({"A": [1, 0], "B": [3, 3]}, index=["d1", "d2"])
+    >>> heatmap_labels(table, counts, n_seeds=3)
+    [['0.83*', '0.50'], ['err', '0.60']]
+    """
+    counts = counts.reindex(index=table.index, columns=table.columns).fillna(0)
+    out = []
+    for i in range(table.shape[0]):
+        row = []
+        for j in range(table.shape[1]):
+            v = table.iat[i, j]
+            text = "err" if pd.isna(v) else f"{v:.2f}"
+            if not pd.isna(v) and n_seeds is not None and counts.iat[i, j] < n_seeds:
+                text += "*"  # fewer seeds than the run asked for
+            row.append(text)
+        out.append(row)
+    return out
+
+
 def auroc_heatmap(results: pd.DataFrame, path: str | Path, n_seeds: int | None = None) -> Path:
     """Datasets x detectors heatmap of seed-averaged AUROC, annotated.
 
@@ -84,15 +110,11 @@ def auroc_heatmap(results: pd.DataFrame, path: str | Path, n_seeds: int | None =
     im = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(n_cols), labels=list(table.columns), rotation=45, ha="right")
     ax.set_yticks(range(n_rows), labels=list(table.index))
-    counts = counts.reindex(index=table.index, columns=table.columns).fillna(0)
-    short = 0
+    labels = heatmap_labels(table, counts, n_seeds)
+    short = int(sum(text.endswith("*") for row in labels for text in row))
     for i in range(n_rows):
         for j in range(n_cols):
-            v = table.iat[i, j]
-            text = "err" if pd.isna(v) else f"{v:.2f}"
-            if not pd.isna(v) and n_seeds is not None and counts.iat[i, j] < n_seeds:
-                text += "*"  # fewer seeds than the run asked for
-                short += 1
+            v, text = table.iat[i, j], labels[i][j]
             color = "black" if (pd.isna(v) or v > 0.6) else "white"
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
     fig.colorbar(im, ax=ax, label="AUROC", fraction=0.04)
