@@ -8,6 +8,7 @@ memorization tools' loader both read files through :func:`read_npz` and hand bac
 from __future__ import annotations
 
 import os
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -117,5 +118,6 @@ def read_npz(path: str | os.PathLike, required: Sequence[str],
             raise ValueError(f"{path} holds object arrays, which need unpickling; imod never "
                              "unpickles data files (save plain numeric arrays)") from exc
         raise ValueError(f"{path}: corrupt .npz archive ({exc})") from exc
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, SyntaxError,
+            tokenize.TokenError) as exc:  # a garbled array header fails in the tokenizer
         raise ValueError(f"{path}: corrupt .npz archive ({type(exc).__name__}: {exc})") from exc

@@ -279,3 +279,27 @@ def test_memorize_cli_on_a_scheduler_address(tmp_path, client):
                     usecols=(6, 7, 8))
     np.testing.assert_array_equal(sa, sb)  # p_in, p_out, difference
     assert len(list((tmp_path / "dask" / "members").glob("block_*.npz"))) == 2
+
+
+@pytest.mark.parametrize("damage", ["garble", "truncate", "params"])
+def test_damaged_block_is_trained_again(tmp_path, data, recorders, mask, reference, damage):
+    """Issue 19 fault 4: an unreadable block (or parameter file) is retrained, not fatal."""
+    X, y = data
+    kw = dict(mask=mask, block_size=6, recorders=recorders, store=tmp_path, keep_params=True,
+              torch_threads=1, **KW)
+    first = train_blocks(MODEL, X, y, **kw)
+    assert first.trained == [(0, 6), (6, 12)]
+    block = tmp_path / "block_0000006_0000012.npz"
+    if damage == "garble":  # bytes flipped inside an array header (a bad disk, a bad copy)
+        raw = bytearray(block.read_bytes())
+        raw[100:200] = b"x" * 100
+        block.write_bytes(bytes(raw))
+    elif damage == "truncate":  # cut short (a full disk)
+        block.write_bytes(block.read_bytes()[:1000])
+    else:
+        (tmp_path / "params_0000006_0000012.pt").write_bytes(b"not a torch file")
+    again = train_blocks(MODEL, X, y, **kw)
+    assert again.trained == [(6, 12)] and again.loaded == [(0, 6)]
+    _check_same(again, reference)
+    with np.load(block, allow_pickle=False) as z:  # the block on disk is whole again
+        assert z["mask"].shape == (6, N)
