@@ -138,3 +138,19 @@ def test_imports_run_one_way():
     assert not bad, f"imports that run upwards or sideways: {bad}"
     assert not edges.get("engine", set()) - {"_runtime"}, edges["engine"]
     assert "bench" not in edges.get("distributed", set())
+
+
+def test_memorize_config_mismatch_speaks_command_line(tmp_path: Path, capsys, one_thread):
+    """Issue 19 fault 9: the refusal says --out / --overwrite, not overwrite=True."""
+    from imod.cli import main
+
+    out = tmp_path / "run"
+    assert main(["memorize", *TINY, "--out", str(out)]) == 0
+    capsys.readouterr()
+    tiny2 = list(TINY)
+    tiny2[tiny2.index("--epochs") + 1] = "2"
+    assert main(["memorize", *tiny2, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "differs in: train.epochs" in err
+    assert "Use another --out, or --overwrite" in err and "overwrite=True" not in err
+    assert main(["memorize", *tiny2, "--out", str(out), "--overwrite"]) == 0

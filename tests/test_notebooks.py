@@ -57,12 +57,7 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         resources={"metadata": {"path": str(tmp_path)}},  # cwd of the kernel
         allow_errors=False,
     )
-    client.execute()  # raises CellExecutionError naming the failing cell
-    errors = [
-        out
-        for cell in nb.cells
-        if cell.cell_type == "code"
-        for out in cell.get("outputs", [])
-        if out.get("output_type") == "error"
-    ]
-    assert not errors
+    # allow_errors=False: the first cell that raises stops the run with CellExecutionError
+    # naming it, so a notebook that gets past this line ran every cell without an error.
+    client.execute()
+    assert all(cell.get("execution_count") for cell in nb.cells if cell.cell_type == "code")
