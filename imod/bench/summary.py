@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from imod._runtime import atomic_write
+
 __all__ = ["example_results", "per_dataset", "summarize", "to_markdown", "write_summary"]
 
 
@@ -225,7 +227,8 @@ def write_summary(
     """
     out = Path(out_dir)
     table = summarize(results, reference)
-    table.to_csv(out / "summary.csv", index=False)
+    csv_text = table.to_csv(index=False).encode("utf-8")
+    atomic_write(out / "summary.csv", lambda fh: fh.write(csv_text))
     ref = table.attrs.get("reference")
     n_data = results["dataset"].nunique()
     seeds = sorted(int(s) for s in results["seed"].dropna().unique())
@@ -240,5 +243,6 @@ def write_summary(
         parts += [f"## Per-dataset {metric.upper()} (mean over seeds)", "",
                   to_markdown(wide, [0] + [4] * (wide.shape[1] - 1)), ""]
     text = "\n".join(parts)
-    (out / "summary.md").write_text(text, encoding="utf-8")
+    md_bytes = text.encode("utf-8")
+    atomic_write(out / "summary.md", lambda fh: fh.write(md_bytes))
     return table, text
