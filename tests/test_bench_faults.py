@@ -228,7 +228,9 @@ def test_missing_data_dir_is_an_error(tmp_path: Path):
         res = _imod(*cmd, "--data-dir", str(missing), cwd=tmp_path)
         assert res.returncode == 2 and f"--data-dir {missing} does not exist" in res.stderr
         _no_traceback(res)
-    assert not (tmp_path / "o" / "results.csv").exists()
+    assert not (tmp_path / "o").exists()
+    res = _imod("list", cwd=tmp_path, IMOD_ADBENCH_DIR=str(missing))
+    assert res.returncode == 2 and f"IMOD_ADBENCH_DIR={missing} is not a folder" in res.stderr
 
 
 def test_download_names_the_missing_checksum(tmp_path: Path):

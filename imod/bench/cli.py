@@ -192,6 +192,11 @@ def _resolve_detectors(p: argparse.ArgumentParser, names: list[str] | None) -> l
 
 def _check_folders(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """A --data-dir that is not a folder is an error, never silently skipped."""
+    import os
+
+    env = os.environ.get("IMOD_ADBENCH_DIR")
+    if args.data_dir is None and env and not Path(env).expanduser().is_dir():
+        p.error(f"IMOD_ADBENCH_DIR={env} is not a folder; fix or unset it, or give --data-dir")
     if args.data_dir is not None and not args.data_dir.is_dir():
         what = "is a file" if args.data_dir.exists() else "does not exist"
         p.error(f"--data-dir {args.data_dir} {what}; give the folder holding the ADBench "
@@ -247,10 +252,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             p.error(f"--{opt.replace('_', '-')} must be >= 0")
     _check_folders(p, args)
     try:
-        output_folder(args.out)
-    except ValueError as exc:
-        p.error(f"--out: {exc}")
-    try:
         available, missing = resolve_datasets(args.datasets, args.data_dir, args.cache_dir)
     except DatasetNameError as exc:
         p.error(str(exc))
@@ -272,6 +273,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if not available or missing_explicit:
             p.error(msg)
         print(f"note: {msg} Running the {len(available)} available ones.", file=sys.stderr)
+    try:
+        output_folder(args.out)
+    except ValueError as exc:
+        p.error(f"--out: {exc}")
     protocol = ProtocolConfig(mode=args.mode, resample_before_split=args.resample_before_split,
                               dedupe_test=args.dedupe_test, min_rows=args.min_rows,
                               max_rows=args.max_rows)
