@@ -6,6 +6,7 @@ and write their files under ``IMOD_NOTEBOOK_OUT``; both are set here for the ker
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 CELL_TIMEOUT = 300  # seconds per cell
 
@@ -49,6 +51,9 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("IMOD_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("IMOD_NOTEBOOK_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("IMOD_CACHE_DIR", str(tmp_path / "cache"))
+    # The kernel runs in tmp_path: put this checkout first, not an installed imod.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb,
