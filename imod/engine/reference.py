@@ -5,7 +5,7 @@
 initial weights and in the engine's batch order, keeping from each shared batch
 only the rows in that member's mask. The tests check that
 :func:`~imod.engine.train_ensemble` gives the same numbers, and
-``benchmarks/engine_speed.py`` times it as the baseline.
+``benchmarks/speed/engine_speed.py`` times it as the baseline.
 """
 
 from __future__ import annotations

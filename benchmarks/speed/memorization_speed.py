@@ -9,9 +9,9 @@ correctness forward passes, and scoring separately, and members per second.
 
 Usage::
 
-    python benchmarks/memorization_speed.py                       # K=64 on the CPU
-    python benchmarks/memorization_speed.py --members 4000 --device cuda --block-size 1000
-    python benchmarks/memorization_speed.py --members 4000 --device cuda --precision bf16
+    python benchmarks/speed/memorization_speed.py                       # K=64 on the CPU
+    python benchmarks/speed/memorization_speed.py --members 4000 --device cuda --block-size 1000
+    python benchmarks/speed/memorization_speed.py --members 4000 --device cuda --precision bf16
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ Prints seconds and the speed-up, and checks both reach the same accuracy.
 
 Usage::
 
-    python benchmarks/engine_speed.py                  # K=64 on the CPU
-    python benchmarks/engine_speed.py --members 1024 --device cuda --loop-members 16
+    python benchmarks/speed/engine_speed.py                  # K=64 on the CPU
+    python benchmarks/speed/engine_speed.py --members 1024 --device cuda --loop-members 16
 """
 
 from __future__ import annotations
