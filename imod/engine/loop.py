@@ -1,6 +1,6 @@
 """The update loop: one step for all members of a chunk, every tensor op in view.
 
-One update (:meth:`ChunkRun.train`, with the loss in :func:`member_losses`):
+One update (:meth:`ChunkRun.update_loop`, with the loss in :func:`member_losses`):
 
 1. ``idx = rows[t]``: the shared batch, a row of the schedule's table already
    on the device; ``weights = mask[:, idx]`` is 1 where a row is the member's,
@@ -135,24 +135,45 @@ class ChunkRun:
         bar: tqdm,
         views: torch.Tensor | None = None,
     ) -> ChunkResult:
-        sched, dev = self.schedule, self.device
+        """Train one chunk of members from ``init_params`` on their ``mask`` rows."""
+        dev = self.device
         params = {k: v.to(dev).requires_grad_(True) for k, v in init_params.items()}
-        names, leaves = list(params), list(params.values())
-        opt = StackedOptimizer(self.spec, params)
         mask_dev = torch.as_tensor(mask, device=dev)
         # Host decisions for every update, read off the mask once (one sync).
-        all_active, all_rows = batch_flags(mask_dev, self.rows, sched.real)
+        flags = batch_flags(mask_dev, self.rows, self.schedule.real)
+        out = ChunkResult(params, [_Store(r.reduce) for r in self.recorders])
+        sync(dev)
+        start = time.perf_counter()
+        self.update_loop(params, mask_dev, flags, x, targets, views, out, bar)
+        sync(dev)
+        out.seconds = time.perf_counter() - start
+        out.params = {k: v.detach().cpu() for k, v in params.items()}
+        return out
+
+    def update_loop(
+        self,
+        params: Params,
+        mask: torch.Tensor,
+        flags: tuple[np.ndarray, np.ndarray],
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        views: torch.Tensor | None,
+        out: ChunkResult,
+        bar: tqdm,
+    ) -> None:
+        """Every update of the chunk, with its recordings; nothing here waits for the device."""
+        sched, dev = self.schedule, self.device
+        names, leaves = list(params), list(params.values())
+        opt = StackedOptimizer(self.spec, params)
+        all_active, all_rows = flags
         real, batch = sched.real.tolist(), sched.batch
         losses = maybe_compile(member_losses, self.compile)
-        out = ChunkResult(params, [_Store(r.reduce) for r in self.recorders])
         records = list(sched.records)
         while records and records[0][0] == 0:
             self._record(out, records.pop(0), views)
-        sync(dev)
-        start = time.perf_counter()
         for t in range(sched.updates):
             idx = self.rows[t]  # (B,) on the device
-            weights = mask_dev[:, idx].to(x.dtype)  # (K, B): 1 where the row is the member's
+            weights = mask[:, idx].to(x.dtype)  # (K, B): 1 where the row is the member's
             if real[t] < batch:
                 weights[:, real[t] :] = 0.0  # padding rows of a short batch
             loss, counts = losses(
@@ -161,14 +182,11 @@ class ChunkRun:
                 self.precision, dev,
             )  # fmt: skip
             grads = torch.autograd.grad(loss, leaves)
+            # A member with no row in the batch (counts == 0) takes no step.
             opt.step(params, dict(zip(names, grads)), counts > 0, bool(all_active[t]))
             bar.update(1)
             while records and records[0][0] == t + 1:
                 self._record(out, records.pop(0), views)
-        sync(dev)
-        out.seconds = time.perf_counter() - start
-        out.params = {k: v.detach().cpu() for k, v in params.items()}
-        return out
 
     @torch.no_grad()
     def _record(
