@@ -1,27 +1,36 @@
-"""Vectorized ensemble engine vs. a plain loop over the same models.
+"""Vectorized ensemble engine vs. a plain vectorized script vs. a loop over the same models.
 
 Trains K MLP classifiers on ``sklearn.datasets.load_digits`` (one hidden layer
-of width 32 and 256, Adam, 20 epochs, batch 64) twice in one run: with
-:func:`imod.engine.train_ensemble`, and one model at a time with
-``torch.optim.Adam`` on the same initial weights and the same mini-batch order.
-Prints seconds and the speed-up, and checks both reach the same accuracy.
+of width 32 and 256, Adam, 20 epochs, batch 64) three ways in one run: with
+:func:`imod.engine.train_ensemble`; with ``plain_vectorized.py`` (per-member row
+gather, ``torch.baddbmm``, ``torch.optim.Adam``, TF32); and one model at a time
+with ``torch.optim.Adam`` on the engine's initial weights and mini-batch order.
+Prints seconds, achieved TFLOP/s (GEMM FLOPs of forward and backward, counted
+as 6 x weights x rows each member processes), the speed-up over the loop, and
+accuracy on the training data.
 
-Usage::
+Usage (from the repository root, so that this checkout's ``imod`` is imported)::
 
-    python benchmarks/speed/engine_speed.py                  # K=64 on the CPU
-    python benchmarks/speed/engine_speed.py --members 1024 --device cuda --loop-members 16
+    PYTHONPATH=. python benchmarks/speed/engine_speed.py                  # K=64 on the CPU
+    PYTHONPATH=. python benchmarks/speed/engine_speed.py --threads 1 --members 64 \\
+        --loop-members 8 --epochs 5                                       # the CPU target
+    PYTHONPATH=. python benchmarks/speed/engine_speed.py --members 1024 --device cuda \\
+        --loop-members 16 --precision bf16
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import numpy as np
 import torch
+from plain_vectorized import plain_predict, plain_updates, train_plain
 from sklearn.datasets import load_digits
 
-from imod.engine import StackedMLP, train_ensemble
+import imod
+from imod.engine import PRECISIONS, StackedMLP, shared_batch_size, train_ensemble
 from imod.engine.reference import train_one_by_one
 
 
@@ -30,9 +39,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def gemm_flops(sizes: tuple[int, ...], rows: int) -> float:
+    """Forward + backward GEMM FLOPs of ``rows`` member-rows through an MLP."""
+    weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return 6.0 * weights * rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--members", type=int, default=64, help="K for the vectorized run")
+    parser.add_argument("--members", type=int, default=64, help="K for the vectorized runs")
     parser.add_argument(
         "--loop-members",
         type=int,
@@ -43,12 +58,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--compile", action="store_true", help="train_ensemble(compile=True)")
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--threads",
         type=int,
         default=None,
-        help="torch intra-op threads for both runs (default: torch's own choice)",
+        help="torch intra-op threads for all runs (default: torch's own choice)",
     )
     args = parser.parse_args()
     if args.threads:
@@ -58,61 +76,69 @@ def main() -> None:
     Xn, yn = load_digits(return_X_y=True)
     Xn = (Xn / 16.0).astype(np.float32)
     X, y = torch.as_tensor(Xn, device=device), torch.as_tensor(yn, device=device)
-    n_loop = args.loop_members or args.members
+    n, K = len(Xn), args.members
+    n_loop = args.loop_members or K
+    full = np.ones((K, n), dtype=bool)
 
+    print(f"imod from {imod.__file__}")
     print(
-        f"device={device} threads={torch.get_num_threads()} K={args.members} "
-        f"epochs={args.epochs} batch={args.batch_size}"
+        f"device={device} threads={torch.get_num_threads()} K={K} epochs={args.epochs} "
+        f"batch={args.batch_size} precision={args.precision} compile={args.compile}"
     )
     print(
-        f"{'width':>6} {'vectorized s':>13} {'loop s':>10} {'speed-up':>9} "
-        f"{'acc vec':>8} {'acc loop':>9}"
+        f"{'width':>6} {'run':<18} {'seconds':>9} {'TFLOP/s':>9} {'vs loop':>8} {'acc':>6}"
     )
     for width in args.widths:
-        mlp = StackedMLP((Xn.shape[1], width, 10))
-        # Warm-up (allocator, kernels), not timed.
-        train_ensemble(mlp, X, y, n_members=2, loss="cross_entropy", epochs=1, device=device)
+        sizes = (Xn.shape[1], width, 10)
+        mlp = StackedMLP(sizes)
+        kw = dict(loss="cross_entropy", epochs=args.epochs, batch_size=args.batch_size,
+                  random_state=args.seed, device=device, precision=args.precision,
+                  compile=args.compile)
+        # Warm-up (allocator, kernels, compilation), not timed.
+        train_ensemble(mlp, X, y, n_members=min(K, 2), **{**kw, "epochs": 1})
 
         sync(device)
         t0 = time.perf_counter()
-        res = train_ensemble(
-            mlp,
-            X,
-            y,
-            n_members=args.members,
-            loss="cross_entropy",
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            random_state=args.seed,
-            device=device,
-        )
+        res = train_ensemble(mlp, X, y, n_members=K, **kw)
         sync(device)
         t_vec = time.perf_counter() - t0
+        shared = shared_batch_size(args.batch_size, 1.0, n)
+        vec_rows = args.epochs * math.ceil(n / shared) * shared * K  # padded shared batches
 
         init = mlp.init(args.seed, range(n_loop))
         sync(device)
         t0 = time.perf_counter()
-        models = train_one_by_one(
-            mlp,
-            init,
-            X,
-            y,
-            loss="cross_entropy",
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            random_state=args.seed,
-            device=device,
-        )
+        models = train_one_by_one(mlp, init, X, y, loss="cross_entropy", epochs=args.epochs,
+                                  batch_size=args.batch_size, random_state=args.seed,
+                                  device=device)
         sync(device)
-        t_loop = (time.perf_counter() - t0) * args.members / n_loop
+        t_loop = (time.perf_counter() - t0) * K / n_loop
+        loop_rows = args.epochs * n * K
 
         with torch.no_grad():
             acc_vec = (res.forward(Xn).argmax(-1) == torch.as_tensor(yn)).float().mean().item()
             acc_loop = np.mean([(m(X).argmax(-1) == y).float().mean().item() for m in models])
-        print(
-            f"{width:>6} {t_vec:>13.2f} {t_loop:>10.2f} {t_loop / t_vec:>8.1f}x "
-            f"{acc_vec:>8.3f} {acc_loop:>9.3f}"
-        )
+        rows = [("engine", t_vec, vec_rows, acc_vec)]
+        if not args.no_plain:
+            train_plain(Xn, yn, full[:2], sizes, epochs=1, batch_size=args.batch_size,
+                        device=device)  # warm-up
+            sync(device)
+            t0 = time.perf_counter()  # the whole call, as for the engine
+            Ws, bs, _ = train_plain(Xn, yn, full, sizes, epochs=args.epochs,
+                                    batch_size=args.batch_size, device=device, seed=args.seed)
+            sync(device)
+            t_plain = time.perf_counter() - t0
+            pred = plain_predict(Ws, bs, Xn).cpu()
+            acc_plain = (pred == torch.as_tensor(yn)).float().mean().item()
+            plain_rows = plain_updates(full, args.epochs, args.batch_size) * args.batch_size * K
+            rows.append(("plain vectorized", t_plain, plain_rows, acc_plain))
+        rows.append((f"loop ({n_loop} of K)", t_loop, loop_rows, acc_loop))
+        for name, seconds, member_rows, acc in rows:
+            tflops = gemm_flops(sizes, member_rows) / seconds / 1e12
+            print(
+                f"{width:>6} {name:<18} {seconds:>9.2f} {tflops:>9.4f} "
+                f"{t_loop / seconds:>7.1f}x {acc:>6.3f}"
+            )
 
 
 if __name__ == "__main__":
