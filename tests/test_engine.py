@@ -541,3 +541,60 @@ def test_update_loop_makes_no_host_round_trip(digits, monkeypatch, device):
 
     _busy_run(X, y, device, Recorder("host", host_read, reduce="last"))
     assert "item" in trips.calls
+
+
+# ------------------------------------------------------- schedule, precision, compile
+
+
+def test_batch_flags_agree_with_the_mask_on_the_host(digits):
+    from imod.engine.schedule import Schedule, batch_flags
+
+    X, _ = digits
+    mask = bernoulli_mask(6, len(X), 0.1, random_state=0)  # sparse: members skip batches
+    sched = Schedule.build(3, epochs=2, n_samples=len(X), batch=32)
+    active, full = batch_flags(torch.as_tensor(mask), torch.as_tensor(sched.rows), sched.real,
+                               block_bytes=500)  # several blocks
+    for t, (rows, real) in enumerate(zip(sched.rows, sched.real)):
+        own = mask[:, rows[:real]]
+        assert active[t] == own.any(axis=1).all() and full[t] == (own.all() and real == 32)
+    assert not active.all() and sched.real[-1] == len(X) - 9 * 32
+
+
+def test_fp32_means_tf32_products_on_cuda_and_ieee_turns_them_off():
+    from imod.engine.runtime import precision_context
+
+    cuda = torch.device("cuda")
+    before = torch.backends.cuda.matmul.allow_tf32
+    for precision, tf32 in [("fp32", True), ("tf32", True), ("ieee", False)]:
+        with precision_context(precision, cuda):
+            assert torch.backends.cuda.matmul.allow_tf32 is tf32
+            assert torch.backends.cudnn.allow_tf32 is tf32
+        assert torch.backends.cuda.matmul.allow_tf32 is before
+
+
+def test_ieee_precision_on_the_cpu_is_plain_fp32(digits):
+    X, y = digits
+    kw = dict(n_members=2, loss="cross_entropy", epochs=1, random_state=0, device="cpu")
+    a = train_ensemble(StackedMLP((64, 8, 10)), X, y, **kw)
+    b = train_ensemble(StackedMLP((64, 8, 10)), X, y, precision="ieee", **kw)
+    torch.testing.assert_close(a.params["0.weight"], b.params["0.weight"], rtol=0, atol=0)
+
+
+def test_compile_falls_back_to_eager_where_it_fails(digits, monkeypatch):
+    X, y = digits
+    kw = dict(n_members=3, loss="cross_entropy", epochs=1, trim=0.1, random_state=0,
+              device="cpu")
+    eager = train_ensemble(StackedMLP((64, 8, 10)), X, y, **kw)
+
+    def broken_compile(fn, **options):
+        def call(*args, **kwargs):
+            raise RuntimeError("no C++ compiler here")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler here.*training eagerly"):
+        fallback = train_ensemble(StackedMLP((64, 8, 10)), X, y, compile=True, **kw)
+    torch.testing.assert_close(eager.params["0.weight"], fallback.params["0.weight"])
+    with pytest.raises(ValueError, match="compile must be True or False"):
+        train_ensemble(StackedMLP((64, 8, 10)), X, y, compile="yes", **kw)
