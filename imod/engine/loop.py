@@ -196,13 +196,14 @@ class ChunkRun:
         step = self.eval_batch_size
         for rec, (ex, ey), store in zip(self.recorders, self.eval_sets, out.stores):
             m = ex.shape[0 if views is None else 1]
-            parts = [
-                rec.fn(
-                    self.members.forward(out.params, take_rows(ex, slice(i, i + step), views)),
-                    take_rows(ey, slice(i, i + step), views),
-                )
-                for i in range(0, m, step)
-            ]
+            with precision_context("ieee", self.device):  # recordings in exact float32
+                parts = [
+                    rec.fn(
+                        self.members.forward(out.params, take_rows(ex, slice(i, i + step), views)),
+                        take_rows(ey, slice(i, i + step), views),
+                    )
+                    for i in range(0, m, step)
+                ]
             vals = torch.cat(parts, dim=1)
             if rec.transform is not None:
                 vals = rec.transform(vals)
