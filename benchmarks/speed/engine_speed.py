@@ -5,6 +5,7 @@ of width 32 and 256, Adam, 20 epochs, batch 64) three ways in one run: with
 :func:`imod.engine.train_ensemble`; with ``plain_vectorized.py`` (per-member row
 gather, ``torch.baddbmm``, ``torch.optim.Adam``, TF32); and one model at a time
 with ``torch.optim.Adam`` on the engine's initial weights and mini-batch order.
+Every run is warmed up once (imports, allocator, kernels) before it is timed.
 Prints seconds, achieved TFLOP/s (GEMM FLOPs of forward and backward, counted
 as 6 x weights x rows each member processes), the speed-up over the loop, and
 accuracy on the training data.
@@ -118,6 +119,11 @@ def main() -> None:
         vec_rows = args.epochs * math.ceil(n / shared) * shared * K  # padded shared batches
 
         init = mlp.init(args.seed, range(n_loop))
+        # Warm-up of the loop as well: its first call pays torch's lazy imports
+        # (~2 s of the optimizer's first step), which --loop-members scaling
+        # would otherwise multiply by K / loop-members.
+        train_one_by_one(mlp, mlp.init(args.seed, range(1)), X, y, loss="cross_entropy",
+                         epochs=1, batch_size=args.batch_size, device=device)  # fmt: skip
         t_loop, models = timed(
             args.repeat, device, train_one_by_one, mlp, init, X, y, loss="cross_entropy",
             epochs=args.epochs, batch_size=args.batch_size, random_state=args.seed, device=device,
