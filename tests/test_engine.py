@@ -432,3 +432,169 @@ def test_cuda_matches_cpu(digits):
     gpu = train_ensemble(StackedMLP((64, 16, 10)), X, y, device="cuda", **kw)
     for name in cpu.params:
         torch.testing.assert_close(cpu.params[name], gpu.params[name], rtol=1e-3, atol=1e-4)
+
+
+# ------------------------------------------------------------ no host round trips
+
+
+class _HostTrips:
+    """Counts calls that bring device values to the host (or wait for them)."""
+
+    METHODS = ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "nonzero")
+
+    def __init__(self, monkeypatch):
+        self.calls: list[str] = []
+        self.active = False
+        for name in self.METHODS:
+            self._wrap(monkeypatch, torch.Tensor, name)
+        self._wrap(monkeypatch, torch, "nonzero")
+        self._wrap(monkeypatch, torch, "masked_select")
+        original_to = torch.Tensor.to
+
+        def to(t, *args, **kwargs):
+            places = (*args, kwargs.get("device"))
+            target = [a for a in places if isinstance(a, (str, torch.device))]
+            if self.active and any(torch.device(a).type == "cpu" for a in target):
+                self.calls.append("to(cpu)")
+            return original_to(t, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, "to", to)
+        original_getitem = torch.Tensor.__getitem__
+
+        def getitem(t, index):
+            parts = index if isinstance(index, tuple) else (index,)
+            if self.active and any(
+                isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts
+            ):
+                self.calls.append("boolean indexing")
+            return original_getitem(t, index)
+
+        monkeypatch.setattr(torch.Tensor, "__getitem__", getitem)
+
+    def _wrap(self, monkeypatch, owner, name):
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            if self.active:
+                self.calls.append(name)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    def watch_update_loop(self, monkeypatch):
+        """Count only inside ChunkRun.update_loop (argument checks and results are outside)."""
+        from imod.engine.loop import ChunkRun
+
+        original = ChunkRun.update_loop
+
+        def watched(run, *args, **kwargs):
+            self.active = True
+            try:
+                if run.device.type == "cuda":
+                    torch.cuda.set_sync_debug_mode("error")
+                return original(run, *args, **kwargs)
+            finally:
+                if run.device.type == "cuda":
+                    torch.cuda.set_sync_debug_mode("default")
+                self.active = False
+
+        monkeypatch.setattr(ChunkRun, "update_loop", watched)
+
+
+def _busy_run(X, y, device, extra_recorder=None):
+    """Uneven masks (members skip batches), trimming, a padded last batch, every
+    recorder reduction, recordings every 3 updates and snapshots."""
+    rng = np.random.default_rng(0)
+    mask = rng.random((5, len(X))) < np.array([1.0, 0.7, 0.3, 0.05, 1.0])[:, None]
+    mask[:, 0] = True
+    recs = [
+        Recorder("loss", per_example_loss("cross_entropy")),
+        Recorder("acc", correctness, X=X[:40], y=y[:40], reduce="mean"),
+        Recorder("margin", margin, reduce="last"),
+    ]
+    if extra_recorder is not None:
+        recs.append(extra_recorder)
+    return train_ensemble(
+        StackedMLP((64, 16, 10)), X, y, mask=mask, loss="cross_entropy", epochs=2,
+        batch_size=36, trim=0.1, recorders=recs, record_every=3, record_initial=True,
+        keep_snapshots=True, device=device,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA device"))],
+)  # fmt: skip
+def test_update_loop_makes_no_host_round_trip(digits, monkeypatch, device):
+    X, y = digits
+    trips = _HostTrips(monkeypatch)
+    trips.watch_update_loop(monkeypatch)
+    res = _busy_run(X, y, device)
+    assert trips.calls == []
+    # The run did everything the loop can do, and its results came back.
+    assert res.records["loss"].shape == (len(res.record_updates), 5, len(X))
+    assert len(res.snapshots) == len(res.record_updates) and res.records["acc"].shape == (5, 40)
+    # The counter sees a recorder that reads a device value on the host.
+    def host_read(outputs, targets):
+        return correctness(outputs, targets) * float(outputs.abs().max().item() > 0)
+
+    _busy_run(X, y, device, Recorder("host", host_read, reduce="last"))
+    assert "item" in trips.calls
+
+
+# ------------------------------------------------------- schedule, precision, compile
+
+
+def test_batch_flags_agree_with_the_mask_on_the_host(digits):
+    from imod.engine.schedule import Schedule, batch_flags
+
+    X, _ = digits
+    mask = bernoulli_mask(6, len(X), 0.1, random_state=0)  # sparse: members skip batches
+    sched = Schedule.build(3, epochs=2, n_samples=len(X), batch=32)
+    active, full = batch_flags(torch.as_tensor(mask), torch.as_tensor(sched.rows), sched.real,
+                               block_bytes=500)  # several blocks
+    for t, (rows, real) in enumerate(zip(sched.rows, sched.real)):
+        own = mask[:, rows[:real]]
+        assert active[t] == own.any(axis=1).all() and full[t] == (own.all() and real == 32)
+    assert not active.all() and sched.real[-1] == len(X) - 9 * 32
+
+
+def test_fp32_means_tf32_products_on_cuda_and_ieee_turns_them_off():
+    from imod.engine.runtime import precision_context
+
+    cuda = torch.device("cuda")
+    before = torch.backends.cuda.matmul.allow_tf32
+    for precision, tf32 in [("fp32", True), ("tf32", True), ("ieee", False)]:
+        with precision_context(precision, cuda):
+            assert torch.backends.cuda.matmul.allow_tf32 is tf32
+            assert torch.backends.cudnn.allow_tf32 is tf32
+        assert torch.backends.cuda.matmul.allow_tf32 is before
+
+
+def test_ieee_precision_on_the_cpu_is_plain_fp32(digits):
+    X, y = digits
+    kw = dict(n_members=2, loss="cross_entropy", epochs=1, random_state=0, device="cpu")
+    a = train_ensemble(StackedMLP((64, 8, 10)), X, y, **kw)
+    b = train_ensemble(StackedMLP((64, 8, 10)), X, y, precision="ieee", **kw)
+    torch.testing.assert_close(a.params["0.weight"], b.params["0.weight"], rtol=0, atol=0)
+
+
+def test_compile_falls_back_to_eager_where_it_fails(digits, monkeypatch):
+    X, y = digits
+    kw = dict(n_members=3, loss="cross_entropy", epochs=1, trim=0.1, random_state=0,
+              device="cpu")
+    eager = train_ensemble(StackedMLP((64, 8, 10)), X, y, **kw)
+
+    def broken_compile(fn, **options):
+        def call(*args, **kwargs):
+            raise RuntimeError("no C++ compiler here")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler here.*training eagerly"):
+        fallback = train_ensemble(StackedMLP((64, 8, 10)), X, y, compile=True, **kw)
+    torch.testing.assert_close(eager.params["0.weight"], fallback.params["0.weight"])
+    with pytest.raises(ValueError, match="compile must be True or False"):
+        train_ensemble(StackedMLP((64, 8, 10)), X, y, compile="yes", **kw)

@@ -10,18 +10,14 @@ from .masks import balanced_mask, bernoulli_mask, full_mask, validate_mask
 from .members import ModuleMembers, StackedMLP, make_members, member_state_dict
 from .optim import OptimizerSpec
 from .recorders import Recorder, correctness, margin, per_example_loss
-from .trainer import (
-    EnsembleResult,
-    as_tensor,
-    batch_order,
-    resolve_device,
-    train_ensemble,
-    trim_weights,
-)
+from .runtime import PRECISIONS, resolve_device
+from .schedule import batch_order, shared_batch_size, trim_weights
+from .trainer import EnsembleResult, as_tensor, train_ensemble
 
 __all__ = [
     "INIT_SCHEMES",
     "LOSSES",
+    "PRECISIONS",
     "EnsembleResult",
     "ModuleMembers",
     "OptimizerSpec",
@@ -40,6 +36,7 @@ __all__ = [
     "member_state_dict",
     "per_example_loss",
     "resolve_device",
+    "shared_batch_size",
     "train_ensemble",
     "trim_weights",
     "validate_mask",

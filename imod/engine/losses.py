@@ -66,6 +66,13 @@ def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     (torch.Size([2, 3]), 1.3863)
     """
     n_members, batch = outputs.shape[:2]
+    if outputs.ndim == 3 and outputs.stride(2) != 1:
+        # Feature-major logits (StackedMLP's (K, C, B) layout seen as (K, B, C)):
+        # softmax over the class dimension in place is ~10x faster on the CPU
+        # than over a copied (K*B, C) table with a short last dimension.
+        logp = torch.log_softmax(outputs.transpose(1, 2), dim=1)  # (K, C, B)
+        picked = logp.gather(1, targets.view(1, 1, batch).expand(n_members, 1, batch))
+        return -picked.squeeze(1)
     flat = outputs.reshape(n_members * batch, -1)
     tiled = targets.repeat(n_members)
     return F.cross_entropy(flat, tiled, reduction="none").view(n_members, batch)

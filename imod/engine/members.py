@@ -22,26 +22,38 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from .init import InitHook, apply_init, block_seed, member_seed
 
-__all__ = ["ACTIVATIONS", "StackedMLP", "ModuleMembers", "Members", "make_members"]
+__all__ = ["ACTIVATIONS", "Activation", "StackedMLP", "ModuleMembers", "Members", "make_members"]
 
 Params = dict[str, torch.Tensor]
 
 #: Members initialized together from one generator by :meth:`StackedMLP.init`.
 INIT_BLOCK = 32
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.01),
-    "tanh": nn.Tanh,
-    "gelu": nn.GELU,
-    "sigmoid": nn.Sigmoid,
-    "identity": nn.Identity,
+
+class Activation(NamedTuple):
+    """One activation: the module a standalone member uses, and the same function."""
+
+    module: Callable[[], nn.Module]
+    fn: Callable[[torch.Tensor], torch.Tensor]
+
+
+#: The one activation table: name -> (module factory, function).
+ACTIVATIONS: dict[str, Activation] = {
+    "relu": Activation(nn.ReLU, torch.relu),
+    "leaky_relu": Activation(
+        lambda: nn.LeakyReLU(0.01), lambda h: nn.functional.leaky_relu(h, 0.01)
+    ),
+    "tanh": Activation(nn.Tanh, torch.tanh),
+    "gelu": Activation(nn.GELU, nn.functional.gelu),
+    "sigmoid": Activation(nn.Sigmoid, torch.sigmoid),
+    "identity": Activation(nn.Identity, lambda h: h),
 }
 
 
@@ -97,7 +109,7 @@ class StackedMLP:
         for i in range(self.n_layers):
             layers.append(nn.Linear(self.sizes[i], self.sizes[i + 1], bias=self.bias))
             last = i == self.n_layers - 1
-            layers.append(ACTIVATIONS[self.output_activation if last else self.activation]())
+            layers.append(ACTIVATIONS[self.output_activation if last else self.activation].module())
         return nn.Sequential(*layers)
 
     def init(
@@ -200,22 +212,8 @@ class StackedMLP:
                 else:
                     h = torch.bmm(w, h)
             last = i == self.n_layers - 1
-            h = _activate(h, self.output_activation if last else self.activation)
+            h = ACTIVATIONS[self.output_activation if last else self.activation].fn(h)
         return h.transpose(1, 2)
-
-
-def _activate(h: torch.Tensor, name: str) -> torch.Tensor:
-    if name == "relu":
-        return torch.relu(h)
-    if name == "leaky_relu":
-        return nn.functional.leaky_relu(h, 0.01)
-    if name == "tanh":
-        return torch.tanh(h)
-    if name == "gelu":
-        return nn.functional.gelu(h)
-    if name == "sigmoid":
-        return torch.sigmoid(h)
-    return h
 
 
 class ModuleMembers:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .losses import LossFn, get_loss
+from .runtime import to_host
 
 __all__ = ["Recorder", "per_example_loss", "correctness", "margin", "REDUCTIONS"]
 
@@ -118,28 +119,33 @@ def margin(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class _Store:
-    """Accumulates one recorder's values for one chunk of members."""
+    """One recorder's values for one chunk of members, kept off the host until the end.
+
+    ``"stack"`` recordings go to host memory asynchronously (:func:`to_host`),
+    ``"mean"`` and ``"last"`` stay on the device; :meth:`result` reads them once,
+    after the chunk's final device sync.
+    """
 
     def __init__(self, reduce: str) -> None:
         self.reduce = reduce
-        self.items: list[np.ndarray] = []
-        self.total: np.ndarray | None = None
+        self.items: list[torch.Tensor] = []
+        self.total: torch.Tensor | None = None
         self.count = 0
 
-    def add(self, values: np.ndarray) -> None:
+    def add(self, values: torch.Tensor) -> None:
         if self.reduce == "stack":
-            self.items.append(values)
+            self.items.append(to_host(values.float()))
         elif self.reduce == "last":
-            self.total, self.count = values, 1
+            self.total, self.count = values.float(), 1
         else:
-            self.total = values.astype(np.float64) if self.total is None else self.total + values
+            self.total = values.double() if self.total is None else self.total + values
             self.count += 1
 
     def result(self) -> np.ndarray:
         if self.reduce == "stack":
-            return np.stack(self.items)
+            return np.stack([t.numpy() for t in self.items])
         if self.total is None:
             raise RuntimeError("nothing was recorded")
         if self.reduce == "last":
-            return self.total
-        return (self.total / self.count).astype(np.float32)
+            return self.total.cpu().numpy()
+        return (self.total / self.count).float().cpu().numpy()

@@ -5,7 +5,7 @@
 initial weights and in the engine's batch order, keeping from each shared batch
 only the rows in that member's mask. The tests check that
 :func:`~imod.engine.train_ensemble` gives the same numbers, and
-``benchmarks/engine_speed.py`` times it as the baseline.
+``benchmarks/speed/engine_speed.py`` times it as the baseline.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from .losses import get_loss
 from .members import Members, member_state_dict
 from .optim import OptimizerSpec
-from .trainer import as_tensor, batch_order, shared_batch_size
+from .schedule import batch_order, shared_batch_size
 
 __all__ = ["train_one_by_one"]
 
@@ -64,8 +64,10 @@ def train_one_by_one(
     2
     """
     spec = OptimizerSpec.coerce(optimizer)
-    x = as_tensor(X, "X").to(device)
-    targets = x if y is None else as_tensor(y, "y", integer=loss == "cross_entropy").to(device)
+    x = torch.as_tensor(np.asarray(X), dtype=torch.float32, device=device)
+    classify = loss == "cross_entropy"
+    dtype = torch.long if classify else torch.float32
+    targets = x if y is None else torch.as_tensor(np.asarray(y), dtype=dtype, device=device)
     n = x.shape[0]
     n_members = next(iter(init_params.values())).shape[0]
     mask = np.ones((n_members, n), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)

@@ -1,34 +1,21 @@
 """Train K small networks at once, each on its own subset of the data.
 
-The whole schedule in one place (see :func:`train_ensemble`):
-
-1. Every epoch draws one permutation of all examples from ``random_state``.
-   It is cut into *shared* batches of ``ceil(batch_size / mean rate)`` rows, so a
-   member whose mask holds a fraction ``r`` of the data sees about
-   ``batch_size`` of its own examples per update.
-2. All members run on the shared batch (one wide matrix product for the first
-   layer). Member ``k``'s loss is the mean over the rows of the batch that are
-   in its mask: rows outside the mask are multiplied by zero, so they never
-   reach its gradient. A member with no rows in a batch takes no step. With
-   ``trim > 0`` each member also leaves out the largest ``floor(trim * rows)``
-   of its own losses in the batch (a trimmed loss).
-4. With ``views`` (autoencoders), ``X`` holds V versions of the same rows, e.g.
-   under V feature scalings, and member ``k`` reads and reconstructs version
-   ``views[k]``: the batch order, the masks and every update stay shared, so
-   V small ensembles cost about one update loop instead of V.
-3. Recorders run after every epoch (or every N updates) on their evaluation sets.
-
-Members are processed in chunks that fit a memory budget; a member's initial
-weights and the batch order depend only on ``random_state`` and the member's
-index, so the chunk size never changes the numbers.
+:func:`train_ensemble` checks its arguments once, lays out the batch schedule
+(:mod:`~imod.engine.schedule`), sizes chunks of members to the memory budget
+(:mod:`~imod.engine.runtime`) and runs the update loop (:mod:`~imod.engine.loop`)
+chunk by chunk. A member's initial weights and the batch order depend only on
+``random_state`` and the member's index, so the chunk size never changes the
+numbers. With ``views`` (autoencoders), ``X`` holds V versions of the same rows,
+e.g. under V feature scalings, and member ``k`` reads and reconstructs version
+``views[k]``: the batch order, the masks and every update stay shared, so V
+small ensembles cost about one update loop instead of V.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,25 +23,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._runtime import resolve_device
 from .init import InitHook, check_init
+from .loop import ChunkRun
 from .losses import LossFn, get_loss
 from .masks import validate_mask
 from .members import Members, ModuleMembers, StackedMLP, make_members, member_state_dict
-from .optim import OptimizerSpec, StackedOptimizer
-from .recorders import Recorder, _Store
+from .optim import OptimizerSpec
+from .recorders import Recorder
+from .runtime import PRECISIONS, auto_chunk, auto_eval_rows, resolve_device
+from .schedule import Schedule, shared_batch_size
 
-__all__ = [
-    "PRECISIONS",
-    "EnsembleResult",
-    "as_tensor",
-    "batch_order",
-    "precision_context",
-    "shared_batch_size",
-    "resolve_device",
-    "train_ensemble",
-    "trim_weights",
-]
+__all__ = ["EnsembleResult", "as_tensor", "train_ensemble"]
 
 Params = dict[str, torch.Tensor]
 
@@ -87,81 +66,6 @@ def as_tensor(data, name: str, *, integer: bool = False) -> torch.Tensor:
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
     return t.to(torch.float32)
-
-
-PRECISIONS = ("fp32", "tf32", "bf16")
-
-
-@contextlib.contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """Matrix-product precision for a training run.
-
-    ``"tf32"`` lets CUDA matrix products use TensorFloat-32; ``"bf16"`` runs the
-    forward pass under bfloat16 autocast. Parameters, gradients and optimizer
-    state stay float32 in every mode.
-
-    Examples
-    --------
-    >>> import torch
-    >>> cpu = torch.device("cpu")
-    >>> with precision_context("fp32", cpu):
-    ...     a = torch.ones(2, 2) @ torch.ones(2, 2)
-    >>> with precision_context("bf16", cpu):
-    ...     b = torch.ones(2, 2) @ torch.ones(2, 2)
-    >>> a.dtype, b.dtype
-    (torch.float32, torch.bfloat16)
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-    if precision == "fp32":
-        yield
-        return
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        if precision == "bf16":
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-                yield
-        else:
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
-
-def shared_batch_size(batch_size: int, rate: float, n_samples: int) -> int:
-    """Rows of a shared batch, so each member sees about ``batch_size`` of its own.
-
-    ``ceil(batch_size / rate)`` rounded up to a multiple of 8 when that changes
-    it (matrix units run best on such sizes), and at most ``n_samples``.
-
-    Examples
-    --------
-    >>> shared_batch_size(64, rate=1.0, n_samples=1000)
-    64
-    >>> shared_batch_size(64, rate=0.7, n_samples=1000)  # ceil(64 / 0.7) = 92, rounded up to 96
-    96
-    >>> shared_batch_size(64, rate=0.5, n_samples=100)  # never more rows than the data
-    100
-    """
-    rows = math.ceil(batch_size / rate)
-    if rows != batch_size:
-        rows = 8 * math.ceil(rows / 8)
-    return min(n_samples, rows)
-
-
-def batch_order(random_state: int | None, epoch: int, n_samples: int) -> np.ndarray:
-    """The permutation of examples for one epoch (shared by all members).
-
-    Examples
-    --------
-    >>> order = batch_order(0, epoch=0, n_samples=10)
-    >>> sorted(order.tolist()) == list(range(10))
-    True
-    >>> bool((order == batch_order(0, 0, 10)).all()), bool((order == batch_order(0, 1, 10)).all())
-    (True, False)
-    """
-    seed = [0 if random_state is None else int(random_state), int(epoch)]
-    return np.random.default_rng(seed).permutation(n_samples)
 
 
 @dataclass
@@ -250,81 +154,6 @@ class EnsembleResult:
         return module
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _memory_budget(device: torch.device) -> int:
-    """Bytes one chunk may use: 2 GiB on the CPU, half the free GPU memory."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(0.5 * free)
-    return 2 * 1024**3
-
-
-def _activation_width(members: Members, params_per_member: int) -> int:
-    """Floats of activation per example and member (a bound for unknown modules)."""
-    if isinstance(members, StackedMLP):
-        return sum(members.sizes[1:])
-    return 4 * params_per_member
-
-
-def _auto_chunk(
-    members: Members, params_per_member: int, batch_rows: int, device: torch.device
-) -> int:
-    """Members per chunk so that training one chunk stays within the budget."""
-    width = _activation_width(members, params_per_member)
-    # Parameters, gradients, two optimizer moments and a contiguous gradient
-    # copy; activations kept for backward (pre/post activation and gradient).
-    per_member = 4 * (6 * params_per_member + 3 * width * batch_rows)
-    return max(1, _memory_budget(device) // per_member)
-
-
-def _auto_eval_rows(
-    members: Members, params_per_member: int, n_members: int, device: torch.device, cap: int
-) -> int:
-    """Rows per recording pass so that K members' activations fit a quarter budget."""
-    width = _activation_width(members, params_per_member)
-    rows = _memory_budget(device) // (4 * 4 * 2 * width * n_members)
-    return int(min(cap, max(16, rows)))
-
-
-def trim_weights(
-    losses: torch.Tensor, weights: torch.Tensor, fraction: float, all_rows: bool | None = None
-) -> torch.Tensor:
-    """Zero each member's ``floor(fraction * rows)`` largest losses in a batch.
-
-    ``losses`` and ``weights`` are ``(K, B)``; ``weights`` is 1 where the row is
-    in the member's mask. The rows dropped are the largest among the member's
-    own rows, and at least one row is kept whenever ``fraction < 1``.
-    ``all_rows=True`` says every member has every row of the batch (the trainer
-    knows it on the host, which spares a device sync); ``None`` checks.
-
-    Examples
-    --------
-    >>> import torch
-    >>> losses = torch.tensor([[1.0, 5.0, 2.0, 9.0], [1.0, 5.0, 2.0, 9.0]])
-    >>> weights = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0]])
-    >>> trim_weights(losses, weights, 0.5)  # member 1 drops one of its 3 rows
-    tensor([[1., 0., 1., 0.],
-            [1., 0., 1., 0.]])
-    """
-    if all_rows is None:
-        all_rows = bool((weights > 0).all())
-    if all_rows:
-        # Every member has every row (the common case): one top-k, no ranking.
-        k = math.floor(losses.shape[1] * fraction)
-        if k == 0:
-            return weights
-        return weights.scatter(1, losses.topk(k, dim=1).indices, 0.0)
-    # float64, so that floor() agrees with the host's math.floor above
-    n_drop = torch.floor(weights.sum(dim=1, keepdim=True).double() * fraction)
-    own = torch.where(weights > 0, losses, torch.full_like(losses, -math.inf))
-    rank = own.argsort(dim=1, descending=True).argsort(dim=1)  # 0 = largest
-    return weights * (rank >= n_drop).to(weights.dtype)
-
-
 def _check_views(views, x: torch.Tensor, y, members: Members) -> np.ndarray:
     """Validate the member -> version map of ``train_ensemble(..., views=...)``."""
     if y is not None:
@@ -339,127 +168,6 @@ def _check_views(views, x: torch.Tensor, y, members: Members) -> np.ndarray:
     if arr.min() < 0 or arr.max() >= x.shape[0]:
         raise ValueError(f"views must index the {x.shape[0]} versions of X (0..{x.shape[0] - 1})")
     return arr.astype(np.int64)
-
-
-@dataclass
-class _ChunkResult:
-    params: Params
-    stores: list[_Store]
-    snapshots: list[Params]
-    epochs: list[float]
-    updates: list[int]
-    seconds: float = 0.0
-
-
-@dataclass
-class _ChunkRun:
-    """Everything a chunk of members needs; :meth:`train` runs one chunk."""
-
-    members: Members
-    loss_fn: LossFn
-    spec: OptimizerSpec
-    recorders: list[Recorder]
-    eval_sets: list[tuple[torch.Tensor, torch.Tensor]]
-    epochs: int
-    shared_batch: int
-    steps_per_epoch: int
-    record_every: str | int
-    record_initial: bool
-    keep_snapshots: bool
-    eval_batch_size: int
-    precision: str
-    device: torch.device
-    orders: list[np.ndarray]
-    trim: float = 0.0
-
-    @staticmethod
-    def _rows(data: torch.Tensor, rows, views: torch.Tensor | None) -> torch.Tensor:
-        """``data[rows]``, or each member's own version ``(K, B, ...)`` with views."""
-        if views is None:
-            return data[rows]
-        if isinstance(rows, slice):
-            return data[:, rows][views]
-        # One gather of K x B rows, not a (V, B) copy then a (K, B) one.
-        n = data.shape[1]
-        flat = (views.unsqueeze(1) * n + rows.unsqueeze(0)).reshape(-1)
-        out = data.reshape(-1, *data.shape[2:]).index_select(0, flat)
-        return out.view(len(views), len(rows), *data.shape[2:])
-
-    def train(
-        self,
-        init_params: Params,
-        mask: np.ndarray,
-        x: torch.Tensor,
-        targets: torch.Tensor,
-        bar: tqdm,
-        views: torch.Tensor | None = None,
-    ) -> _ChunkResult:
-        params = {k: v.to(self.device).requires_grad_(True) for k, v in init_params.items()}
-        opt = StackedOptimizer(self.spec, params)
-        mask_dev = torch.as_tensor(mask, device=self.device)
-        out = _ChunkResult(params, [_Store(r.reduce) for r in self.recorders], [], [], [])
-        updates = 0
-        if self.record_initial:
-            self._record(out, 0.0, 0, views)
-        _sync(self.device)
-        start = time.perf_counter()
-        for epoch in range(self.epochs):
-            order = self.orders[epoch]
-            for s in range(self.steps_per_epoch):
-                idx_np = order[s * self.shared_batch : (s + 1) * self.shared_batch]
-                idx = torch.as_tensor(idx_np, device=self.device)
-                weights = mask_dev[:, idx].to(x.dtype)  # (K, B): 1 where in the member
-                counts = weights.sum(dim=1)
-                # Known on the host, so the optimizer needs no device sync.
-                in_mask = mask[:, idx_np]
-                all_active = bool(in_mask.any(axis=1).all())
-                with precision_context(self.precision, self.device):
-                    outputs = self.members.forward(params, self._rows(x, idx, views))
-                    per_example = self.loss_fn(outputs.float(), self._rows(targets, idx, views))
-                if self.trim > 0:
-                    # Which rows are dropped is a selection, not a function to differentiate.
-                    weights = trim_weights(
-                        per_example.detach(), weights, self.trim, bool(in_mask.all())
-                    )
-                    counts = weights.sum(dim=1)
-                member_loss = (per_example * weights).sum(dim=1) / counts.clamp_min(1.0)
-                grads = torch.autograd.grad(member_loss.sum(), list(params.values()))
-                opt.step(params, dict(zip(params.keys(), grads)), counts > 0, all_active)
-                updates += 1
-                bar.update(1)
-                if isinstance(self.record_every, int) and updates % self.record_every == 0:
-                    self._record(out, epoch + (s + 1) / self.steps_per_epoch, updates, views)
-            if self.record_every == "epoch":
-                self._record(out, float(epoch + 1), updates, views)
-        if self.record_every == "end":
-            self._record(out, float(self.epochs), updates, views)
-        _sync(self.device)
-        out.seconds = time.perf_counter() - start
-        out.params = {k: v.detach().cpu() for k, v in params.items()}
-        return out
-
-    @torch.no_grad()
-    def _record(
-        self, out: _ChunkResult, epoch_pos: float, updates: int, views: torch.Tensor | None
-    ) -> None:
-        step = self.eval_batch_size
-        for rec, (ex, ey), store in zip(self.recorders, self.eval_sets, out.stores):
-            m = ex.shape[0 if views is None else 1]
-            parts = [
-                rec.fn(
-                    self.members.forward(out.params, self._rows(ex, slice(i, i + step), views)),
-                    self._rows(ey, slice(i, i + step), views),
-                )
-                for i in range(0, m, step)
-            ]
-            vals = torch.cat(parts, dim=1)
-            if rec.transform is not None:
-                vals = rec.transform(vals)
-            store.add(vals.float().cpu().numpy())
-        if self.keep_snapshots:
-            out.snapshots.append({k: v.detach().cpu().clone() for k, v in out.params.items()})
-        out.epochs.append(epoch_pos)
-        out.updates.append(updates)
 
 
 def train_ensemble(
@@ -487,6 +195,7 @@ def train_ensemble(
     views: np.ndarray | None = None,
     device: str | torch.device = "auto",
     precision: str = "fp32",
+    compile: bool = False,
     eval_batch_size: int = 8192,
     progress: bool = False,
 ) -> EnsembleResult:
@@ -550,9 +259,15 @@ def train_ensemble(
         ``X[views[k]]``; so do recorders, whose ``X`` must then be ``(V, m, d)``.
         All members still share one batch order and one update loop.
     device : "auto", "cpu", "cuda" or torch.device
-    precision : {"fp32", "tf32", "bf16"}
-        Matrix-product precision (see :func:`precision_context`); the speed-ups
-        are on GPUs, and recordings are always taken in float32.
+    precision : {"fp32", "ieee", "tf32", "bf16"}
+        Matrix-product precision (see :mod:`imod.engine.runtime`). Parameters
+        and optimizer state are float32 in every mode. ``"fp32"`` runs CUDA
+        products in TF32 (``"ieee"`` turns that off); ``"bf16"`` trains under
+        bfloat16 autocast. Recordings are always taken in float32.
+    compile : bool, default=False
+        Compile the loss and its backward pass with ``torch.compile`` (every
+        batch has the same shape, so once per chunk); falls back to eager
+        execution with a warning where compilation is unavailable.
     eval_batch_size : int
         Most rows per forward pass when recording (fewer when K members'
         activations would not fit the memory budget).
@@ -616,6 +331,8 @@ def train_ensemble(
         )
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if not isinstance(compile, (bool, np.bool_)):
+        raise ValueError(f"compile must be True or False, got {compile!r}")
     check_init(init, init_scale)
     if isinstance(trim, bool) or not isinstance(trim, (int, float)) or not 0.0 <= trim < 1.0:
         raise ValueError(f"trim must be a number in [0, 1), got {trim!r}")
@@ -650,43 +367,40 @@ def train_ensemble(
     elif not 0.0 < rate <= 1.0:
         raise ValueError(f"rate must be in (0, 1], got {rate!r}")
     shared_batch = shared_batch_size(batch_size, rate, n)
-    steps_per_epoch = math.ceil(n / shared_batch)
+    schedule = Schedule.build(random_state, epochs, n, shared_batch, record_every, record_initial)
 
     if not isinstance(first_member, (int, np.integer)) or first_member < 0:
         raise ValueError(f"first_member must be a non-negative integer, got {first_member!r}")
     probe = members.init(random_state, range(0, 1), init, init_scale)
     params_per_member = sum(t[0].numel() for t in probe.values())
     if chunk_size == "auto":
-        chunk = _auto_chunk(members, params_per_member, shared_batch, dev)
+        chunk = auto_chunk(members, params_per_member, shared_batch, dev)
     elif isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1:
         chunk = int(chunk_size)
     else:
         raise ValueError(f"chunk_size must be 'auto' or a positive int, got {chunk_size!r}")
     chunk = min(chunk, n_total)
-    eval_rows = _auto_eval_rows(members, params_per_member, chunk, dev, eval_batch_size)
+    eval_rows = auto_eval_rows(members, params_per_member, chunk, dev, eval_batch_size)
 
     x_dev, t_dev = x.to(dev), targets.to(dev)
-    run = _ChunkRun(
+    run = ChunkRun(
         members=members,
         loss_fn=loss_fn,
         spec=spec,
         recorders=list(recorders),
         eval_sets=eval_sets,
-        epochs=epochs,
-        shared_batch=shared_batch,
-        steps_per_epoch=steps_per_epoch,
-        record_every=record_every,
-        record_initial=record_initial,
+        schedule=schedule,
+        rows=torch.as_tensor(schedule.rows, device=dev),
         keep_snapshots=keep_snapshots,
         eval_batch_size=eval_rows,
         precision=precision,
         device=dev,
-        orders=[batch_order(random_state, e, n) for e in range(epochs)],
         trim=float(trim),
+        compile=compile,
     )
     n_chunks = math.ceil(n_total / chunk)
     bar = tqdm(
-        total=n_chunks * epochs * steps_per_epoch,
+        total=n_chunks * schedule.updates,
         disable=not progress,
         desc="training ensemble",
         unit="update",

@@ -8,7 +8,7 @@ checks that and reports the seconds of each configuration and the speed ratios.
 
 CPU, 1 worker against 2 (issue 8)::
 
-    python benchmarks/distributed_speed.py --members 512 --configs dask:2 dask:1 \\
+    python benchmarks/speed/distributed_speed.py --members 512 --configs dask:2 dask:1 \\
         --json docs/results/distributed_k512.json
 
 ``local:T`` = in-process with T torch threads; ``dask:W`` = a LocalCluster of W
@@ -17,7 +17,7 @@ long-lived cluster would be).
 
 GPU (one process, blocks on the GPU)::
 
-    python benchmarks/distributed_speed.py --members 4000 --device cuda --configs local:1
+    python benchmarks/speed/distributed_speed.py --members 4000 --device cuda --configs local:1
 
 Several GPUs: start one worker per GPU and pass ``--scheduler tcp://HOST:8786`` with
 ``--configs dask:1``.
