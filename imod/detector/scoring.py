@@ -29,8 +29,11 @@ __all__ = [
     "NORMALIZATIONS",
     "SCORE_METHODS",
     "SELECTORS",
+    "VIEW_COMBINATIONS",
     "bimodality",
+    "combine_views",
     "normalize",
+    "offset_from",
     "robust_stats",
     "select_weights",
 ]
@@ -211,3 +214,79 @@ def select_weights(method: str, Z: np.ndarray, epochs: np.ndarray, **options):
     if method not in SELECTORS:
         raise ValueError(f"unknown score {method!r}; choose one of {SCORE_METHODS}")
     return SELECTORS[method](Z, epochs, **options)
+
+
+# ----------------------------------------------------------------------------- views and threshold
+# How the views' outlier scores become one.
+VIEW_COMBINATIONS = ("scaled_max", "max", "mean")
+
+# Margin above the "auto" fence: rows level with it (up to rounding) are not flagged.
+_FENCE_MARGIN = 1e-6
+# Scores are log ratios or robust z-scores, of order 1: a spread below this is rounding
+# noise (e.g. identical rows), and dividing by it would blow the noise up.
+_MIN_SPREAD = 1e-6
+
+
+def combine_views(
+    scores: list[np.ndarray], train_scores: list[np.ndarray], method: str
+) -> np.ndarray:
+    """One score (higher = more normal) from the views' scores.
+
+    ``"max"``: the view that finds a row most abnormal (the minimum, since
+    scores are higher = more normal). ``"scaled_max"``: the same after each
+    view's scores are put in units of its own spread over the training rows
+    (median and inter-quartile range of ``train_scores``) and mapped back to the
+    views' mean median and spread, one affine map for all views, so the scale
+    stays that of the views. Spreads below ``1e-6`` count as ``1e-6``.
+    ``"mean"``: the plain mean.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> train = [np.array([0.0, 1.0, 2.0, 3.0]), np.array([0.0, 10.0, 20.0, 30.0])]
+    >>> combine_views([np.array([1.5]), np.array([5.0])], train, "max")
+    array([1.5])
+    >>> combine_views([np.array([1.5]), np.array([5.0])], train, "scaled_max").round(3)
+    array([2.75])
+    """
+    if len(scores) == 1:
+        return np.asarray(scores[0], dtype=np.float64)
+    if method == "mean":
+        return np.mean(scores, axis=0)
+    if method == "scaled_max":
+        c, w = np.array([robust_stats(t) for t in train_scores]).T
+        w = np.maximum(w, _MIN_SPREAD)
+        scores = [c.mean() + (s - ci) * (w.mean() / wi)
+                  for s, ci, wi in zip(scores, c, w, strict=True)]
+    elif method != "max":
+        raise ValueError(f"unknown view_combination {method!r}; choose one of {VIEW_COMBINATIONS}")
+    return np.min(scores, axis=0)
+
+
+def offset_from(train_scores: np.ndarray, contamination, normalization: str) -> float:
+    """The threshold ``offset_`` on scores (higher = more normal) of the training rows.
+
+    A float ``contamination``: that percentile of the training scores.
+    ``"auto"``: Tukey's fence, Q3 + 1.5 IQR of the outlier scores, on the loss-ratio
+    scale (``exp``) for ``"log_ratio"`` (a fence on the log scale flags almost
+    nothing) and as they are for ``"robust_z"``. The fence is raised by
+    ``1e-6`` (relative for ``"robust_z"``) so that rows level with it, as all rows are when the
+    training rows are identical, are not flagged by rounding noise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> offset_from(np.zeros(10), "auto", "log_ratio") < 0
+    True
+    """
+    s = np.asarray(train_scores, dtype=np.float64)
+    if contamination != "auto":
+        return float(np.percentile(s, 100.0 * contamination))
+    outlier = -s
+    log_scale = normalization == "log_ratio"
+    values = np.exp(np.minimum(outlier, 700.0)) if log_scale else outlier
+    q1, q3 = np.percentile(values, [25, 75])
+    fence = q3 + 1.5 * (q3 - q1)
+    if log_scale:
+        return float(-np.log(fence) - _FENCE_MARGIN)
+    return float(-fence - _FENCE_MARGIN * max(1.0, abs(fence)))
