@@ -220,8 +220,8 @@ def select_weights(method: str, Z: np.ndarray, epochs: np.ndarray, **options):
 # How the views' outlier scores become one.
 VIEW_COMBINATIONS = ("scaled_max", "max", "mean")
 
-# Margin above the "auto" fence: rows level with it (up to rounding) are not flagged.
-_FENCE_MARGIN = 1e-6
+# Margin beyond the threshold: rows level with it (up to rounding) are not flagged.
+_TIE_MARGIN = 1e-6
 # Scores are log ratios or robust z-scores, of order 1: a spread below this is rounding
 # noise (e.g. identical rows), and dividing by it would blow the noise up.
 _MIN_SPREAD = 1e-6
@@ -237,7 +237,8 @@ def combine_views(
     view's scores are put in units of its own spread over the training rows
     (median and inter-quartile range of ``train_scores``) and mapped back to the
     views' mean median and spread, one affine map for all views, so the scale
-    stays that of the views. Spreads below ``1e-6`` count as ``1e-6``.
+    stays that of the views. A view whose spread is below ``1e-6`` (rounding
+    noise, as when all training rows are identical) is left unscaled.
     ``"mean"``: the plain mean.
 
     Examples
@@ -255,9 +256,12 @@ def combine_views(
         return np.mean(scores, axis=0)
     if method == "scaled_max":
         c, w = np.array([robust_stats(t) for t in train_scores]).T
-        w = np.maximum(w, _MIN_SPREAD)
-        scores = [c.mean() + (s - ci) * (w.mean() / wi)
-                  for s, ci, wi in zip(scores, c, w, strict=True)]
+        # A view without spread (rounding noise only) keeps its own units: dividing by
+        # its spread would blow the noise up to the scale of the other views.
+        spread = w >= _MIN_SPREAD
+        unit = w[spread].mean() if spread.any() else 1.0
+        factor = np.where(spread, unit / np.where(spread, w, 1.0), 1.0)
+        scores = [c.mean() + (s - ci) * fi for s, ci, fi in zip(scores, c, factor, strict=True)]
     elif method != "max":
         raise ValueError(f"unknown view_combination {method!r}; choose one of {VIEW_COMBINATIONS}")
     return np.min(scores, axis=0)
@@ -269,9 +273,9 @@ def offset_from(train_scores: np.ndarray, contamination, normalization: str) -> 
     A float ``contamination``: that percentile of the training scores.
     ``"auto"``: Tukey's fence, Q3 + 1.5 IQR of the outlier scores, on the loss-ratio
     scale (``exp``) for ``"log_ratio"`` (a fence on the log scale flags almost
-    nothing) and as they are for ``"robust_z"``. The fence is raised by
-    ``1e-6`` (relative for ``"robust_z"``) so that rows level with it, as all rows are when the
-    training rows are identical, are not flagged by rounding noise.
+    nothing) and as they are for ``"robust_z"``. Either threshold is moved by
+    ``1e-6`` (relative beyond 1) towards the outliers, so that rows level with it
+    up to rounding, as tied or identical rows are, are not flagged.
 
     Examples
     --------
@@ -281,12 +285,13 @@ def offset_from(train_scores: np.ndarray, contamination, normalization: str) -> 
     """
     s = np.asarray(train_scores, dtype=np.float64)
     if contamination != "auto":
-        return float(np.percentile(s, 100.0 * contamination))
+        p = float(np.percentile(s, 100.0 * contamination))
+        return p - _TIE_MARGIN * max(1.0, abs(p))
     outlier = -s
     log_scale = normalization == "log_ratio"
     values = np.exp(np.minimum(outlier, 700.0)) if log_scale else outlier
     q1, q3 = np.percentile(values, [25, 75])
     fence = q3 + 1.5 * (q3 - q1)
     if log_scale:
-        return float(-np.log(fence) - _FENCE_MARGIN)
-    return float(-fence - _FENCE_MARGIN * max(1.0, abs(fence)))
+        return float(-np.log(fence) - _TIE_MARGIN)
+    return float(-fence - _TIE_MARGIN * max(1.0, abs(fence)))
