@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -12,6 +14,8 @@ from sklearn.pipeline import Pipeline
 
 from imod import IMDetector, IMPreprocessor
 from imod.detector import plot_loss_trajectories
+
+BUNDLED = Path(__file__).resolve().parents[1] / "imod" / "data"
 
 matplotlib.use("Agg")
 
@@ -268,3 +272,22 @@ def test_hidden_sizes():
     assert sizes(IMDetector(**FAST).fit(X)) == (70, 32, 16, 8, 16, 32, 70)
     assert sizes(IMDetector(hidden_sizes="odim", **FAST).fit(X)) == (70, 128, 64, 32, 64, 128, 70)
     assert sizes(IMDetector(hidden_sizes=(16, 4), **FAST).fit(X[:, :5])) == (5, 16, 4, 16, 5)
+
+
+def test_scores_do_not_depend_on_the_scoring_batch_size(monkeypatch):
+    """Scoring runs every kept snapshot's members at once on row batches sized from a
+    memory budget (cache-sized on the CPU, a share of free memory on a GPU); the
+    batch size changes only float rounding."""
+    import imod.detector.views as views
+
+    X = np.load(BUNDLED / "6_cardio.npz", allow_pickle=False)["X"]
+    det = IMDetector(random_state=0, device="cpu").fit(X)
+    small = det.score_samples(X)
+    forward = views.StackedMLP.forward
+    calls = []
+    monkeypatch.setattr(views.StackedMLP, "forward",
+                        lambda self, p, x: calls.append(len(x)) or forward(self, p, x))
+    monkeypatch.setattr(views, "CPU_SCORING_BUDGET", 40 * 1024**3)  # a GPU-sized budget
+    large = det.score_samples(X)
+    assert calls == [len(X)] * len(det.views_)  # one batch per view, all snapshots at once
+    np.testing.assert_allclose(large, small, rtol=0, atol=1e-6)
