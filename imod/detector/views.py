@@ -144,7 +144,11 @@ class View:
     def member_losses(self, Xt: np.ndarray, device: torch.device) -> Iterator[torch.Tensor]:
         """Per-member losses ``(K, n)`` (float32, on ``device``) of scaled rows ``Xt``
         (``preprocessor.transform(X)``), one kept snapshot after the other."""
-        losses = torch.cat(list(self._stacked_losses(Xt, device)), dim=1)
+        losses = torch.empty(len(self.snapshots) * self.n_members, Xt.shape[0], device=device)
+        i = 0
+        for part in self._stacked_losses(Xt, device):
+            losses[:, i : i + part.shape[1]] = part
+            i += part.shape[1]
         yield from losses.view(len(self.snapshots), self.n_members, -1)
 
     def _stacked_losses(self, Xt: np.ndarray, device: torch.device) -> Iterator[torch.Tensor]:
@@ -180,19 +184,23 @@ class View:
         center = torch.as_tensor(self.center[used], **f64).reshape(-1, 1)
         scale = torch.as_tensor(self.scale[used], **f64).reshape(-1, 1)
         out_of_bag = None if membership is None else torch.as_tensor(~membership, device=device)
-        parts, i = [], 0
+        # One output buffer, filled batch by batch (many small results kept alive between
+        # large temporaries fragment the CPU heap: peak memory grew several-fold).
+        scores = torch.empty(Xt.shape[0], **f64)
+        i = 0
         for losses in self._stacked_losses(Xt, device):
             z = self._normalize(losses, center, scale)  # (T * K, rows) float64
             rows = losses.shape[1]
             if out_of_bag is None:
-                parts.append(w.reshape(1, -1) @ z)
+                torch.mv(z.T, w.reshape(-1), out=scores[i : i + rows])
             else:
                 wo = w[:, :, None] * out_of_bag[None, :, i : i + rows]  # (T, K, rows)
                 # rows every member trained on fall back to all members
                 wo = torch.where(wo.sum(dim=1, keepdim=True) == 0, w[:, :, None], wo)
-                parts.append((wo * z.view(T, K, rows)).sum(dim=(0, 1)) / wo.sum(dim=(0, 1)))
+                scores[i : i + rows] = (wo * z.view(T, K, rows)).sum(dim=(0, 1)) / wo.sum(
+                    dim=(0, 1))
             i += rows
-        return torch.cat(parts, dim=-1).reshape(-1).cpu().numpy()
+        return scores.cpu().numpy()
 
     def _normalize(
         self, losses: torch.Tensor, center: torch.Tensor, scale: torch.Tensor
