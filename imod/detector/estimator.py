@@ -163,8 +163,8 @@ class IMDetector(OutlierMixin, BaseEstimator):
     True
     >>> det.predict(X[:3]).tolist()
     [1, 1, 1]
-    >>> [v.method for v in det.views_]
-    ['standard', 'robust', 'whiten']
+    >>> [(v.method, v.n_members) for v in det.views_]
+    [('standard', 3), ('robust', 3), ('whiten', 2)]
     """
 
     _parameter_constraints: dict = {

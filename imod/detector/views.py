@@ -66,7 +66,7 @@ def batch_rows(sizes: tuple[int, ...], n_members: int, budget: int) -> int:
     return int(max(256, budget // per_row))
 
 
-@dataclass
+@dataclass(repr=False)
 class View:
     """What one preprocessing view learned (all arrays on the CPU).
 
@@ -124,6 +124,10 @@ class View:
     @property
     def n_members(self) -> int:
         return int(self.weights.shape[1])
+
+    def __repr__(self) -> str:
+        return (f"View(method={self.method!r}, n_members={self.n_members}, sizes={self.sizes}, "
+                f"snapshots={len(self.snapshots)}, n_train_rows={self.n_train_rows})")
 
     def loss_trajectory(self) -> pd.DataFrame:
         """One row per recording: epoch, update, mean and quantiles of the member-mean
