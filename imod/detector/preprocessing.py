@@ -155,8 +155,8 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             scale = q75 - q25
             # A column that is constant on half of the rows (e.g. mostly zero) has
             # IQR 0 but still varies: fall back to its standard deviation.
-            std = Z.std(axis=0)
-            scale = np.where(scale > 0, scale, std)
+            if not (scale > 0).all():
+                scale = np.where(scale > 0, scale, Z.std(axis=0))
         elif self.method == "minmax":
             center, scale = Z.min(axis=0), Z.max(axis=0) - Z.min(axis=0)
         elif self.method == "whiten":
