@@ -1,8 +1,12 @@
-"""Save/load without pickle: round trip, tampering, other versions."""
+"""Save/load without pickle: round trip, tampering, other versions, interrupted saves.
+
+The detectors are fitted on ADBench's Pima, bundled with imod.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,11 +14,13 @@ import pytest
 
 from imod import IMDetector
 
+PIMA = Path(__file__).resolve().parents[1] / "imod" / "data" / "29_Pima.npz"
+COLUMNS = ["pregnancies", "glucose", "pressure", "skin", "insulin", "bmi", "pedigree", "age"]
+
 
 @pytest.fixture(scope="module")
 def fitted():
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame(rng.normal(size=(200, 4)), columns=list("abcd"))
+    X = pd.DataFrame(np.load(PIMA, allow_pickle=False)["X"], columns=COLUMNS)
     det = IMDetector(
         n_members=3,
         max_updates=30,
@@ -34,7 +40,7 @@ def test_round_trip(fitted, tmp_path):
     np.testing.assert_array_equal(same.score_samples(X), det.score_samples(X))
     np.testing.assert_array_equal(same.predict(X), det.predict(X))
     assert same.offset_ == det.offset_
-    assert list(same.feature_names_in_) == list("abcd")
+    assert list(same.feature_names_in_) == COLUMNS
     assert same.get_params() == det.get_params()
     pd.testing.assert_frame_equal(same.loss_trajectory_, det.loss_trajectory_, check_dtype=False)
     np.testing.assert_array_equal(same.views_[0].train_trajectories,
