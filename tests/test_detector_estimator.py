@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -12,6 +14,8 @@ from sklearn.pipeline import Pipeline
 
 from imod import IMDetector, IMPreprocessor
 from imod.detector import plot_loss_trajectories
+
+BUNDLED = Path(__file__).resolve().parents[1] / "imod" / "data"
 
 matplotlib.use("Agg")
 
@@ -39,23 +43,20 @@ def fitted_cardio(cardio):
 def test_im_effect_on_cardio(cardio, fitted_cardio):
     X, y = cardio
     det = fitted_cardio
-    assert [v.preprocessing for v in det.views_] == ["standard", "robust", "whiten"]
+    assert [v.method for v in det.views_] == ["standard", "robust", "whiten"]
     assert [v.n_members for v in det.views_] == [3, 3, 2]
     for view in det.views_:
         # Inliers are reconstructed better than outliers at every early recording.
-        traj = view.train_trajectories_
-        labels = y[view.record_index_]
+        traj = view.train_trajectories
+        labels = y[view.record_index]
         assert (traj[:, labels == 0].mean(axis=1) < traj[:, labels == 1].mean(axis=1)).all()
-    # The ensemble's score is the most abnormal view's, each view scaled by its spread
-    # over the training rows (view_combination="scaled_max").
-    np.testing.assert_allclose(det.train_scores_,
-                               det._combine([v.train_scores_ for v in det.views_]))
-    z = [(v.train_scores_ - np.median(v.train_scores_))
-         / np.subtract(*np.percentile(v.train_scores_, [75, 25])) for v in det.views_]
-    assert (np.argsort(det.train_scores_) == np.argsort(np.min(z, axis=0))).all()
+    # Every view alone separates cardio's outliers; the combined score is at least as
+    # good as the weakest view and close to the best one.
+    view_aucs = [roc_auc_score(y, -v.train_scores) for v in det.views_]
+    assert min(view_aucs) > 0.75, view_aucs
     auc_train = roc_auc_score(y, -det.train_scores_)
     auc_ind = roc_auc_score(y, -det.score_samples(X))
-    assert auc_train > 0.85, auc_train
+    assert auc_train > 0.85 and auc_train > max(view_aucs) - 0.03, (auc_train, view_aucs)
     np.testing.assert_allclose(det.train_scores_, det.score_samples(X), rtol=1e-5, atol=1e-5)
     assert auc_ind > 0.85
     # The sklearn conventions.
@@ -75,9 +76,9 @@ def test_loss_trajectory_and_plot(fitted_cardio, cardio):
     assert list(traj.columns[:4]) == ["epoch", "update", "mean", "q05"]
     assert list(traj["view"].unique()) == ["standard", "robust", "whiten"]
     for view in det.views_:
-        vt = traj[traj["view"] == view.preprocessing]
-        assert len(vt) == len(view.record_epochs_) == view.weights_.shape[0]
-        assert np.isclose(view.weights_.sum(), 1.0)
+        vt = traj[traj["view"] == view.method]
+        assert len(vt) == len(view.record_epochs) == view.weights.shape[0]
+        assert np.isclose(view.weights.sum(), 1.0)
         assert (np.diff(vt["update"]) > 0).all()
     ax = plot_loss_trajectories(det, y=y)
     assert len(ax.lines) >= 2
@@ -99,7 +100,8 @@ def test_scoring_options(cardio, scoring):
 def test_window_bounds(cardio):
     X, _ = cardio
     det = IMDetector(scoring="window", window=(0.0, 3.0), **FAST).fit(X)
-    used = det.record_epochs_[det.used_recordings_]
+    (view,) = det.views_
+    used = view.record_epochs[view.used_recordings]
     assert (used <= 3.0).all()
     with pytest.raises(ValueError, match="holds no recording"):
         IMDetector(scoring="window", window=(500.0, 600.0), **FAST).fit(X)
@@ -128,8 +130,9 @@ def test_large_n_subsamples_rows():
         max_record_samples=500,
         **{k: v for k, v in FAST.items() if k != "max_updates"},
     ).fit(X)
-    assert det.n_train_rows_ == 640
-    assert det.train_trajectories_.shape[1] == 500 and len(det.record_index_) == 500
+    (view,) = det.views_
+    assert view.n_train_rows == 640
+    assert view.train_trajectories.shape[1] == 500 and len(view.record_index) == 500
     assert det.train_scores_.shape == (6000,)
     np.testing.assert_allclose(det.train_scores_, det.score_samples(X), rtol=1e-5, atol=1e-6)
 
@@ -219,14 +222,14 @@ def test_bad_predict_input():
         (dict(n_members=0), "n_members"),
         (dict(window=(3, 1)), "window"),
         (dict(hidden_sizes=(8, 0)), "hidden_sizes"),
-        (dict(holdout_rate=1.0), "holdout_rate"),
         (dict(trim=1.0), "trim"),
         (dict(trim=-0.2), "trim"),
-        (dict(loss="huber"), "unknown loss 'huber'"),
-        (dict(score_loss="mae"), "unknown score_loss 'mae'"),
-        (dict(normalization="zscore"), "unknown normalization 'zscore'"),
-        (dict(view_combination="median"), "unknown view_combination 'median'"),
-        (dict(whiten_rows_per_component=0), "whiten_rows_per_component must be a positive"),
+        (dict(loss="huber"), "'loss' parameter .* Got 'huber'"),
+        (dict(normalization="zscore"), "'normalization' parameter"),
+        (dict(view_combination="median"), "'view_combination' parameter"),
+        (dict(whiten_rows_per_component=0), "'whiten_rows_per_component' parameter"),
+        (dict(n_threads=0), "'n_threads' parameter"),
+        (dict(lr=-1.0), "'lr' parameter"),
         (dict(whiten_rows_per_component="two"), "whiten_rows_per_component"),
     ],
 )
@@ -263,6 +266,28 @@ def test_pipeline_and_gridsearch(adbench_dir):
 
 def test_hidden_sizes():
     X = np.random.default_rng(0).normal(size=(60, 70))
-    assert IMDetector(**FAST).fit(X).sizes_ == (70, 32, 16, 8, 16, 32, 70)
-    assert IMDetector(hidden_sizes="odim", **FAST).fit(X).sizes_ == (70, 128, 64, 32, 64, 128, 70)
-    assert IMDetector(hidden_sizes=(16, 4), **FAST).fit(X[:, :5]).sizes_ == (5, 16, 4, 16, 5)
+    def sizes(det):
+        return det.views_[0].sizes
+
+    assert sizes(IMDetector(**FAST).fit(X)) == (70, 32, 16, 8, 16, 32, 70)
+    assert sizes(IMDetector(hidden_sizes="odim", **FAST).fit(X)) == (70, 128, 64, 32, 64, 128, 70)
+    assert sizes(IMDetector(hidden_sizes=(16, 4), **FAST).fit(X[:, :5])) == (5, 16, 4, 16, 5)
+
+
+def test_scores_do_not_depend_on_the_scoring_batch_size(monkeypatch):
+    """Scoring runs every kept snapshot's members at once on row batches sized from a
+    memory budget (cache-sized on the CPU, a share of free memory on a GPU); the
+    batch size changes only float rounding."""
+    import imod.detector.views as views
+
+    X = np.load(BUNDLED / "6_cardio.npz", allow_pickle=False)["X"]
+    det = IMDetector(random_state=0, device="cpu").fit(X)
+    small = det.score_samples(X)
+    forward = views.StackedMLP.forward
+    calls = []
+    monkeypatch.setattr(views.StackedMLP, "forward",
+                        lambda self, p, x: calls.append(len(x)) or forward(self, p, x))
+    monkeypatch.setattr(views, "CPU_SCORING_BUDGET", 40 * 1024**3)  # a GPU-sized budget
+    large = det.score_samples(X)
+    assert calls == [len(X)] * len(det.views_)  # one batch per view, all snapshots at once
+    np.testing.assert_allclose(large, small, rtol=0, atol=1e-6)

@@ -1,8 +1,12 @@
-"""Save/load without pickle: round trip, tampering, other versions."""
+"""Save/load without pickle: round trip, tampering, other versions, interrupted saves.
+
+The detectors are fitted on ADBench's Pima, bundled with imod.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,11 +14,13 @@ import pytest
 
 from imod import IMDetector
 
+PIMA = Path(__file__).resolve().parents[1] / "imod" / "data" / "29_Pima.npz"
+COLUMNS = ["pregnancies", "glucose", "pressure", "skin", "insulin", "bmi", "pedigree", "age"]
+
 
 @pytest.fixture(scope="module")
 def fitted():
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame(rng.normal(size=(200, 4)), columns=list("abcd"))
+    X = pd.DataFrame(np.load(PIMA, allow_pickle=False)["X"], columns=COLUMNS)
     det = IMDetector(
         n_members=3,
         max_updates=30,
@@ -34,10 +40,11 @@ def test_round_trip(fitted, tmp_path):
     np.testing.assert_array_equal(same.score_samples(X), det.score_samples(X))
     np.testing.assert_array_equal(same.predict(X), det.predict(X))
     assert same.offset_ == det.offset_
-    assert list(same.feature_names_in_) == list("abcd")
+    assert list(same.feature_names_in_) == COLUMNS
     assert same.get_params() == det.get_params()
     pd.testing.assert_frame_equal(same.loss_trajectory_, det.loss_trajectory_, check_dtype=False)
-    np.testing.assert_array_equal(same.train_trajectories_, det.train_trajectories_)
+    np.testing.assert_array_equal(same.views_[0].train_trajectories,
+                                  det.views_[0].train_trajectories)
     np.testing.assert_array_equal(same.train_scores_, det.train_scores_)
 
 
@@ -49,17 +56,18 @@ def test_round_trip_of_several_views(tmp_path):
     det.save(tmp_path / "model")
     same = IMDetector.load(tmp_path / "model")
     assert same.get_params() == det.get_params()
-    assert [v.preprocessing for v in same.views_] == ["standard", "robust", "whiten"]
+    assert [v.method for v in same.views_] == ["standard", "robust", "whiten"]
     np.testing.assert_array_equal(same.score_samples(X), det.score_samples(X))
     np.testing.assert_array_equal(same.loss_trajectories(X), det.loss_trajectories(X))
     for a, b in zip(same.views_, det.views_, strict=True):
-        np.testing.assert_array_equal(a.train_trajectories_, b.train_trajectories_)
+        np.testing.assert_array_equal(a.train_trajectories, b.train_trajectories)
 
 
 def _saved(fitted, tmp_path):
     det, _ = fitted
     det.save(tmp_path)
-    return tmp_path / "config.json", tmp_path / "weights.pt"
+    (weights,) = tmp_path.glob("weights-*.pt")
+    return tmp_path / "config.json", weights
 
 
 def test_other_version_fails(fitted, tmp_path):
@@ -93,24 +101,95 @@ def test_missing_and_foreign_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         IMDetector.load(tmp_path)
     (tmp_path / "config.json").write_text('{"format": "other"}')
-    (tmp_path / "weights.pt").write_bytes(b"")
+
     with pytest.raises(ValueError, match="not an imod.IMDetector file"):
         IMDetector.load(tmp_path)
 
 
-def test_file_from_before_the_loss_parameter_loads_as_squared_error(tmp_path):
-    """Version-2 files written before ``loss`` existed hold squared-error detectors."""
+def _rewrite(cfg, edit) -> None:
+    """Edit a saved config and re-sign it, as a file written that way would be."""
     from imod.detector.persistence import _content_hash
 
-    X = np.random.default_rng(2).normal(size=(150, 4))
-    det = IMDetector(n_members=3, max_updates=20, n_recordings=4, random_state=0,
-                     device="cpu", loss="mse").fit(X)
-    det.save(tmp_path)
-    cfg = tmp_path / "config.json"
     payload = json.loads(cfg.read_text())
-    del payload["params"]["loss"], payload["params"]["score_loss"]
-    payload["content_sha256"] = _content_hash(payload)  # as such a file was written
+    edit(payload)
+    payload["content_sha256"] = _content_hash(payload)
     cfg.write_text(json.dumps(payload))
-    same = IMDetector.load(tmp_path)
-    assert same.loss == "mse" and same.score_loss is None
+
+
+def test_older_format_is_refused(fitted, tmp_path):
+    cfg, _ = _saved(fitted, tmp_path)
+    _rewrite(cfg, lambda p: p.update(format_version=2))
+    with pytest.raises(ValueError, match="format version 2.*refit the detector"):
+        IMDetector.load(tmp_path)
+
+
+@pytest.mark.parametrize("drop", [("weights_file",), ("fitted", "views"), ("params", "loss"),
+                                  ("fitted", "offset_")])
+def test_missing_entries_name_the_file(fitted, tmp_path, drop):
+    cfg, _ = _saved(fitted, tmp_path)
+
+    def edit(payload):
+        node = payload
+        for key in drop[:-1]:
+            node = node[key]
+        del node[drop[-1]]
+
+    _rewrite(cfg, edit)
+    with pytest.raises(ValueError, match=r"config\.json|" + str(tmp_path)):
+        IMDetector.load(tmp_path)
+
+
+def test_saved_on_cuda_scores_on_this_cpu(fitted, tmp_path):
+    """Views hold no device: a detector saved with device="cuda" scores where CUDA is
+    missing (with a warning), and set_params(device="cpu") moves it."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    det, X = fitted
+    cfg, _ = _saved(fitted, tmp_path)
+    _rewrite(cfg, lambda p: p["params"].update(device="cuda"))
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        same = IMDetector.load(tmp_path)
     np.testing.assert_array_equal(same.score_samples(X), det.score_samples(X))
+    same.set_params(device="cpu")
+    np.testing.assert_array_equal(same.score_samples(X), det.score_samples(X))
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        same.set_params(device="cuda").score_samples(X)
+
+
+def test_nan_weights_in_a_file_are_refused(fitted, tmp_path):
+    det, X = fitted
+    other = IMDetector(**det.get_params()).fit(X)
+    other.views_[0].snapshots[0]["0.weight"][0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        other.score_samples(X)
+    other.save(tmp_path)
+    with pytest.raises(ValueError, match=r"weights-.*\.pt holds NaN or infinite"):
+        IMDetector.load(tmp_path)
+
+
+def test_interrupted_save_keeps_the_old_detector(fitted, tmp_path, monkeypatch):
+    """A save that fails between the weights and the config leaves the old model whole."""
+    import imod.detector.persistence as persistence
+
+    det, X = fitted
+    det.save(tmp_path)
+    before = IMDetector.load(tmp_path).score_samples(X)
+    new = IMDetector(**(det.get_params() | {"random_state": 1})).fit(X)
+    real = persistence.atomic_write
+
+    def failing(path, write):
+        if path.name == "config.json":
+            raise OSError("disk full (simulated)")
+        return real(path, write)
+
+    monkeypatch.setattr(persistence, "atomic_write", failing)
+    with pytest.raises(OSError, match="simulated"):
+        new.save(tmp_path)
+    np.testing.assert_array_equal(IMDetector.load(tmp_path).score_samples(X), before)
+    monkeypatch.setattr(persistence, "atomic_write", real)
+    new.save(tmp_path)  # a later save replaces it and cleans up
+    np.testing.assert_array_equal(IMDetector.load(tmp_path).score_samples(X),
+                                  new.score_samples(X))
+    assert len(list(tmp_path.glob("weights*.pt"))) == 1

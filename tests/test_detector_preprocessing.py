@@ -86,6 +86,11 @@ def test_dataframe_and_pipeline():
     assert list(IMPreprocessor("whiten").fit(df).get_feature_names_out()) == ["pca0", "pca1"]
     with pytest.raises(ValueError, match="non-numeric"):
         IMPreprocessor().fit(df.assign(c=list("wxyz")))
-    with pytest.raises(ValueError, match="unknown preprocessing method"):
+    with pytest.raises(ValueError, match="'method' parameter of IMPreprocessor .* Got 'log'"):
         IMPreprocessor("log").fit(df)
+    for bad in (0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="clip"):
+            IMPreprocessor(clip=bad).fit(df)
+        with pytest.raises(ValueError, match="rows_per_component"):
+            IMPreprocessor(rows_per_component=bad).fit(df)
     make_pipeline(IMPreprocessor("robust"), IMPreprocessor("minmax")).fit_transform(df)

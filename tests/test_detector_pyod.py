@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
 from imod import IMDetectorPyOD
 
+DATA = Path(__file__).resolve().parents[1] / "imod" / "data"
 
-def test_pyod_face(adbench_dir):
-    data = np.load(adbench_dir / "Classical" / "38_thyroid.npz", allow_pickle=False)
+
+def test_pyod_face():
+    data = np.load(DATA / "6_cardio.npz", allow_pickle=False)  # bundled with imod
     X, y = data["X"], data["y"]
-    clf = IMDetectorPyOD(
-        contamination=0.05,
-        random_state=0,
-        device="cpu",
-        detector_params=dict(n_members=4, max_updates=60),
-    )
+    clf = IMDetectorPyOD(contamination=0.05, random_state=0, device="cpu", n_members=4,
+                         max_updates=60)
     assert clf.fit(X) is clf
     assert clf.decision_scores_.shape == (X.shape[0],)
     assert roc_auc_score(y, clf.decision_scores_) > 0.85  # higher = more abnormal
@@ -36,18 +37,34 @@ def test_pyod_face(adbench_dir):
         np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert clf.predict_confidence(X[:20]).shape == (20,)
     params = clf.get_params()
-    assert params["contamination"] == 0.05 and params["detector_params"]["n_members"] == 4
+    assert params == dict(contamination=0.05, random_state=0, device="cpu", n_members=4,
+                          max_updates=60)
+    assert clf.detector_.get_params()["n_members"] == 4
+    twin = clone(clf)
+    assert twin.get_params() == params and not hasattr(twin, "detector_")
 
 
-def test_pyod_contamination_range():
+@pytest.mark.parametrize("value", [0.8, 0.0, "bad", None, True])
+def test_pyod_contamination_is_checked(value):
+    with pytest.raises(ValueError, match="contamination must be a float in"):
+        IMDetectorPyOD(contamination=value)
+    clf = IMDetectorPyOD(n_members=3).set_params(contamination=value)
     with pytest.raises(ValueError, match="contamination"):
-        IMDetectorPyOD(contamination=0.8)
+        clf.fit(np.random.default_rng(0).normal(size=(50, 3)))
 
 
-def test_pyod_face_defaults_match_the_detector():
-    """The parameters the PyOD face forwards keep IMDetector's defaults (they drifted once)."""
+def test_pyod_face_passes_parameters_through():
+    """The face declares no IMDetector default: what is not given is IMDetector's own."""
     from imod import IMDetector
 
-    face, det = IMDetectorPyOD().get_params(), IMDetector().get_params()
-    shared = ("n_members", "preprocessing", "scoring", "max_updates", "random_state", "device")
-    assert {k: face[k] for k in shared} == {k: det[k] for k in shared}
+    clf = IMDetectorPyOD(contamination=0.1, n_members=3, max_updates=10, random_state=0)
+    clf.fit(np.random.default_rng(0).normal(size=(80, 3)))
+    expected = IMDetector(n_members=3, max_updates=10, random_state=0,
+                          contamination=0.1).get_params()
+    assert clf.detector_.get_params() == expected
+    clf.set_params(trim=0.0)
+    assert clf.get_params()["trim"] == 0.0
+    with pytest.raises(TypeError, match="n_member"):
+        IMDetectorPyOD(n_member=3)
+    with pytest.raises(ValueError, match="invalid parameter"):
+        clf.set_params(colour="red")

@@ -3,13 +3,16 @@
 Each method runs ``fit(X)`` then ``decision_function(X)`` on the full data set
 (one process, one after the other, same data). Reports seconds per data set and
 the median ratios over data sets. ``--scale`` instead fits and scores
-1,000,000 x 20 synthetic rows and reports seconds and peak memory.
+1,000,000 x 20 synthetic rows with IMDetector and PyOD's IForest in the same run
+(one thread each on the CPU; all cores for IForest when IMDetector uses a GPU) and
+reports seconds, their ratio and peak memory.
 
 Usage::
 
     python benchmarks/detector_speed.py                      # ADBench comparison
     python benchmarks/detector_speed.py --no-autoencoder     # skip the slow one
-    python benchmarks/detector_speed.py --scale              # 1M x 20 rows
+    python benchmarks/detector_speed.py --scale              # 1M x 20 rows, one CPU thread
+    python benchmarks/detector_speed.py --scale --device cuda --profile
     python benchmarks/detector_speed.py --accuracy           # test AUROC vs IForest
 """
 
@@ -143,34 +146,79 @@ def accuracy(data_dir: Path, names: list[str] | None, seeds: list[int]) -> int:
     return 0
 
 
-def scale(n: int, d: int) -> int:
-    """Fit and score ``n x d`` synthetic rows; report time and peak memory."""
-    import torch
-
-    from imod import IMDetector
-
+def _scale_data(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     n_out = int(0.02 * n)
     X = rng.normal(size=(n, d))
     X[:n_out] = rng.uniform(-6, 6, size=(n_out, d))  # scattered outliers
     y = np.zeros(n, dtype=int)
     y[:n_out] = 1
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    t0 = time.perf_counter()
-    det = IMDetector(random_state=0).fit(X)
-    t_fit = time.perf_counter() - t0
-    scores = det.decision_function(X)
-    t_all = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+    return X, y
+
+
+def scale(n: int, d: int, device: str, profile: bool = False) -> int:
+    """Fit and score ``n x d`` synthetic rows with IMDetector and PyOD's IForest.
+
+    On the CPU both run on one thread (``n_threads=1``, ``n_jobs=1``); with a GPU
+    device IForest gets all of the machine's cores (``n_jobs=-1``). Reports
+    seconds, the ratio, peak memory and AUROC; ``profile`` prints IMDetector's
+    cProfile (top functions by cumulative time).
+    """
+    import os
+
+    import torch
+    from pyod.models.iforest import IForest
     from sklearn.metrics import roc_auc_score
 
-    print(f"{n} x {d}: fit {t_fit:.1f} s, fit + decision_function {t_all:.1f} s")
+    from imod import IMDetector
+    from imod._runtime import resolve_device
+
+    dev = resolve_device(device)
+    X, y = _scale_data(n, d)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(f"{n} x {d}, device {dev}, torch {torch.__version__}, "
+          f"{os.cpu_count()} CPU cores", flush=True)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        IMDetector(random_state=0, device=device, max_updates=5).fit(X[:2000])  # warm-up
+
+    def imdetector():
+        det = IMDetector(random_state=0, device=device, n_threads=1).fit(X)
+        fitted = time.perf_counter()
+        return det, fitted, det.decision_function(X)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    if profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        det, fitted, scores = prof.runcall(imdetector)
+    else:
+        det, fitted, scores = imdetector()
+    t_im, c_im = time.perf_counter() - t0, time.process_time() - c0
+    t_fit = fitted - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+    print(f"IMDetector: fit {t_fit:.1f} s, fit + decision_function {t_im:.1f} s "
+          f"(CPU time {c_im:.1f} s), "
+          f"AUROC {roc_auc_score(y, -scores):.3f}, finite {bool(np.isfinite(scores).all())}")
     print(f"peak RSS {peak:.2f} GiB (after data generation {base:.2f} GiB; limit 8 GiB)")
-    if torch.cuda.is_available():
-        print(f"peak CUDA memory {torch.cuda.max_memory_allocated() / 1024**3:.2f} GiB")
-    print(
-        f"finite scores: {bool(np.isfinite(scores).all())}; AUROC {roc_auc_score(y, -scores):.3f}"
-    )
+    if dev.type == "cuda":
+        print(f"peak CUDA memory {torch.cuda.max_memory_allocated(dev) / 1024**3:.2f} GiB")
+
+    n_jobs = -1 if dev.type == "cuda" else 1
+    t0, c0 = time.perf_counter(), time.process_time()
+    forest = IForest(random_state=0, n_jobs=n_jobs).fit(X)
+    s_forest = forest.decision_function(X)
+    t_forest, c_forest = time.perf_counter() - t0, time.process_time() - c0
+    print(f"IForest(n_jobs={n_jobs}): fit + decision_function {t_forest:.1f} s "
+          f"(CPU time {c_forest:.1f} s), "
+          f"AUROC {roc_auc_score(y, s_forest):.3f}")
+    target = "<= 1 (CPU, one thread)" if dev.type == "cpu" else "<= 0.1 (GPU vs all cores)"
+    print(f"ratio IMDetector / IForest: {t_im / t_forest:.2f} wall, {c_im / c_forest:.2f} CPU "
+          f"time (target {target})")
+    if profile:
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
     return 0 if peak < 8 else 1
 
 
@@ -182,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-autoencoder", action="store_true", help="skip PyOD AutoEncoder")
     parser.add_argument("--repeats", type=int, default=3, help="best of N for the fast methods")
-    parser.add_argument("--scale", action="store_true", help="1M x 20 synthetic rows instead")
+    parser.add_argument("--scale", action="store_true",
+                        help="1M x 20 synthetic rows, IMDetector vs IForest in the same run")
+    parser.add_argument("--device", default="cpu", help="--scale: IMDetector's device")
+    parser.add_argument("--profile", action="store_true", help="--scale: cProfile IMDetector")
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--d", type=int, default=20)
     parser.add_argument("--accuracy", action="store_true", help="test AUROC vs IForest")
@@ -192,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         names = None if args.datasets == DEFAULT_DATASETS else args.datasets
         return accuracy(args.data_dir, names, args.seeds)
     if args.scale:
-        return scale(args.n, args.d)
+        return scale(args.n, args.d, args.device, args.profile)
     return compare(args.data_dir, args.datasets, not args.no_autoencoder, args.repeats)
 
 

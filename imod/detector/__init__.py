@@ -1,10 +1,11 @@
 """Outlier detection from the inlier-memorization effect (scikit-learn and PyOD faces)."""
 
-from .estimator import IMDetector, auto_hidden_sizes
+from .estimator import IMDetector
 from .plotting import plot_loss_trajectories
 from .preprocessing import PREPROCESSING_METHODS, IMPreprocessor
 from .pyod_face import IMDetectorPyOD
 from .scoring import SCORE_METHODS, bimodality
+from .training import auto_hidden_sizes
 
 __all__ = [
     "IMDetector",

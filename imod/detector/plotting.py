@@ -49,7 +49,7 @@ def plot_loss_trajectories(detector, y=None, ax=None, quantiles: bool = True):
     check_is_fitted(detector)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
-    views = detector.views_ or [detector]
+    views = detector.views_
     if y is not None:
         y = np.asarray(y).ravel()
         if y.shape[0] != detector.train_scores_.shape[0]:
@@ -57,11 +57,11 @@ def plot_loss_trajectories(detector, y=None, ax=None, quantiles: bool = True):
                 f"y has {y.shape[0]} labels but the detector was fitted on "
                 f"{detector.train_scores_.shape[0]} rows"
             )
-    for i, det in enumerate(views):
+    for i, view in enumerate(views):
         # one view: solid lines; several: one line style per view, named in the legend
         style = "-" if len(views) == 1 else ["-", "--", "-.", ":"][i % 4]
-        prefix = "" if len(views) == 1 else f"{det.preprocessing}: "
-        traj = det.loss_trajectory_
+        prefix = "" if len(views) == 1 else f"{view.method}: "
+        traj = view.loss_trajectory()
         x = traj["epoch"].to_numpy()
         if y is None:
             ax.plot(x, traj["mean"], color="C0", ls=style, label=f"{prefix}mean loss")
@@ -71,8 +71,8 @@ def plot_loss_trajectories(detector, y=None, ax=None, quantiles: bool = True):
                 ax.fill_between(x, traj["q05"], traj["q95"], color="C0", alpha=0.12,
                                 label=f"{prefix}5-95 %")
         else:
-            per = det.train_trajectories_  # (T, m) rows record_index_
-            labels = y[det.record_index_]
+            per = view.train_trajectories  # (T, m) rows record_index
+            labels = y[view.record_index]
             for value, name, color in ((0, "inliers", "C0"), (1, "outliers", "C3")):
                 sel = labels == value
                 if not sel.any():
@@ -83,7 +83,7 @@ def plot_loss_trajectories(detector, y=None, ax=None, quantiles: bool = True):
                 if quantiles:
                     lo, hi = np.percentile(curve, [25, 75], axis=1)
                     ax.fill_between(x, lo, hi, color=color, alpha=0.2)
-        for xv in x[det.used_recordings_]:
+        for xv in x[view.used_recordings]:
             ax.axvline(xv, color="k", lw=0.6, ls=":")
     ax.set_xlabel("epoch")
     ax.set_ylabel("reconstruction loss (member mean)")

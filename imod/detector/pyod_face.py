@@ -8,6 +8,8 @@ subclass sharing method names.
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 from pyod.models.base import BaseDetector
 from sklearn.utils.validation import check_is_fitted
@@ -23,11 +25,11 @@ class IMDetectorPyOD(BaseDetector):
     Parameters
     ----------
     contamination : float in (0, 0.5], default=0.1
-        Expected outlier fraction; sets ``threshold_`` (PyOD semantics).
-    n_members, preprocessing, scoring, max_updates, random_state, device
-        Passed to :class:`IMDetector`; the defaults are the same as there.
-    detector_params : dict, optional
-        Any other :class:`IMDetector` parameter.
+        Expected outlier fraction; sets ``threshold_`` (PyOD semantics) and is
+        passed to the detector.
+    **params
+        Any :class:`IMDetector` parameter, passed through as given; those not
+        given keep IMDetector's defaults.
 
     Attributes
     ----------
@@ -43,51 +45,49 @@ class IMDetectorPyOD(BaseDetector):
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> X = np.r_[rng.normal(size=(300, 4)), rng.uniform(-9, 9, size=(15, 4))]
-    >>> clf = IMDetectorPyOD(contamination=0.05, random_state=0).fit(X)
+    >>> clf = IMDetectorPyOD(contamination=0.05, n_members=4, random_state=0).fit(X)
     >>> clf.labels_[300:].mean() > clf.labels_[:300].mean()
     np.True_
     >>> sorted(set(clf.predict(X).tolist()))
     [0, 1]
+    >>> clf.get_params()
+    {'contamination': 0.05, 'n_members': 4, 'random_state': 0}
     """
 
-    def __init__(
-        self,
-        contamination: float = 0.1,
-        n_members: int = 8,
-        preprocessing: str | tuple[str, ...] = ("standard", "robust", "whiten"),
-        scoring: str = "window",
-        max_updates: int = 100,
-        random_state=None,
-        device: str = "auto",
-        detector_params: dict | None = None,
-    ) -> None:
+    def __init__(self, contamination: float = 0.1, **params) -> None:
+        _check_contamination(contamination)
         super().__init__(contamination=contamination)
-        self.n_members = n_members
-        self.preprocessing = preprocessing
-        self.scoring = scoring
-        self.max_updates = max_updates
-        self.random_state = random_state
-        self.device = device
-        self.detector_params = detector_params
+        unknown = sorted(set(params) - set(IMDetector._get_param_names()))
+        if unknown:
+            raise TypeError(f"IMDetectorPyOD got unexpected parameter(s) {unknown}; it takes "
+                            "contamination and IMDetector's parameters")
+        for name, value in params.items():
+            setattr(self, name, value)
+        self._passed = tuple(params)
 
-    def _make_detector(self) -> IMDetector:
-        params = dict(self.detector_params or {})
-        params.update(
-            n_members=self.n_members,
-            preprocessing=self.preprocessing,
-            scoring=self.scoring,
-            max_updates=self.max_updates,
-            random_state=self.random_state,
-            device=self.device,
-        )
-        if isinstance(self.contamination, (float, int)):
-            params["contamination"] = float(self.contamination)
-        return IMDetector(**params)
+    def get_params(self, deep: bool = True) -> dict:
+        """``contamination`` and the IMDetector parameters given (``deep`` is ignored)."""
+        return {"contamination": self.contamination,
+                **{name: getattr(self, name) for name in self._passed}}
+
+    def set_params(self, **params) -> IMDetectorPyOD:
+        """Set ``contamination`` or any IMDetector parameter."""
+        valid = set(IMDetector._get_param_names()) - {"contamination"}
+        for name, value in params.items():
+            if name != "contamination" and name not in valid:
+                raise ValueError(f"invalid parameter {name!r} for IMDetectorPyOD; valid: "
+                                 f"contamination and {sorted(valid)}")
+            setattr(self, name, value)
+            if name != "contamination" and name not in self._passed:
+                self._passed += (name,)
+        return self
 
     def fit(self, X, y=None) -> IMDetectorPyOD:
         """Fit the wrapped detector; ``y`` is ignored (PyOD warns if given)."""
+        _check_contamination(self.contamination)
         self._set_n_classes(y)
-        self.detector_ = self._make_detector().fit(X)
+        params = {name: getattr(self, name) for name in self._passed}
+        self.detector_ = IMDetector(**params, contamination=float(self.contamination)).fit(X)
         self.decision_scores_ = -np.asarray(self.detector_.train_scores_, dtype=np.float64)
         self._process_decision_scores()
         return self
@@ -96,3 +96,8 @@ class IMDetectorPyOD(BaseDetector):
         """Outlier scores of ``X`` (higher = more abnormal)."""
         check_is_fitted(self, ["detector_"])
         return -self.detector_.score_samples(X)
+
+
+def _check_contamination(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value <= 0.5:
+        raise ValueError(f"contamination must be a float in (0, 0.5], got {value!r}")

@@ -29,8 +29,11 @@ __all__ = [
     "NORMALIZATIONS",
     "SCORE_METHODS",
     "SELECTORS",
+    "VIEW_COMBINATIONS",
     "bimodality",
+    "combine_views",
     "normalize",
+    "offset_from",
     "robust_stats",
     "select_weights",
 ]
@@ -211,3 +214,84 @@ def select_weights(method: str, Z: np.ndarray, epochs: np.ndarray, **options):
     if method not in SELECTORS:
         raise ValueError(f"unknown score {method!r}; choose one of {SCORE_METHODS}")
     return SELECTORS[method](Z, epochs, **options)
+
+
+# ----------------------------------------------------------------------------- views and threshold
+# How the views' outlier scores become one.
+VIEW_COMBINATIONS = ("scaled_max", "max", "mean")
+
+# Margin beyond the threshold: rows level with it (up to rounding) are not flagged.
+_TIE_MARGIN = 1e-6
+# Scores are log ratios or robust z-scores, of order 1: a spread below this is rounding
+# noise (e.g. identical rows), and dividing by it would blow the noise up.
+_MIN_SPREAD = 1e-6
+
+
+def combine_views(
+    scores: list[np.ndarray], train_scores: list[np.ndarray], method: str
+) -> np.ndarray:
+    """One score (higher = more normal) from the views' scores.
+
+    ``"max"``: the view that finds a row most abnormal (the minimum, since
+    scores are higher = more normal). ``"scaled_max"``: the same after each
+    view's scores are put in units of its own spread over the training rows
+    (median and inter-quartile range of ``train_scores``) and mapped back to the
+    views' mean median and spread, one affine map for all views, so the scale
+    stays that of the views. A view whose spread is below ``1e-6`` (rounding
+    noise, as when all training rows are identical) is left unscaled.
+    ``"mean"``: the plain mean.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> train = [np.array([0.0, 1.0, 2.0, 3.0]), np.array([0.0, 10.0, 20.0, 30.0])]
+    >>> combine_views([np.array([1.5]), np.array([5.0])], train, "max")
+    array([1.5])
+    >>> combine_views([np.array([1.5]), np.array([5.0])], train, "scaled_max").round(3)
+    array([2.75])
+    """
+    if len(scores) == 1:
+        return np.asarray(scores[0], dtype=np.float64)
+    if method == "mean":
+        return np.mean(scores, axis=0)
+    if method == "scaled_max":
+        c, w = np.array([robust_stats(t) for t in train_scores]).T
+        # A view without spread (rounding noise only) keeps its own units: dividing by
+        # its spread would blow the noise up to the scale of the other views.
+        spread = w >= _MIN_SPREAD
+        unit = w[spread].mean() if spread.any() else 1.0
+        factor = np.where(spread, unit / np.where(spread, w, 1.0), 1.0)
+        scores = [c.mean() + (s - ci) * fi for s, ci, fi in zip(scores, c, factor, strict=True)]
+    elif method != "max":
+        raise ValueError(f"unknown view_combination {method!r}; choose one of {VIEW_COMBINATIONS}")
+    return np.min(scores, axis=0)
+
+
+def offset_from(train_scores: np.ndarray, contamination, normalization: str) -> float:
+    """The threshold ``offset_`` on scores (higher = more normal) of the training rows.
+
+    A float ``contamination``: that percentile of the training scores.
+    ``"auto"``: Tukey's fence, Q3 + 1.5 IQR of the outlier scores, on the loss-ratio
+    scale (``exp``) for ``"log_ratio"`` (a fence on the log scale flags almost
+    nothing) and as they are for ``"robust_z"``. Either threshold is moved by
+    ``1e-6`` (relative beyond 1) towards the outliers, so that rows level with it
+    up to rounding, as tied or identical rows are, are not flagged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> offset_from(np.zeros(10), "auto", "log_ratio") < 0
+    True
+    """
+    s = np.asarray(train_scores, dtype=np.float64)
+    if contamination != "auto":
+        p = float(np.percentile(s, 100.0 * contamination))
+        return p - _TIE_MARGIN * max(1.0, abs(p))
+    outlier = -s
+    log_scale = normalization == "log_ratio"
+    values = np.exp(np.minimum(outlier, 700.0)) if log_scale else outlier
+    q1, q3 = np.percentile(values, [25, 75])
+    fence = q3 + 1.5 * (q3 - q1)
+    if log_scale:
+        return float(-np.log(fence) - _TIE_MARGIN)
+    return float(-fence - _TIE_MARGIN * max(1.0, abs(fence)))

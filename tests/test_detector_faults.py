@@ -1,0 +1,57 @@
+"""Faults users met (issue 19), each reproduced on real data and fixed.
+
+Saving and loading faults (device, atomic save, missing entries, NaN weights) are in
+test_detector_persistence.py; parameter errors in test_detector_estimator.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imod import IMDetector, IMDetectorPyOD
+from imod.detector.training import TrainingDiverged
+
+DATA = Path(__file__).resolve().parents[1] / "imod" / "data"
+
+
+@pytest.fixture(scope="module")
+def pima() -> np.ndarray:
+    return np.load(DATA / "29_Pima.npz", allow_pickle=False)["X"].astype(np.float64)
+
+
+@pytest.mark.parametrize("params", [dict(lr=1e8), dict(init_scale=1e30)])
+def test_diverging_training_is_an_error_not_nan_scores(pima, params):
+    """Issue 19 (2): these used to give all-NaN scores and flag nothing, silently."""
+    with pytest.raises(TrainingDiverged, match="training diverged.*smaller lr or init_scale"):
+        IMDetector(random_state=0, device="cpu", **params).fit(pima)
+    with pytest.raises(ValueError, match="training diverged"):
+        IMDetectorPyOD(random_state=0, device="cpu", **params).fit(pima)
+
+
+def test_identical_rows_are_scored_alike_and_not_flagged(pima):
+    """Issue 19 (5): 200 identical rows had 8 of them scored -8.33 and flagged."""
+    X = np.ones((200, 5)) * 3
+    det = IMDetector(random_state=0, device="cpu").fit(X)
+    scores = det.score_samples(X)
+    assert np.ptp(scores) < 1e-6 and np.ptp(det.train_scores_) < 1e-6
+    assert not (det.predict(X) == -1).any()
+    assert not (det.fit_predict(X) == -1).any()
+    # Copies of one real row inside real data get one score (up to rounding).
+    Xd = np.r_[pima, np.repeat(pima[[5]], 40, axis=0)]
+    det = IMDetector(random_state=0, device="cpu").fit(Xd)
+    copies = np.r_[5, np.arange(len(pima), len(Xd))]
+    assert np.ptp(det.train_scores_[copies]) < 1e-6
+    assert np.ptp(det.score_samples(Xd)[copies]) < 1e-6
+
+
+@pytest.mark.parametrize("contamination", ["auto", 0.1, 0.5])
+def test_a_tie_at_the_threshold_does_not_flag_both_rows(pima, contamination):
+    """Issue 19 (9): two Pima rows that score alike (up to rounding) were both flagged."""
+    X = pima[:2]
+    det = IMDetector(random_state=2, device="cpu", contamination=contamination).fit(X)
+    assert abs(det.train_scores_[0] - det.train_scores_[1]) < 1e-9  # the tie
+    assert (det.predict(X) == -1).sum() < 2
+    assert (det.fit_predict(X) == -1).sum() < 2
