@@ -697,3 +697,29 @@ def test_optimizer_state_precision_is_checked():
         OptimizerSpec("adam", state_precision="fp16")
     with pytest.raises(ValueError, match="is for adam and adamw"):
         OptimizerSpec("sgd", state_precision="bf16")
+
+
+def test_bf16_adam_moments_track_fp32_ones_as_gradients_shrink(digits):
+    # The same stream of real gradients into a float32-state and a bfloat16-state
+    # Adam: large, then 100x smaller. v's per-step change (0.1 %) is below half a
+    # bfloat16 ulp; rounded to nearest it would stay at its peak (~60 % too high here).
+    from imod.engine.optim import StackedOptimizer
+
+    X, y = digits
+    members = StackedMLP((64, 16, 10))
+    params = {k: v.requires_grad_(True) for k, v in members.init(0, range(2)).items()}
+    shadow = {k: v.detach().clone() for k, v in params.items()}
+    opt32 = StackedOptimizer(OptimizerSpec("adam"), params)
+    opt16 = StackedOptimizer(OptimizerSpec("adam", state_precision="bf16"), shadow)
+    x, t = torch.as_tensor(X[:64]), torch.as_tensor(y[:64])
+    active = torch.tensor([True, True])
+    for step in range(600):
+        scale = 1.0 if step < 100 else 0.01
+        out = members.forward(params, x)
+        loss = scale * torch.nn.functional.cross_entropy(out.reshape(-1, 10), t.repeat(2))
+        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+        opt32.step(params, grads, active, True)
+        opt16.step(shadow, grads, active, True)
+    for v32, v16 in zip(opt32.exp_avg_sq, opt16.exp_avg_sq):
+        ratio = v16.float().sum() / v32.sum()
+        assert abs(ratio.item() - 1) < 0.05, ratio
