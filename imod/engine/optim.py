@@ -115,9 +115,11 @@ class StackedOptimizer:
     weights. Once some member skips a batch, members' step counts differ and the
     per-member formula of :meth:`_masked_step` takes over for good. With
     bfloat16 moments every step is that formula (torch's fused Adam wants its
-    state in the parameters' dtype): a dozen element-wise passes over memory,
-    not one, so on the CPU it is slower than the fused float32 step; its
-    memory saving is the state's size, its bandwidth saving needs a fused kernel.
+    state in the parameters' dtype): a dozen element-wise passes over memory
+    and two random draws, not one pass. It halves the state's memory; it does
+    not save bandwidth (that needs a fused kernel). Measured on one CPU thread,
+    5.0M parameters (64 MLPs 40-256-256-10): 166 ms per step against 6.7 ms for
+    the fused float32 step, most of it drawing the random bits.
 
     Examples
     --------
