@@ -501,7 +501,7 @@ class _HostTrips:
         monkeypatch.setattr(ChunkRun, "update_loop", watched)
 
 
-def _busy_run(X, y, device, extra_recorder=None):
+def _busy_run(X, y, device, extra_recorder=None, optimizer="adam"):
     """Uneven masks (members skip batches), trimming, a padded last batch, every
     recorder reduction, recordings every 3 updates and snapshots."""
     rng = np.random.default_rng(0)
@@ -517,7 +517,7 @@ def _busy_run(X, y, device, extra_recorder=None):
     return train_ensemble(
         StackedMLP((64, 16, 10)), X, y, mask=mask, loss="cross_entropy", epochs=2,
         batch_size=36, trim=0.1, recorders=recs, record_every=3, record_initial=True,
-        keep_snapshots=True, device=device,
+        keep_snapshots=True, device=device, optimizer=optimizer,
     )  # fmt: skip
 
 
@@ -598,3 +598,128 @@ def test_compile_falls_back_to_eager_where_it_fails(digits, monkeypatch):
     torch.testing.assert_close(eager.params["0.weight"], fallback.params["0.weight"])
     with pytest.raises(ValueError, match="compile must be True or False"):
         train_ensemble(StackedMLP((64, 8, 10)), X, y, compile="yes", **kw)
+
+
+# ------------------------------------------------------------ bfloat16 optimizer state
+
+
+@pytest.fixture(scope="module")
+def digits_split():
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(X))
+    return X[order[:1200]], y[order[:1200]], X[order[1200:]], y[order[1200:]]
+
+
+class _KeepOptimizers:
+    """Keeps every StackedOptimizer the update loop builds, to look at its state."""
+
+    def __init__(self, monkeypatch):
+        from imod.engine import loop
+        from imod.engine.optim import StackedOptimizer
+
+        self.made = []
+        keep = self.made
+
+        class Kept(StackedOptimizer):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                keep.append(self)
+
+        monkeypatch.setattr(loop, "StackedOptimizer", Kept)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_bf16_adam_state_learns_digits_as_well_as_fp32_state(digits_split, monkeypatch,
+                                                             precision):
+    Xtr, ytr, Xte, yte = digits_split
+    kept = _KeepOptimizers(monkeypatch)
+    acc = {}
+    mask = balanced_mask(8, len(Xtr), 0.7, random_state=0)
+    for state in ("fp32", "bf16"):
+        res = train_ensemble(
+            StackedMLP((64, 32, 10)), Xtr, ytr, mask=mask,
+            loss="cross_entropy", epochs=12, batch_size=32, random_state=0, device="cpu",
+            optimizer=OptimizerSpec("adam", lr=1e-3, state_precision=state), precision=precision,
+            recorders=[Recorder("acc", correctness, X=Xte, y=yte, reduce="last")],
+            record_every="end",
+        )  # fmt: skip
+        acc[state] = float(np.mean(res.records["acc"]))
+    fp32_opt, bf16_opt = kept.made
+    assert {m.dtype for m in fp32_opt.exp_avg + fp32_opt.exp_avg_sq} == {torch.float32}
+    assert {m.dtype for m in bf16_opt.exp_avg + bf16_opt.exp_avg_sq} == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in res.params.values())  # master weights
+    assert acc["fp32"] > 0.9  # a real run, not a chance-level pair
+    assert abs(acc["bf16"] - acc["fp32"]) <= 0.005, acc
+
+
+def test_bf16_adam_state_skips_inactive_members_exactly(digits):
+    from imod.engine.optim import StackedOptimizer
+
+    X, y = digits
+    members = StackedMLP((64, 16, 10))
+    params = {k: v.requires_grad_(True) for k, v in members.init(0, range(3)).items()}
+    opt = StackedOptimizer(OptimizerSpec("adam", state_precision="bf16"), params)
+    x, t = torch.as_tensor(X[:64]), torch.as_tensor(y[:64])
+    before = None
+    for step, active in enumerate([[True] * 3, [True, False, True], [True, False, False]]):
+        out = members.forward(params, x)
+        loss = torch.nn.functional.cross_entropy(out.reshape(-1, 10), t.repeat(3), reduction="sum")
+        grads = torch.autograd.grad(loss, list(params.values()))
+        if step == 1:
+            before = ({k: v.detach().clone() for k, v in params.items()},
+                      [m.clone() for m in opt.exp_avg + opt.exp_avg_sq])
+        opt.step(params, dict(zip(params, grads)), torch.tensor(active))
+    assert opt.steps.tolist() == [3.0, 1.0, 2.0]
+    old_params, old_moments = before
+    for name, p in params.items():  # member 1 took no step after the first
+        assert torch.equal(p[1], old_params[name][1]) and not torch.equal(p[0], old_params[name][0])
+    for new, old in zip(opt.exp_avg + opt.exp_avg_sq, old_moments):
+        assert new.dtype == torch.bfloat16 and torch.equal(new[1], old[1])
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA device"))],
+)  # fmt: skip
+def test_bf16_adam_state_makes_no_host_round_trip(digits, monkeypatch, device):
+    X, y = digits
+    trips = _HostTrips(monkeypatch)
+    trips.watch_update_loop(monkeypatch)
+    res = _busy_run(X, y, device, optimizer=OptimizerSpec("adam", state_precision="bf16"))
+    assert trips.calls == []
+    assert res.records["acc"].shape == (5, 40)
+
+
+def test_optimizer_state_precision_is_checked():
+    with pytest.raises(ValueError, match="unknown state_precision 'fp16'"):
+        OptimizerSpec("adam", state_precision="fp16")
+    with pytest.raises(ValueError, match="is for adam and adamw"):
+        OptimizerSpec("sgd", state_precision="bf16")
+
+
+def test_bf16_adam_moments_track_fp32_ones_as_gradients_shrink(digits):
+    # The same stream of real gradients into a float32-state and a bfloat16-state
+    # Adam: large, then 100x smaller. v's per-step change (0.1 %) is below half a
+    # bfloat16 ulp; rounded to nearest it would stay at its peak (~60 % too high here).
+    from imod.engine.optim import StackedOptimizer
+
+    X, y = digits
+    members = StackedMLP((64, 16, 10))
+    params = {k: v.requires_grad_(True) for k, v in members.init(0, range(2)).items()}
+    shadow = {k: v.detach().clone() for k, v in params.items()}
+    opt32 = StackedOptimizer(OptimizerSpec("adam"), params)
+    opt16 = StackedOptimizer(OptimizerSpec("adam", state_precision="bf16"), shadow)
+    x, t = torch.as_tensor(X[:64]), torch.as_tensor(y[:64])
+    active = torch.tensor([True, True])
+    for step in range(600):
+        scale = 1.0 if step < 100 else 0.01
+        out = members.forward(params, x)
+        loss = scale * torch.nn.functional.cross_entropy(out.reshape(-1, 10), t.repeat(2))
+        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+        opt32.step(params, grads, active, True)
+        opt16.step(shadow, grads, active, True)
+    for v32, v16 in zip(opt32.exp_avg_sq, opt16.exp_avg_sq):
+        ratio = v16.float().sum() / v32.sum()
+        assert abs(ratio.item() - 1) < 0.05, ratio

@@ -12,15 +12,18 @@ weights x rows each member processes: the engine's shared batches of
 ``ceil(128 / 0.7)`` rows, the plain script's 128 own rows), a baseline row from
 ``plain_vectorized.py`` on the same data and masks in the same run, and on CUDA
 the fraction of the floor reached: floor = GEMM FLOPs at the chip's dense rate
-(TF32, or bf16 with ``--precision bf16``) + Adam's memory traffic (28 bytes per
-parameter and update with float32 weights and state) at its memory bandwidth.
+(TF32, or bf16 with ``--precision bf16``) + Adam's memory traffic at its memory
+bandwidth. That traffic is printed as bytes moved per optimizer step: a fused
+Adam step reads the gradient (4 bytes per parameter) and reads and writes the
+float32 weight (8) and both moments (16 in float32, 8 with
+``--optimizer-state bf16``): 28 or 20 bytes per parameter.
 
 Usage (from the repository root, so that this checkout's ``imod`` is imported)::
 
     PYTHONPATH=. python benchmarks/speed/memorization_speed.py             # K=64 on the CPU
     PYTHONPATH=. python benchmarks/speed/memorization_speed.py --members 4000 --device cuda
     PYTHONPATH=. python benchmarks/speed/memorization_speed.py --members 4000 --device cuda \
-        --precision bf16
+        --precision bf16 --optimizer-state bf16
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from plain_vectorized import plain_predict, plain_updates, train_plain
 
 import imod
 from imod.engine import OptimizerSpec, shared_batch_size
+from imod.engine.optim import STATE_PRECISIONS
 from imod.memorization import MemorizationEstimator, load_mnist1d
 
 #: Dense tensor-core peak (TFLOP/s: tf32, bf16) and memory bandwidth (TB/s) by GPU name.
@@ -73,6 +77,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default=None,
                    help="engine precision (e.g. tf32, bf16) when the engine supports it")
+    p.add_argument("--optimizer-state", choices=STATE_PRECISIONS, default="fp32",
+                   help="storage of Adam's moments (OptimizerSpec.state_precision)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -83,9 +89,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     data = load_mnist1d(cache_dir=args.cache_dir)
+    adam = OptimizerSpec("adam", lr=1e-3, state_precision=args.optimizer_state)
     est = MemorizationEstimator(
         model=tuple(args.hidden), n_members=args.members, rate=args.rate, epochs=args.epochs,
-        batch_size=args.batch_size, optimizer=OptimizerSpec("adam", lr=1e-3),
+        batch_size=args.batch_size, optimizer=adam,
         score="fractional", random_label_fraction=0.0, threshold=0.25,
         block_size=args.block_size or args.members, random_state=args.seed, device=args.device,
         precision=args.precision, progress=False,
@@ -102,14 +109,17 @@ def main() -> None:
     shared = shared_batch_size(args.batch_size, args.rate, n)
     updates = args.epochs * math.ceil(n / shared)
     flops = gemm_flops(sizes, updates * shared * args.members)
-    floor = floor_seconds(str(args.device), args.precision or "fp32", flops,
-                          28.0 * params * args.members * updates)
+    # Fused Adam: gradient read (4), weight read + write (8), two moments read + write.
+    bytes_per_param = 12.0 + (8.0 if args.optimizer_state == "bf16" else 16.0)
+    step_bytes = bytes_per_param * params * args.members
+    floor = floor_seconds(str(args.device), args.precision or "fp32", flops, step_bytes * updates)
     out = {
         "imod": imod.__file__,
         "device": str(args.device),
         "gpu": torch.cuda.get_device_name() if str(args.device).startswith("cuda") else None,
         "threads": torch.get_num_threads(),
         "precision": args.precision or "fp32",
+        "optimizer_state": args.optimizer_state,
         "members": args.members,
         "block_size": est.block_size,
         "epochs": args.epochs,
@@ -121,6 +131,9 @@ def main() -> None:
         "updates": updates,
         "shared_batch": shared,
         "gemm_tflop": round(flops / 1e12, 3),
+        "params": params * args.members,
+        "adam_bytes_per_param": bytes_per_param,
+        "adam_gb_per_step": round(step_bytes / 1e9, 4),
         "train_tflops": round(flops / r.train_seconds / 1e12, 4),
         "floor_s": None if floor is None else round(floor, 3),
         "fraction_of_floor": None if floor is None else round(floor / r.train_seconds, 3),
@@ -149,12 +162,16 @@ def main() -> None:
             "engine_speedup": round(plain_wall / r.train_seconds, 2),
         }
     print(json.dumps(out, indent=2))
-    print(f"{'run':<22} {'train s':>8} {'TFLOP/s':>9} {'test acc':>9}")
-    print(f"{'engine ' + out['precision']:<22} {out['train_s']:>8.2f} "
+    print(f"optimizer step: {out['params']:,} parameters x {bytes_per_param:.0f} bytes = "
+          f"{out['adam_gb_per_step']} GB per step, {updates} steps (what a fused step moves; "
+          f"the engine's bf16-state step is unfused and moves more)")
+    print(f"{'run':<28} {'train s':>8} {'TFLOP/s':>9} {'test acc':>9}")
+    run = f"engine {out['precision']}, {out['optimizer_state']} state"
+    print(f"{run:<28} {out['train_s']:>8.2f} "
           f"{out['train_tflops']:>9.4f} {out['mean_test_acc']:>9.4f}")
     if "plain_vectorized" in out:
         pv = out["plain_vectorized"]
-        print(f"{'plain vectorized tf32':<22} {pv['train_s']:>8.2f} {pv['train_tflops']:>9.4f} "
+        print(f"{'plain vectorized tf32':<28} {pv['train_s']:>8.2f} {pv['train_tflops']:>9.4f} "
               f"{pv['mean_test_acc']:>9.4f}   (plain s / engine s = {pv['engine_speedup']}x)")
     if floor is None:
         print("floor: CUDA only (H100/H200/A100), not measured here")

@@ -4,6 +4,19 @@ Each update takes an ``active`` vector of shape ``(K,)``: a member whose
 mini-batch held none of its examples takes no step at all (its moments and step
 count stay as they were), exactly as a model trained alone would skip that
 batch. The formulas are those of ``torch.optim.SGD``, ``Adam`` and ``AdamW``.
+
+With ``OptimizerSpec(state_precision="bf16")`` Adam keeps its two moments in
+bfloat16 (2 bytes each instead of 4) next to float32 weights: on a GPU the step
+is memory-bound, and a fused step would then move 20 bytes per parameter instead
+of 28 (this one is unfused; see :class:`StackedOptimizer`). The arithmetic runs
+in float32: the moments are widened, updated, used, then stored back, rounded
+stochastically (unbiased). Rounded to nearest, ``v`` could never decrease: its
+per-step change ``1 - beta2 = 0.001`` is below half a bfloat16 ulp. Measured on
+one weight fed gradient 1 for 500 steps then 0.01 for 2,500: ``v`` ends at
+0.0324 in float32, 0.0323 stochastically rounded, stuck at 0.25 rounded to
+nearest; the weight ends at -0.5809 in float32, -0.5810 with both moments
+stochastically rounded, -0.5765 with ``m`` rounded to nearest (``m`` stalls
+within bfloat16 resolution of its target).
 """
 
 from __future__ import annotations
@@ -14,9 +27,13 @@ import torch
 from torch.optim.adam import adam as torch_adam
 from torch.optim.sgd import sgd as torch_sgd
 
-__all__ = ["OptimizerSpec", "StackedOptimizer", "OPTIMIZERS"]
+__all__ = ["OptimizerSpec", "StackedOptimizer", "OPTIMIZERS", "STATE_PRECISIONS"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+STATE_PRECISIONS = ("fp32", "bf16")
+
+#: Seed of the stochastic rounding of bfloat16 moments (runs stay reproducible).
+ROUNDING_SEED = 0x1D
 
 
 @dataclass(frozen=True)
@@ -36,11 +53,19 @@ class OptimizerSpec:
         Adam denominator guard.
     momentum : float
         SGD momentum (0 = plain SGD).
+    state_precision : {"fp32", "bf16"}
+        Storage of Adam's two moments. ``"bf16"`` halves the optimizer state
+        (with float32 weights, stochastically rounded moments; ``adam`` and
+        ``adamw`` only). Together with ``precision="bf16"`` in
+        :func:`~imod.engine.train_ensemble` this is the engine's low-memory
+        path. ``"fp32"`` (default) is torch's fused Adam, bit for bit.
 
     Examples
     --------
     >>> OptimizerSpec("adam", lr=1e-3).name
     'adam'
+    >>> OptimizerSpec("adam", state_precision="bf16").state_precision
+    'bf16'
     """
 
     name: str = "adam"
@@ -49,6 +74,7 @@ class OptimizerSpec:
     betas: tuple[float, float] = field(default=(0.9, 0.999))
     eps: float = 1e-8
     momentum: float = 0.0
+    state_precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -57,6 +83,16 @@ class OptimizerSpec:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.state_precision not in STATE_PRECISIONS:
+            raise ValueError(
+                f"unknown state_precision {self.state_precision!r}; "
+                f"choose one of {STATE_PRECISIONS}"
+            )
+        if self.state_precision != "fp32" and self.name == "sgd":
+            raise ValueError(
+                f"state_precision={self.state_precision!r} is for adam and adamw; "
+                "sgd keeps its momentum in float32"
+            )
 
     @classmethod
     def coerce(cls, spec: OptimizerSpec | str | dict) -> OptimizerSpec:
@@ -77,7 +113,13 @@ class StackedOptimizer:
     is torch's own fused (CUDA) or multi-tensor (CPU) implementation: one pass
     over memory, which matters when K members hold hundreds of millions of
     weights. Once some member skips a batch, members' step counts differ and the
-    per-member formula of :meth:`_masked_step` takes over for good.
+    per-member formula of :meth:`_masked_step` takes over for good. With
+    bfloat16 moments every step is that formula (torch's fused Adam wants its
+    state in the parameters' dtype): a dozen element-wise passes over memory
+    and two random draws, not one pass. It halves the state's memory; it does
+    not save bandwidth (that needs a fused kernel). Measured on one CPU thread,
+    5.0M parameters (64 MLPs 40-256-256-10): 166 ms per step against 6.7 ms for
+    the fused float32 step, most of it drawing the random bits.
 
     Examples
     --------
@@ -99,8 +141,13 @@ class StackedOptimizer:
         self.steps = torch.zeros(first.shape[0], device=first.device)
         self.uniform = True
         self.scalar_steps = [torch.zeros((), device=first.device) for _ in params]
-        self.exp_avg = [torch.zeros_like(p) for p in params.values()]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in params.values()]
+        low = spec.state_precision == "bf16"
+        dtype = torch.bfloat16 if low else None
+        self.exp_avg = [torch.zeros_like(p, dtype=dtype) for p in params.values()]
+        self.exp_avg_sq = [torch.zeros_like(p, dtype=dtype) for p in params.values()]
+        self.generator: torch.Generator | None = None
+        if low:
+            self.generator = torch.Generator(first.device).manual_seed(ROUNDING_SEED)
         # SGD momentum buffers; torch creates them from the first gradient.
         self.momentum: list[torch.Tensor | None] = [None] * len(params)
 
@@ -118,7 +165,7 @@ class StackedOptimizer:
         self.uniform = self.uniform and all_active
         ps = [params[n] for n in self.names]
         gs = [grads[n] for n in self.names]
-        if self.uniform:
+        if self.uniform and self.generator is None:
             self.steps += 1
             # torch's fused kernels want gradients laid out like their
             # parameters; a transposed weight's gradient is a strided view.
@@ -195,6 +242,8 @@ class StackedOptimizer:
                 p.sub_(a * s.lr * g)
                 continue
             m, v = self.exp_avg[i], self.exp_avg_sq[i]
+            if self.generator is not None:  # bfloat16 moments: the step in float32
+                m, v = m.float(), v.float()
             if s.name == "adamw" and s.weight_decay:
                 p.mul_(1 - a * s.lr * s.weight_decay)
             elif s.weight_decay:
@@ -203,3 +252,31 @@ class StackedOptimizer:
             v.lerp_(g * g, a * (1 - b2))
             denom = (v / corr2.view(shape)).sqrt_().add_(s.eps)
             p.sub_(a * (s.lr / corr1.view(shape)) * m / denom)
+            if self.generator is not None:
+                # An inactive member's moments are bfloat16 values: stored back exactly.
+                stochastic_round(m, self.exp_avg[i], self.generator)
+                stochastic_round(v, self.exp_avg_sq[i], self.generator)
+
+
+def stochastic_round(x: torch.Tensor, out: torch.Tensor, generator: torch.Generator) -> None:
+    """Store float32 ``x`` into bfloat16 ``out``, rounding up with probability
+    equal to the remainder (unbiased: the expected stored value is ``x``).
+
+    Random low 16 bits are added to the float32 bit pattern, then cut off (a
+    bfloat16 is the top half of a float32); values already in bfloat16 are kept.
+    ``x`` is scratch space: it is overwritten.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.full((20000,), 1.0 + 2**-10)  # a quarter of a bfloat16 ulp above 1
+    >>> out = torch.empty(20000, dtype=torch.bfloat16)
+    >>> stochastic_round(x, out, torch.Generator().manual_seed(0))
+    >>> out.unique().tolist(), abs(out.float().mean().item() - (1.0 + 2**-10)) < 1e-4
+    ([1.0, 1.0078125], True)
+    """
+    bits = x.view(torch.int32)
+    noise = torch.randint(
+        0, 1 << 16, x.shape, dtype=torch.int32, device=x.device, generator=generator
+    )
+    out.copy_(bits.add_(noise).bitwise_and_(-65536).view(torch.float32))

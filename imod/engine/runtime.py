@@ -17,6 +17,10 @@ Precision (``train_ensemble(..., precision=...)``)
     parameters, gradients and optimizer state stay float32 (master weights).
 
 Recordings always run in exact float32, whatever the training precision.
+
+The optimizer state is the optimizer's to choose: ``OptimizerSpec(state_precision="bf16")``
+keeps Adam's moments in bfloat16 in any of these modes (with ``"bf16"``, the
+low-memory path: bfloat16 products, float32 master weights, bfloat16 moments).
 """
 
 from __future__ import annotations

@@ -261,9 +261,11 @@ def train_ensemble(
     device : "auto", "cpu", "cuda" or torch.device
     precision : {"fp32", "ieee", "tf32", "bf16"}
         Matrix-product precision (see :mod:`imod.engine.runtime`). Parameters
-        and optimizer state are float32 in every mode. ``"fp32"`` runs CUDA
-        products in TF32 (``"ieee"`` turns that off); ``"bf16"`` trains under
-        bfloat16 autocast. Recordings are always taken in float32.
+        are float32 in every mode, and so is the optimizer state unless
+        ``OptimizerSpec(state_precision="bf16")`` asks for bfloat16 Adam
+        moments. ``"fp32"`` runs CUDA products in TF32 (``"ieee"`` turns that
+        off); ``"bf16"`` trains under bfloat16 autocast (with bfloat16 moments,
+        the low-memory path). Recordings are always taken in float32.
     compile : bool, default=False
         Compile the loss and its backward pass with ``torch.compile`` (every
         batch has the same shape, so once per chunk); falls back to eager
