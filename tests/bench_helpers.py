@@ -63,10 +63,22 @@ class RowCountingDetector(SpyDetector):
 
 
 class SlowDetector(SpyDetector):
-    """Sleeps in ``fit`` so a test can kill a run midway."""
+    """Sleeps in ``fit`` so a test can kill a run midway.
+
+    With ``IMOD_TEST_HOLD`` set to a path, every ``fit`` after the first also waits (up to
+    5 minutes) until that file exists: a test holds the run in progress, with its first cells
+    finished, for as long as it needs, whatever the load.
+    """
+
+    fits = 0
 
     def fit(self, X, *args, **kwargs):
         time.sleep(float(os.environ.get("IMOD_TEST_SLEEP", "0.4")))
+        SlowDetector.fits += 1
+        hold = os.environ.get("IMOD_TEST_HOLD") if SlowDetector.fits > 1 else None
+        deadline = time.monotonic() + 300
+        while hold and not Path(hold).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         return super().fit(X)
 
 

@@ -51,12 +51,13 @@ def _no_traceback(res: subprocess.CompletedProcess[str]) -> None:
 def test_second_run_on_the_same_out_is_refused_and_nothing_is_lost(tmp_path: Path):
     """Fault 1: a second `imod bench` on a folder in use is refused; the first loses nothing."""
     out = tmp_path / "out"
+    release = tmp_path / "release"  # the first run's slow cells wait for it (IMOD_TEST_HOLD)
     first = subprocess.Popen(
         [sys.executable, "-m", "imod", "bench", "--datasets", "wine", "vertebral",
          "--detectors", SLOW, "PCA", "--seeds", "3", "--out", str(out), "--quiet",
          "--no-plots"],
-        cwd=tmp_path, env=_env(IMOD_TEST_SLEEP="1.5"), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path, env=_env(IMOD_TEST_SLEEP="0", IMOD_TEST_HOLD=str(release)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = out / "results.csv"
     try:
         deadline = time.monotonic() + 120
@@ -69,6 +70,7 @@ def test_second_run_on_the_same_out_is_refused_and_nothing_is_lost(tmp_path: Pat
                        "--out", str(out), "--quiet", "--no-plots", cwd=tmp_path)
         assert first.poll() is None  # the first run was still working
     finally:
+        release.touch()
         stdout, stderr = first.communicate(timeout=240)
     assert second.returncode == 2
     assert str(out) in second.stderr and "in use by another imod run" in second.stderr
