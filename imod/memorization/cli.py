@@ -327,20 +327,24 @@ def _run(args: argparse.Namespace) -> int:
     if args.ablation:
         t0 = time.perf_counter()
         k95 = args.ablation_members_095 or args.members
-        ab = ablation_study(
-            hidden, X, data.y, Xt, data.y_test,
-            n_members={0.7: args.members, 0.95: k95}, n_utility_models=args.utility_members,
-            fixed_threshold=args.mem_threshold if args.threshold == "null" else args.threshold,
-            alpha=args.alpha, null_side=args.null_side,
-            random_label_fraction=args.random_label_fraction, dup_threshold=args.dup_threshold,
-            training=TrainingConfig(
-                epochs=est.epochs_, batch_size=args.batch_size, optimizer=opt,
-                block_size=args.block_size, random_state=args.seed, device=args.device,
-                precision=args.precision, torch_threads=args.threads, scheduler=args.scheduler,
-                overwrite=args.overwrite),
-            min_out=args.min_out, out_dir=out / "ablation", progress=progress,
-            rows=ablation_rows(tuple(args.ablation_null_sides or [args.null_side])),
-        )
+        with warnings.catch_warnings():  # the main run's warning above already said it
+            warnings.simplefilter("ignore", NotMemorizedWarning)
+            ab = ablation_study(
+                hidden, X, data.y, Xt, data.y_test,
+                n_members={0.7: args.members, 0.95: k95}, n_utility_models=args.utility_members,
+                fixed_threshold=(args.mem_threshold if args.threshold == "null"
+                                 else args.threshold),
+                alpha=args.alpha, null_side=args.null_side,
+                random_label_fraction=args.random_label_fraction,
+                dup_threshold=args.dup_threshold,
+                training=TrainingConfig(
+                    epochs=est.epochs_, batch_size=args.batch_size, optimizer=opt,
+                    block_size=args.block_size, random_state=args.seed, device=args.device,
+                    precision=args.precision, torch_threads=args.threads,
+                    scheduler=args.scheduler, overwrite=args.overwrite),
+                min_out=args.min_out, out_dir=out / "ablation", progress=progress,
+                rows=ablation_rows(tuple(args.ablation_null_sides or [args.null_side])),
+            )
         ab.table.to_csv(out / "ablation.csv", index=False)
         md = ["## Ablation of the four fixes (critique Table 1)", "",
               f"Utility = test accuracy (%) with the memorized natural points removed minus with "
