@@ -134,19 +134,9 @@ def _fmt(v, nd=3):
 
 def _not_meaningful(est, args) -> str:
     """The reason the null threshold means nothing, in command-line words ("" if it does)."""
-    from .estimator import CHANCE_AUROC, MEMORIZED_ACCURACY
+    from .inputs import null_problems
 
-    if not est.random_label_idx_.size:
-        return ""
-    acc = est.in_sample_accuracy_["random_label"]
-    auroc = est.detection_[args.score]["auroc"]
-    why = []
-    if acc < MEMORIZED_ACCURACY:
-        why.append(f"the members fit only {100 * acc:.0f} % of the random-label rows they "
-                   f"trained on, so those points are not memorized")
-    if not auroc >= CHANCE_AUROC:
-        why.append(f"the {args.score} score finds the random-label points at AUROC "
-                   f"{auroc:.2f}, near chance")
+    why = null_problems(est)
     if why:
         return ("; ".join(why) + ": the null threshold and the memorized count below are not "
                 "meaningful. Train longer: --epochs auto (the default) or a larger --epochs; "

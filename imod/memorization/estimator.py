@@ -30,11 +30,15 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from imod.engine import OptimizerSpec, balanced_mask, bernoulli_mask
 
 from .inputs import (
+    CHANCE_AUROC,
     MASK_KINDS,
+    MEMORIZED_ACCURACY,
+    NotMemorizedWarning,
     _is_widths,
     build_model,
     check_classification_data,
     check_member_counts,
+    null_problems,
     relabel_random,
 )
 from .membership import lira_scores, membership_auroc
@@ -56,18 +60,7 @@ from .scores import (
 )
 
 __all__ = ["MemorizationEstimator", "NotMemorizedWarning", "check_classification_data",
-           "relabel_random", "build_model"]
-
-
-class NotMemorizedWarning(UserWarning):
-    """The members did not fit the random-label rows they trained on, or the scores do
-    not find them: the null threshold and ``memorized_`` are not meaningful."""
-
-
-#: Mean in-sample accuracy of the random-label rows below which they count as not memorized.
-MEMORIZED_ACCURACY = 0.9
-#: Random-label AUROC below which detection is called near chance.
-CHANCE_AUROC = 0.6
+           "relabel_random", "build_model", "CHANCE_AUROC", "MEMORIZED_ACCURACY"]
 
 
 class MemorizationEstimator(BaseEstimator):
@@ -445,27 +438,14 @@ class MemorizationEstimator(BaseEstimator):
         self.score_seconds_ = time.perf_counter() - t0
 
     def _warn_if_not_meaningful(self) -> None:
-        self.null_meaningful_ = bool(self.random_label_idx_.size)
-        if not self.random_label_idx_.size:
-            return
-        acc = self.in_sample_accuracy_["random_label"]
-        auroc = self.detection_[self.score]["auroc"]
-        if acc < MEMORIZED_ACCURACY:
-            self.null_meaningful_ = False
+        why = null_problems(self)
+        self.null_meaningful_ = bool(self.random_label_idx_.size) and not why
+        if why:
             warnings.warn(
-                f"the members fit only {100 * acc:.0f} % of the random-label rows they trained "
-                f"on (natural rows: {100 * self.in_sample_accuracy_['natural']:.0f} %): the "
-                "random-label points are not memorized, so the null threshold, memorized_ and "
-                "detection_ are not meaningful. Train longer (epochs='auto' or a larger "
-                "epochs), or give the members more capacity (model) or a larger learning "
-                "rate (optimizer).", NotMemorizedWarning, stacklevel=3)
-        if not auroc >= CHANCE_AUROC:
-            self.null_meaningful_ = False
-            warnings.warn(
-                f"the {self.score} score finds the random-label points at AUROC {auroc:.2f}, "
-                "near chance: the scores do not separate memorized points from the rest and "
-                "memorized_ is not meaningful (see in_sample_accuracy_; train longer with "
-                "epochs='auto').", NotMemorizedWarning, stacklevel=3)
+                "; ".join(why) + ": the null threshold, memorized_ and detection_ are not "
+                "meaningful. Train longer (epochs='auto' or a larger epochs), or give the "
+                "members more capacity (model) or a larger learning rate (optimizer).",
+                NotMemorizedWarning, stacklevel=3)
         if (self.threshold == "null" and self.null_side == "upper"
                 and not self.memorized_mask_.any() and np.isfinite(self.threshold_)
                 and self.threshold_ >= np.nanmax(self.scores_)):

@@ -12,9 +12,41 @@ from imod.engine import StackedMLP
 from .runs import DEFAULT_HIDDEN, block_sizes, derive_seed
 
 __all__ = ["check_classification_data", "relabel_random", "build_model", "check_member_counts",
-           "MASK_KINDS"]
+           "MASK_KINDS", "NotMemorizedWarning", "null_problems"]
 
 MASK_KINDS = ("balanced", "bernoulli")
+
+#: Mean in-sample accuracy of the random-label rows below which they count as not memorized.
+MEMORIZED_ACCURACY = 0.9
+#: Random-label AUROC below which detection is called near chance.
+CHANCE_AUROC = 0.6
+
+
+class NotMemorizedWarning(UserWarning):
+    """The members did not fit the random-label rows they trained on, or the scores do
+    not find them: the null threshold and ``memorized_`` are not meaningful."""
+
+
+def null_problems(est) -> list[str]:
+    """Why a fitted estimator's null threshold means nothing (empty when it does).
+
+    The random-label rows were fit on average below :data:`MEMORIZED_ACCURACY` by the
+    members that trained on them, or the chosen score finds them at an AUROC below
+    :data:`CHANCE_AUROC`.
+    """
+    if not est.random_label_idx_.size:
+        return []
+    why = []
+    acc = est.in_sample_accuracy_["random_label"]
+    if acc < MEMORIZED_ACCURACY:
+        why.append(f"the members fit only {100 * acc:.0f} % of the random-label rows they "
+                   f"trained on (natural rows: {100 * est.in_sample_accuracy_['natural']:.0f} "
+                   "%), so those points are not memorized")
+    auroc = est.detection_[est.score]["auroc"]
+    if not auroc >= CHANCE_AUROC:
+        why.append(f"the {est.score} score finds the random-label points at AUROC "
+                   f"{auroc:.2f}, near chance")
+    return why
 
 
 def check_classification_data(X, y, X_test=None, y_test=None):
