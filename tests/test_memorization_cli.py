@@ -17,7 +17,7 @@ TINY = ["--dataset", "digits", "--members", "8", "--rate", "0.5", "--epochs", "2
         "--hidden", "16", "--min-out", "1", "--block-size", "8", "--no-progress"]
 
 
-def test_cli_writes_csv_markdown_and_plots(tmp_path):
+def test_cli_writes_csv_markdown_and_plots(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["memorize", *TINY, "--out", str(out), "--null-side", "lower"]) == 0
     for name in ["scores.csv", "summary.md", "summary.json", "high_influence_pairs.csv",
@@ -25,9 +25,15 @@ def test_cli_writes_csv_markdown_and_plots(tmp_path):
                  "members/manifest.json", "members/block_0000000_0000008.npz"]:
         assert (out / name).is_file(), name
     df = pd.read_csv(out / "scores.csv")
-    assert {"p_in", "p_out", "difference", "fractional", "memorized", "random_label"} <= set(df)
+    assert {"p_in", "p_out", "difference", "fractional", "memorized", "random_label",
+            "c_score", "lira"} <= set(df)
     md = (out / "summary.md").read_text()
-    assert "AUROC" in md and "FPR@95%TPR" in md
+    assert "AUROC" in md and "FPR@95%TPR" in md and "LiRA" in md
+    assert "in-sample accuracy" in md and "random-label rows" in md
+    # 2 epochs: the random labels are not fit, and the tool says so in its own words
+    err = capsys.readouterr().err
+    assert "not meaningful" in err and "--epochs" in err and "epochs=" not in err
+    assert "NOT MEANINGFUL" in md
     assert (out / "score_distribution.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -60,6 +66,9 @@ def test_add_parser_registers_the_subcommand():
     add_parser(sub)
     args = parser.parse_args(["memorize", "--members", "16", "--ablation"])
     assert args.members == 16 and args.ablation and callable(args.func)
+    assert args.epochs == "auto" and parser.parse_args(["memorize", "--epochs", "7"]).epochs == 7
+    with pytest.raises(SystemExit):
+        parser.parse_args(["memorize", "--epochs", "lots"])
     try:
         from imod.cli import build_parser
     except ImportError:  # the main CLI is written separately

@@ -20,17 +20,19 @@ outputs (in --out):
   members/              one .npz per block of members + manifest.json (resumable: re-run the
                         same command after a kill; a larger --members extends the run)
   scores.csv            per training example: labels, IN/OUT counts, p_in, p_out, difference,
-                        fractional, score, memorized
+                        fractional, score, memorized, c_score (held-out accuracy at --rate),
+                        lira (online LiRA: mean log likelihood ratio over IN members)
   high_influence_pairs.csv   train/test pairs with mem >= --mem-threshold, infl >= --infl-threshold
   leakage_pairs.csv     train/test near-duplicates (cosine >= --dup-threshold)
-  summary.md            settings, random-label AUROC / AUPR / FPR@95%TPR, threshold, counts
+  summary.md            settings, in-sample accuracy of natural and random-label rows,
+                        random-label AUROC / AUPR / FPR@95%TPR, threshold, counts, LiRA
   score_distribution.png, random_label_roc.png
   --rate-study:  rate_study.csv/.md (subsampled vs exact leave-one-out on a small subset)
   --ablation:    ablation.csv/.md (the critique's Table 1: original F&Z setup, one fix at a time,
                  all four; utility = acc(removed memorized) - acc(removed random), paired t-test)
 
 examples:
-  imod memorize --dataset digits --members 64 --epochs 60 --out mem-digits
+  imod memorize --dataset digits --members 64 --out mem-digits
   imod memorize --dataset mnist1d --members 4000 --block-size 500 --device cuda --out mem-m1d
   imod memorize --dataset digits --ablation --members 64 --utility-members 20 --out abl
 """
@@ -38,6 +40,15 @@ examples:
 
 def _float_or_null(v: str):
     return v if v == "null" else float(v)
+
+
+def _int_or_auto(v: str):
+    if v == "auto":
+        return v
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number, got {v!r}") from None
 
 
 def add_parser(subparsers, name: str = "memorize", help: str | None = None
@@ -59,21 +70,26 @@ def add_parser(subparsers, name: str = "memorize", help: str | None = None
     g.add_argument("--members", type=int, default=64, help="K models (default 64)")
     g.add_argument("--rate", type=float, default=0.7, help="sampling rate in (0, 1) (default 0.7)")
     g.add_argument("--score", choices=["fractional", "difference"], default="fractional")
-    g.add_argument("--hidden", type=int, nargs="+", default=[256, 256],
-                   help="MLP hidden widths (default 256 256)")
-    g.add_argument("--epochs", type=int, default=30)
-    g.add_argument("--batch-size", type=int, default=128)
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--hidden", type=int, nargs="+", default=[512],
+                   help="MLP hidden widths (default 512)")
+    g.add_argument("--epochs", type=_int_or_auto, default="auto",
+                   help="epochs per member, or 'auto' (default): 1.25 x the epochs a pilot of "
+                        "4 members needs to fit 99 %% of its own natural and random-label rows "
+                        "(at most 200)")
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     g.add_argument("--weight-decay", type=float, default=0.0)
     g.add_argument("--random-label-fraction", type=float, default=0.05)
     g.add_argument("--alpha", type=float, default=0.05)
-    g.add_argument("--null-side", choices=["upper", "lower"], default="upper",
-                   help="threshold at the (1-alpha) (upper, Eq. 3) or alpha (lower) quantile "
-                        "of the random-label scores")
+    g.add_argument("--null-side", choices=["upper", "lower"], default="lower",
+                   help="threshold at the alpha (lower, default: 95 %% of the random-label "
+                        "points at or above it) or (1-alpha) (upper, the critique's Eq. 3) "
+                        "quantile of the random-label scores")
     g.add_argument("--threshold", type=_float_or_null, default="null",
                    help="'null' (default) or a fixed score threshold")
     g.add_argument("--min-out", type=int, default=3)
-    g.add_argument("--block-size", type=int, default=64, help="members per saved block")
+    g.add_argument("--block-size", type=int, default=16,
+                   help="members per saved block and progress step (default 16)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto")
     g.add_argument("--precision", default=None, help="passed to the engine if it supports it")
@@ -99,8 +115,9 @@ def add_parser(subparsers, name: str = "memorize", help: str | None = None
     p.add_argument("--overwrite", action="store_true",
                    help="replace runs with another configuration in --out")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (1 is fastest for small models on a busy machine)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: fastest for the small default MLP; on a "
+                        "busy 2-core machine more threads made training 30x slower)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS|local-cluster:N",
                    help="train the member blocks as Dask tasks on a scheduler address or on a "
                         "local cluster of N single-threaded workers (needs imod[distributed]); "
@@ -117,6 +134,23 @@ def _fmt(v, nd=3):
             return f"{v:.2e}"
         return f"{v:.{nd}f}"
     return str(v)
+
+
+def _not_meaningful(est, args) -> str:
+    """The reason the null threshold means nothing, in command-line words ("" if it does)."""
+    from .inputs import null_problems
+
+    why = null_problems(est)
+    if why:
+        return ("; ".join(why) + ": the null threshold and the memorized count below are not "
+                "meaningful. Train longer: --epochs auto (the default) or a larger --epochs; "
+                "or a wider --hidden or a larger --lr.")
+    if (args.threshold == "null" and args.null_side == "upper" and not len(est.memorized_)
+            and est.threshold_ >= np.nanmax(est.scores_)):
+        return ("the upper null threshold is the largest score (memorized random-label "
+                "points pile up at the maximum), so no natural point can exceed it; use "
+                "--null-side lower (95 % of the random-label points at or above the threshold).")
+    return ""
 
 
 def _md_table(df) -> str:
@@ -178,6 +212,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from . import MemorizationEstimator, find_near_duplicates, load_dataset
     from .plots import plot_random_label_roc, plot_score_distribution
+    from .runs import TrainingConfig
     from .study import (
         ablation_rows,
         ablation_study,
@@ -206,7 +241,15 @@ def _run(args: argparse.Namespace) -> int:
         precision=args.precision, out_dir=out / "members", scheduler=args.scheduler,
         n_threads=args.threads, overwrite=args.overwrite, progress=progress,
     )
-    est.fit(X, data.y, Xt, data.y_test)
+    import warnings
+
+    from .estimator import NotMemorizedWarning
+
+    with warnings.catch_warnings():
+        # said below in command-line words
+        warnings.simplefilter("ignore", NotMemorizedWarning)
+        warnings.filterwarnings("ignore", message="the \\(1 - alpha\\) quantile")
+        est.fit(X, data.y, Xt, data.y_test)
     df = est.to_frame()
     df.to_csv(out / "scores.csv", index=False)
     pairs = est.high_influence_pairs()
@@ -226,7 +269,12 @@ def _run(args: argparse.Namespace) -> int:
         f"-{int(est.in_counts_.max())} / OUT {int(est.out_counts_.min())}-"
         f"{int(est.out_counts_.max())} members",
         f"- model: MLP {X.shape[1]}-{'-'.join(map(str, hidden))}-{len(est.classes_)}, Adam lr "
-        f"{args.lr}, {args.epochs} epochs, batch {args.batch_size}, seed {args.seed}",
+        f"{args.lr}, {est.epochs_} epochs"
+        f"{' (--epochs auto)' if args.epochs == 'auto' else ''}, batch {args.batch_size}, "
+        f"seed {args.seed}",
+        f"- in-sample accuracy (members on the rows they trained on): natural rows "
+        f"{100 * est.in_sample_accuracy_['natural']:.1f} %, random-label rows "
+        f"{_fmt(100 * est.in_sample_accuracy_['random_label'], 1)} %",
         f"- mean test accuracy of the members: {100 * est.correct_test_.mean():.2f} %",
         f"- training {est.fit_seconds_:.1f} s wall, {est.train_seconds_:.1f} s in block tasks "
         f"(members trained in this call: {est.members_.trained_members}), scoring "
@@ -238,23 +286,42 @@ def _run(args: argparse.Namespace) -> int:
         "|---|---|---|---|",
     ]
     for name, m in est.detection_.items():
-        lines.append(f"| {name} | {_fmt(m['auroc'])} | {_fmt(m['aupr'])} | "
+        label = "LiRA (mean log LR over IN members)" if name == "lira" else name
+        lines.append(f"| {label} | {_fmt(m['auroc'])} | {_fmt(m['aupr'])} | "
                      f"{_fmt(m['fpr_at_95tpr'])} |")
+    warn = _not_meaningful(est, args)
+    if warn:
+        lines += ["", f"**WARNING: {warn}**"]
+        print(f"imod memorize: warning: {warn}", file=sys.stderr)
+    inclusive = args.threshold == "null" and args.null_side == "lower"
     thr_desc = (f"null, {'1 - alpha' if args.null_side == 'upper' else 'alpha'} quantile "
                 f"(alpha={args.alpha})" if args.threshold == "null" else "fixed")
     lines += [
         "",
         f"## Threshold ({args.score} score)",
         "",
-        f"- threshold: {_fmt(est.threshold_)} ({thr_desc})",
-        f"- memorized natural points (score > threshold): {len(est.memorized_)} of {n_nat}",
+        f"- threshold: {_fmt(est.threshold_)} ({thr_desc})"
+        + ("" if est.null_meaningful_ or args.threshold != "null"
+           else " -- NOT MEANINGFUL, see the warning above"),
+        f"- memorized natural points (score {'>=' if inclusive else '>'} threshold): "
+        f"{len(est.memorized_)} of {n_nat}",
         f"- high-influence pairs (mem >= {args.mem_threshold}, infl >= {args.infl_threshold}): "
         f"{len(pairs)}",
         f"- train/test near-duplicates (cosine >= {args.dup_threshold}): {len(leak.pairs)} pairs, "
         f"{len(leak.duplicate_test_idx)} test examples ({100 * leak.duplicate_fraction:.1f} %)",
+        "",
+        "## C-scores and LiRA (same members)",
+        "",
+        f"- C-score at rate {est.rate} (held-out accuracy): mean {np.nanmean(est.c_scores_):.3f}"
+        f", natural rows below 0.5: {int((est.c_scores_[~est.is_random_label_] < 0.5).sum())}",
+        f"- online LiRA membership inference over all (member, row) pairs: AUROC "
+        f"{_fmt(est.membership_['auroc'])}, TPR at 1 % FPR {_fmt(est.membership_['tpr_at_1fpr'])}"
+        f", at 0.1 % FPR {_fmt(est.membership_['tpr_at_01fpr'])}",
     ]
-    summary = {"dataset": data.name, "detection": est.detection_,
-               "threshold": est.threshold_, "n_memorized": int(len(est.memorized_))}
+    summary = {"dataset": data.name, "detection": est.detection_, "epochs": est.epochs_,
+               "in_sample_accuracy": est.in_sample_accuracy_, "membership": est.membership_,
+               "threshold": est.threshold_, "null_meaningful": est.null_meaningful_,
+               "n_memorized": int(len(est.memorized_))}
 
     if args.rate_study:
         rng = np.random.default_rng(args.seed)
@@ -263,7 +330,7 @@ def _run(args: argparse.Namespace) -> int:
         Xs, ys = X[sub], data.y[sub]
         if len(np.unique(ys)) < 2:
             raise ValueError("the rate-study subset holds a single class; use more examples")
-        common = dict(epochs=args.epochs, batch_size=min(args.batch_size, max(8, n_sub // 4)),
+        common = dict(epochs=est.epochs_, batch_size=min(args.batch_size, max(8, n_sub // 4)),
                       optimizer=opt, random_state=args.seed, device=args.device)
         t0 = time.perf_counter()
         loo = leave_one_out_reference(hidden, Xs, ys, n_seeds=args.loo_seeds,
@@ -283,18 +350,24 @@ def _run(args: argparse.Namespace) -> int:
     if args.ablation:
         t0 = time.perf_counter()
         k95 = args.ablation_members_095 or args.members
-        ab = ablation_study(
-            hidden, X, data.y, Xt, data.y_test,
-            n_members={0.7: args.members, 0.95: k95}, n_utility_models=args.utility_members,
-            fixed_threshold=args.mem_threshold if args.threshold == "null" else args.threshold,
-            alpha=args.alpha, null_side=args.null_side,
-            random_label_fraction=args.random_label_fraction, dup_threshold=args.dup_threshold,
-            epochs=args.epochs, batch_size=args.batch_size, optimizer=opt,
-            min_out=args.min_out, block_size=args.block_size, random_state=args.seed,
-            device=args.device, out_dir=out / "ablation", progress=progress,
-            overwrite=args.overwrite,
-            rows=ablation_rows(tuple(args.ablation_null_sides or [args.null_side])),
-        )
+        with warnings.catch_warnings():  # the main run's warning above already said it
+            warnings.simplefilter("ignore", NotMemorizedWarning)
+            ab = ablation_study(
+                hidden, X, data.y, Xt, data.y_test,
+                n_members={0.7: args.members, 0.95: k95}, n_utility_models=args.utility_members,
+                fixed_threshold=(args.mem_threshold if args.threshold == "null"
+                                 else args.threshold),
+                alpha=args.alpha, null_side=args.null_side,
+                random_label_fraction=args.random_label_fraction,
+                dup_threshold=args.dup_threshold,
+                training=TrainingConfig(
+                    epochs=est.epochs_, batch_size=args.batch_size, optimizer=opt,
+                    block_size=args.block_size, random_state=args.seed, device=args.device,
+                    precision=args.precision, torch_threads=args.threads,
+                    scheduler=args.scheduler, overwrite=args.overwrite),
+                min_out=args.min_out, out_dir=out / "ablation", progress=progress,
+                rows=ablation_rows(tuple(args.ablation_null_sides or [args.null_side])),
+            )
         ab.table.to_csv(out / "ablation.csv", index=False)
         md = ["## Ablation of the four fixes (critique Table 1)", "",
               f"Utility = test accuracy (%) with the memorized natural points removed minus with "

@@ -8,7 +8,9 @@ mask matrix and one correctness matrix (see :mod:`imod.memorization.scores`).
 The critique's fixes are options: ``rate=0.95`` (less sampling bias),
 ``score="fractional"`` (fewer false positives), ``threshold="null"`` (a
 threshold from the scores of randomly relabelled points) and de-duplicated test
-sets (:func:`imod.memorization.leakage.find_near_duplicates`).
+sets (:func:`imod.memorization.leakage.find_near_duplicates`). The same masks and
+recordings give C-scores and online LiRA membership scores
+(:mod:`imod.memorization.membership`).
 
 Masks are generated per block of ``block_size`` members and balanced within each
 block, so every example is IN exactly ``sum_b round(rate * size_b)`` members (the
@@ -18,14 +20,36 @@ same for all examples) and a run can be resumed or extended (``out_dir``).
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
-from collections.abc import Sequence
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
 
-from imod.engine import OptimizerSpec, StackedMLP, balanced_mask, bernoulli_mask
+from imod.engine import OptimizerSpec, balanced_mask, bernoulli_mask
 
-from .runs import MemberResults, array_digest, block_sizes, derive_seed, train_in_blocks
+from .inputs import (
+    CHANCE_AUROC,
+    MASK_KINDS,
+    MEMORIZED_ACCURACY,
+    NotMemorizedWarning,
+    _is_widths,
+    build_model,
+    check_classification_data,
+    check_member_counts,
+    null_problems,
+    relabel_random,
+)
+from .membership import lira_scores, membership_auroc
+from .runs import (
+    MemberResults,
+    TrainingConfig,
+    array_digest,
+    derive_seed,
+    epochs_to_fit,
+    train_in_blocks,
+)
 from .scores import (
     SCORES,
     detection_metrics,
@@ -35,144 +59,60 @@ from .scores import (
     subsample_scores,
 )
 
-__all__ = ["MemorizationEstimator", "check_classification_data", "relabel_random", "build_model"]
-
-MASK_KINDS = ("balanced", "bernoulli")
-
-
-def check_classification_data(X, y, X_test=None, y_test=None):
-    """Validate inputs; return ``X, y_enc, classes, X_test, y_test_enc``.
-
-    Raises
-    ------
-    ValueError
-        Labels not matching X, fewer than two classes, test labels unseen in
-        training, non-finite inputs, or only one of X_test / y_test.
-    """
-    X = np.asarray(X)
-    y = np.asarray(y)
-    if X.ndim < 2:
-        raise ValueError(f"X must be at least 2-D (n_samples, n_features...), got shape {X.shape}")
-    if y.ndim != 1:
-        raise ValueError(f"y must be 1-D class labels, got shape {y.shape}")
-    if len(y) != X.shape[0]:
-        raise ValueError(f"X has {X.shape[0]} examples but y has {len(y)} labels")
-    if not np.issubdtype(X.dtype, np.number) or not np.isfinite(X).all():
-        raise ValueError("X must be numeric without NaN or infinite values")
-    classes, y_enc = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise ValueError(f"y has a single class ({classes[0]!r}); memorization needs >= 2 classes")
-    if (X_test is None) != (y_test is None):
-        raise ValueError("give both X_test and y_test, or neither")
-    yt_enc = None
-    if X_test is not None:
-        X_test = np.asarray(X_test)
-        y_test = np.asarray(y_test)
-        if X_test.shape[1:] != X.shape[1:]:
-            raise ValueError(
-                f"X_test has shape {X_test.shape[1:]} per example, X has {X.shape[1:]}"
-            )
-        if len(y_test) != X_test.shape[0]:
-            raise ValueError(f"X_test has {X_test.shape[0]} examples but y_test has {len(y_test)}")
-        if not np.isfinite(X_test).all():
-            raise ValueError("X_test contains NaN or infinite values")
-        unseen = np.setdiff1d(np.unique(y_test), classes)
-        if unseen.size:
-            raise ValueError(f"y_test has classes not in y: {unseen[:5].tolist()}")
-        yt_enc = np.searchsorted(classes, y_test)
-    return X.astype(np.float32), y_enc.astype(np.int64), classes, (
-        None if X_test is None else X_test.astype(np.float32)
-    ), yt_enc
+__all__ = ["MemorizationEstimator", "NotMemorizedWarning", "check_classification_data",
+           "relabel_random", "build_model", "CHANCE_AUROC", "MEMORIZED_ACCURACY"]
 
 
-def relabel_random(y, n_classes: int, fraction: float, random_state):
-    """Give a ``fraction`` of examples a random *different* class.
-
-    Returns ``(y_new, idx)`` with ``idx`` sorted. ``fraction > 0`` relabels at
-    least one example.
-    """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"random_label_fraction must be in [0, 1), got {fraction!r}")
-    y = np.asarray(y)
-    n = len(y)
-    count = 0 if fraction == 0 else max(1, int(round(fraction * n)))
-    rng = np.random.default_rng(derive_seed(random_state, 7))
-    idx = np.sort(rng.choice(n, size=count, replace=False))
-    y_new = y.copy()
-    y_new[idx] = (y[idx] + rng.integers(1, n_classes, size=count)) % n_classes
-    return y_new, idx
-
-
-def _is_widths(model) -> bool:
-    return model is None or (
-        isinstance(model, Sequence) and all(isinstance(w, numbers.Integral) for w in model)
-    )
-
-
-def build_model(model, n_features: int, n_classes: int):
-    """None -> MLP (d, 256, 256, C); a sequence of ints -> those hidden widths."""
-    if model is None:
-        model = (256, 256)
-    if _is_widths(model):
-        return StackedMLP((n_features, *[int(w) for w in model], n_classes))
-    return model
-
-
-def check_member_counts(n_members, block_size, rate, min_in, min_out, mask_kind="balanced"):
-    """Raise when some example would have < ``min_in`` IN or < ``min_out`` OUT members."""
-    if not isinstance(n_members, numbers.Integral) or n_members < 1:
-        raise ValueError(f"n_members must be a positive integer, got {n_members!r}")
-    if not isinstance(rate, numbers.Real) or not 0.0 < float(rate) < 1.0:
-        raise ValueError(f"rate must be in the open interval (0, 1), got {rate!r}")
-    if mask_kind != "balanced":
-        return
-    sizes = block_sizes(n_members, block_size)
-    n_in = sum(int(round(rate * s)) for s in sizes)
-    n_out = int(n_members) - n_in
-    if n_in < min_in or n_out < min_out:
-        need = int(np.ceil(max(min_in / rate, min_out / (1.0 - rate)))) + 1
-        raise ValueError(
-            f"too few members for rate={rate}: with n_members={n_members} (blocks {sizes}) every "
-            f"example is IN {n_in} and OUT {n_out} members, but min_in={min_in} and "
-            f"min_out={min_out} are needed; use about n_members >= {need} "
-            f"(a multiple of block_size={block_size})"
-        )
-
-
-class MemorizationEstimator:
+class MemorizationEstimator(BaseEstimator):
     """Subsampled memorization and influence estimator on the ensemble engine.
+
+    The defaults train each member until it fits its own training rows, random
+    labels included (Feldman & Zhang's setting): an MLP with one hidden layer of
+    512 units, Adam at learning rate 3e-3, batch 32, and ``epochs="auto"``.
 
     Parameters
     ----------
     model : None, sequence of int, StackedMLP, ModuleMembers or module factory
-        Member architecture. ``None`` = MLP with hidden widths (256, 256); a
-        sequence of ints = those hidden widths; a ``torch.nn.Module`` factory
-        (e.g. ``lambda: MyCNN()``) for image-like ``X`` of any shape.
+        Member architecture. ``None`` = MLP with hidden widths
+        :data:`~imod.memorization.runs.DEFAULT_HIDDEN` (512,); a sequence of ints =
+        those hidden widths; a ``torch.nn.Module`` factory (e.g. ``lambda: MyCNN()``)
+        for image-like ``X`` of any shape.
     n_members : int
         K, models trained on random subsets.
     rate : float in (0, 1)
         Fraction of the training set each member trains on (F&Z: 0.7; the
         critique: 0.95).
-    epochs, batch_size, optimizer
-        Training of each member (see :func:`imod.engine.train_ensemble`).
+    epochs : int or "auto"
+        Passes over each member's subset. ``"auto"``: a pilot of the first 4
+        members trains up to 200 epochs, and the run trains 1.25 times as long as
+        the pilot needed to fit 99 % of its own natural and of its own random-label
+        rows (:func:`~imod.memorization.runs.epochs_to_fit`); ``epochs_`` says how long.
+    batch_size : int
+        Examples per member per update.
+    optimizer : None, OptimizerSpec, str or dict
+        ``None`` = Adam, learning rate 3e-3.
     score : {"fractional", "difference"}
         Which score ``scores_``, ``threshold_`` and ``memorized_`` use.
     random_label_fraction : float
         Fraction of training points relabelled to a random different class (the
         null distribution). 0 disables it (then give a numeric ``threshold``).
     alpha : float
-        Null threshold at the ``(1 - alpha)`` quantile of the null scores
-        (``null_side="upper"``, the critique's Eq. 3) or at the ``alpha`` quantile
-        (``null_side="lower"``: 95 % of random-label points lie above it).
+        Null threshold at the ``alpha`` quantile of the null scores (``null_side=
+        "lower"``: 95 % of random-label points lie at or above it, i.e. 95 % TPR) or
+        at the ``(1 - alpha)`` quantile (``"upper"``, the critique's Eq. 3; when the
+        members fit the random labels, the null scores pile up at the maximum and no
+        natural point exceeds it).
     threshold : "null" or float
         ``"null"`` or a fixed score threshold (F&Z: 0.25 on the difference score).
+    null_side : {"lower", "upper"}
+        See ``alpha``.
     min_in, min_out : int
         Examples with fewer IN / OUT members get NaN scores (and a warning);
         with balanced masks too few members is an error raised before training.
     mask : {"balanced", "bernoulli"}
         Balanced within each block (default) or independent coin flips.
     block_size : int
-        Members per engine call and per saved block.
+        Members per engine call, per saved block and per progress-bar step.
     influence : bool
         Compute the ``(n_train, n_test)`` influence matrix when a test set is given.
     mem_threshold, infl_threshold : float
@@ -184,7 +124,7 @@ class MemorizationEstimator:
     chunk_size : int, optional
         Members trained at once inside a block (default: the whole block).
     precision : str, optional
-        Passed to the engine when it supports a ``precision`` option.
+        Engine precision (default fp32).
     out_dir : path, optional
         Save every block there as it finishes; resume / extend from it.
     scheduler : None, str or distributed.Client
@@ -198,7 +138,7 @@ class MemorizationEstimator:
     overwrite : bool
         Replace a run with another configuration in ``out_dir``.
     progress : bool
-        tqdm progress bar over members.
+        tqdm progress bars: the pilot's epochs, then the members block by block.
 
     Attributes
     ----------
@@ -206,18 +146,28 @@ class MemorizationEstimator:
     y_train_ : ndarray          labels trained on (encoded, with the random labels)
     random_label_idx_ : ndarray indices of relabelled points
     is_random_label_ : ndarray  bool mask of them
+    epochs_ : int               epochs each member trained (``epochs`` or the auto budget)
+    training_ : TrainingConfig  the training record of the run
     mask_ : ndarray (K, n)
     correct_ : ndarray (K, n), correct_test_ : ndarray (K, m) or None
+    in_sample_accuracy_ : dict  mean accuracy of the members on the rows they trained on,
+                                ``"natural"`` and ``"random_label"`` (NaN without them)
     p_in_, p_out_, in_counts_, out_counts_, difference_, fractional_ : ndarray (n,)
     scores_ : ndarray (n,)      the chosen score
+    c_scores_ : ndarray (n,)    C-score at this rate (held-out accuracy, Jiang et al. 2021)
+    lira_ : ndarray (K, n)      online LiRA log likelihood ratio of member k on example i
+    lira_scores_ : ndarray (n,) mean of ``lira_`` over the members that trained on i
+    membership_ : dict          AUROC and TPR at 1 % / 0.1 % FPR of ``lira_`` (all pairs)
     influence_ : ndarray (n, m) or None
     null_scores_ : ndarray      scores_ of the random-label points
     threshold_ : float
-    memorized_ : ndarray        indices of natural points with score > threshold_
+    null_meaningful_ : bool     the random-label rows were memorized and found (AUROC)
+    memorized_ : ndarray        indices of natural points with score > threshold_ (>= for
+                                the lower null side)
     memorized_mask_ : ndarray (n,) bool
-    detection_ : dict           AUROC/AUPR/FPR@95%TPR of both scores on the random-label points
+    detection_ : dict           AUROC/AUPR/FPR@95%TPR of the scores on the random-label points
     train_seconds_ : float      time inside the block tasks (training + correctness passes)
-    fit_seconds_ : float        wall time of training or loading the members
+    fit_seconds_ : float        wall time of training or loading the members (with the pilot)
     score_seconds_ : float      time to compute the scores from the matrices
 
     Examples
@@ -226,28 +176,60 @@ class MemorizationEstimator:
     >>> X, y = load_digits(return_X_y=True)
     >>> est = MemorizationEstimator(model=(32,), n_members=8, rate=0.5, epochs=2,
     ...                             threshold=0.25, min_out=1, device="cpu")
+    >>> import warnings; warnings.simplefilter("ignore", NotMemorizedWarning)
     >>> est = est.fit(X[:200] / 16, y[:200])
-    >>> est.scores_.shape
-    (200,)
+    >>> est.scores_.shape, est.lira_.shape
+    ((200,), (8, 200))
     """
+
+    _parameter_constraints: dict = {
+        "model": "no_validation",
+        "n_members": [Interval(numbers.Integral, 1, None, closed="left")],
+        "rate": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "epochs": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "optimizer": [None, OptimizerSpec, str, dict],
+        "score": [StrOptions(set(SCORES))],
+        "random_label_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
+        "alpha": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "threshold": [StrOptions({"null"}), numbers.Real],
+        "null_side": [StrOptions({"lower", "upper"})],
+        "min_in": [Interval(numbers.Integral, 1, None, closed="left")],
+        "min_out": [Interval(numbers.Integral, 0, None, closed="left")],
+        "mask": [StrOptions(set(MASK_KINDS))],
+        "block_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "influence": ["boolean"],
+        "mem_threshold": [numbers.Real],
+        "infl_threshold": [numbers.Real],
+        "random_state": [None, numbers.Integral],
+        "device": "no_validation",
+        "chunk_size": [None, Interval(numbers.Integral, 1, None, closed="left")],
+        "precision": [None, str],
+        "out_dir": [None, str, os.PathLike],
+        "scheduler": "no_validation",
+        "n_threads": [None, Interval(numbers.Integral, 1, None, closed="left")],
+        "overwrite": ["boolean"],
+        "progress": ["boolean"],
+    }
 
     def __init__(
         self,
+        *,
         model=None,
         n_members: int = 64,
         rate: float = 0.7,
-        epochs: int = 30,
-        batch_size: int = 128,
-        optimizer: OptimizerSpec | str | dict = "adam",
+        epochs: int | str = "auto",
+        batch_size: int = 32,
+        optimizer: OptimizerSpec | str | dict | None = None,
         score: str = "fractional",
         random_label_fraction: float = 0.05,
         alpha: float = 0.05,
         threshold: str | float = "null",
-        null_side: str = "upper",
+        null_side: str = "lower",
         min_in: int = 1,
         min_out: int = 3,
         mask: str = "balanced",
-        block_size: int = 64,
+        block_size: int = 16,
         influence: bool = True,
         mem_threshold: float = 0.25,
         infl_threshold: float = 0.15,
@@ -289,40 +271,25 @@ class MemorizationEstimator:
         self.overwrite = overwrite
         self.progress = progress
 
-    # ------------------------------------------------------------------ params
-    def get_params(self, deep: bool = True) -> dict:
-        import inspect
-
-        return {k: getattr(self, k) for k in inspect.signature(type(self).__init__).parameters
-                if k != "self"}
-
-    def set_params(self, **params) -> MemorizationEstimator:
-        valid = self.get_params()
-        for k, v in params.items():
-            if k not in valid:
-                raise ValueError(f"unknown parameter {k!r}")
-            setattr(self, k, v)
-        return self
-
     def _check_params(self) -> None:
-        if self.score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
-        if self.mask not in MASK_KINDS:
-            raise ValueError(f"mask must be one of {MASK_KINDS}, got {self.mask!r}")
-        if not (self.threshold == "null" or isinstance(self.threshold, numbers.Real)):
-            raise ValueError(f"threshold must be 'null' or a number, got {self.threshold!r}")
+        self._validate_params()
         if self.threshold == "null" and not self.random_label_fraction > 0:
             raise ValueError("threshold='null' needs random_label_fraction > 0 (the null points)")
-        if not 0.0 < self.alpha < 1.0:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
-        if self.null_side not in ("upper", "lower"):
-            raise ValueError(f"null_side must be 'upper' or 'lower', got {self.null_side!r}")
-        for name in ("min_in", "min_out", "block_size"):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Integral) or v < (1 if name != "min_out" else 0):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
         check_member_counts(self.n_members, self.block_size, self.rate, self.min_in,
                             self.min_out, self.mask)
+
+    def _training(self, epochs: int) -> TrainingConfig:
+        dask = self.scheduler not in (None, "local")
+        return TrainingConfig(
+            epochs=int(epochs), batch_size=int(self.batch_size),
+            optimizer=OptimizerSpec("adam", lr=3e-3) if self.optimizer is None
+            else self.optimizer,
+            random_state=self.random_state, device=self.device,
+            block_size=int(self.block_size), chunk_size=self.chunk_size,
+            precision=self.precision,
+            torch_threads=self.n_threads if self.n_threads is not None else (1 if dask else None),
+            scheduler=self.scheduler, overwrite=self.overwrite,
+        )
 
     # --------------------------------------------------------------------- fit
     def _mask_for_block(self, n: int):
@@ -337,7 +304,22 @@ class MemorizationEstimator:
         return make
 
     def fit(self, X, y, X_test=None, y_test=None) -> MemorizationEstimator:
-        """Train the members (or load them from ``out_dir``) and compute every score."""
+        """Train the members (or load them from ``out_dir``) and compute every score.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, ...)
+        y : array-like of shape (n,)
+            Class labels.
+        X_test, y_test : array-like, optional
+            A test set for the influence matrix.
+
+        Returns
+        -------
+        self
+        """
+        import time
+
         self._check_params()
         X, y_enc, classes, X_test, yt_enc = check_classification_data(X, y, X_test, y_test)
         n = len(y_enc)
@@ -357,6 +339,18 @@ class MemorizationEstimator:
                 "(e.g. model=lambda: MyCNN()) for image-like data"
             )
         model = build_model(self.model, X.shape[1], len(classes))
+        make_mask = self._mask_for_block(n)
+        t0 = time.perf_counter()
+        self.pilot_curve_ = None
+        if self.epochs == "auto":
+            size = min(int(self.block_size), int(self.n_members))
+            pilot = make_mask(0, size)[: min(4, size)]
+            self.epochs_, self.pilot_curve_ = epochs_to_fit(
+                model, X, y_used, pilot, [~self.is_random_label_, self.is_random_label_],
+                self._training(1), rate=float(self.rate), progress=self.progress)
+        else:
+            self.epochs_ = int(self.epochs)
+        self.training_ = self._training(self.epochs_)
 
         config = {
             "estimator": "subsampled",
@@ -370,29 +364,24 @@ class MemorizationEstimator:
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=int(self.n_members), desc="memorization members", unit="model")
+            bar = tqdm(total=int(self.n_members), desc=f"members ({self.epochs_} epochs)",
+                       unit="model")
 
         def cb(b, done, total):
             if bar is not None:
                 bar.update(done - bar.n)
 
-        dask = self.scheduler not in (None, "local")
-        threads = self.n_threads if self.n_threads is not None else (1 if dask else None)
         try:
             runs = train_in_blocks(
-                model, X, y_used, mask_for_block=self._mask_for_block(n),
-                n_members=int(self.n_members), block_size=int(self.block_size),
-                rate=float(self.rate), epochs=self.epochs, batch_size=self.batch_size,
-                optimizer=self.optimizer, random_state=self.random_state, X_test=X_test,
-                y_test=yt_enc, device=self.device, chunk_size=self.chunk_size,
-                precision=self.precision, out_dir=self.out_dir, config=config,
-                overwrite=self.overwrite, callback=cb, backend="dask" if dask else "local",
-                client=self.scheduler if dask else None, torch_threads=threads,
+                model, X, y_used, mask_for_block=make_mask, n_members=int(self.n_members),
+                rate=float(self.rate), training=self.training_, X_test=X_test, y_test=yt_enc,
+                out_dir=self.out_dir, config=config, callback=cb,
             )
         finally:
             if bar is not None:
                 bar.close()
         self._set_results(runs)
+        self.fit_seconds_ = time.perf_counter() - t0
         return self
 
     def _set_results(self, runs: MemberResults) -> None:
@@ -404,13 +393,26 @@ class MemorizationEstimator:
         self.correct_ = runs.correct_train
         self.correct_test_ = runs.correct_test
         self.train_seconds_ = runs.train_seconds
-        self.fit_seconds_ = runs.seconds
+        rl = self.is_random_label_
+        with np.errstate(invalid="ignore"):
+            self.in_sample_accuracy_ = {
+                "natural": float(self.correct_[self.mask_ & ~rl[None]].mean())
+                if (~rl).any() else float("nan"),
+                "random_label": float(self.correct_[self.mask_ & rl[None]].mean())
+                if rl.any() else float("nan"),
+            }
         s = subsample_scores(runs.mask, runs.correct_train, min_in=self.min_in,
                              min_out=self.min_out)
         self.p_in_, self.p_out_ = s.p_in, s.p_out
         self.in_counts_, self.out_counts_ = s.in_counts, s.out_counts
         self.difference_, self.fractional_ = s.difference, s.fractional
         self.scores_ = s.score(self.score)
+        self.c_scores_ = self.p_out_.copy()
+        self.lira_ = lira_scores(runs.mask, runs.confidence_train)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.lira_scores_ = np.nanmean(np.where(runs.mask, self.lira_, np.nan), axis=0)
+        self.membership_ = membership_auroc(runs.mask, self.lira_)
         self.influence_ = None
         if self.influence and runs.correct_test is not None:
             with warnings.catch_warnings():
@@ -422,31 +424,49 @@ class MemorizationEstimator:
             self.threshold_ = null_threshold(self.null_scores_, self.alpha, self.null_side)
         else:
             self.threshold_ = float(self.threshold)
-        self.memorized_mask_ = self.memorized_for(self.scores_, self.threshold_)
-        if (self.threshold == "null" and self.null_side == "upper"
-                and not self.memorized_mask_.any() and np.isfinite(self.threshold_)
-                and self.threshold_ >= np.nanmax(self.scores_)):
-            warnings.warn(
-                f"the (1 - alpha) quantile of the null scores is the largest {self.score} score "
-                f"({self.threshold_:.3g}): no natural point can exceed it, so memorized_ is empty. "
-                "Random-label points are rarely predicted when held out, so their scores pile up "
-                "at the maximum (always for the fractional score). null_side='lower' thresholds "
-                "at 95 % TPR on the random-label points instead.",
-                UserWarning, stacklevel=3,
-            )
+        self.memorized_mask_ = self.memorized_for(
+            self.scores_, self.threshold_,
+            inclusive=self.threshold == "null" and self.null_side == "lower")
         self.memorized_ = np.flatnonzero(self.memorized_mask_)
         self.detection_ = {}
         if self.random_label_idx_.size:
             for name in SCORES:
                 self.detection_[name] = detection_metrics(getattr(self, name + "_"),
                                                           self.is_random_label_)
+            self.detection_["lira"] = detection_metrics(self.lira_scores_, self.is_random_label_)
+        self._warn_if_not_meaningful()
         self.score_seconds_ = time.perf_counter() - t0
 
-    def memorized_for(self, scores, threshold: float) -> np.ndarray:
-        """Natural (not relabelled) points with a finite score above ``threshold``."""
+    def _warn_if_not_meaningful(self) -> None:
+        why = null_problems(self)
+        self.null_meaningful_ = bool(self.random_label_idx_.size) and not why
+        if why:
+            warnings.warn(
+                "; ".join(why) + ": the null threshold, memorized_ and detection_ are not "
+                "meaningful. Train longer (epochs='auto' or a larger epochs), or give the "
+                "members more capacity (model) or a larger learning rate (optimizer).",
+                NotMemorizedWarning, stacklevel=3)
+        if (self.threshold == "null" and self.null_side == "upper"
+                and not self.memorized_mask_.any() and np.isfinite(self.threshold_)
+                and self.threshold_ >= np.nanmax(self.scores_)):
+            warnings.warn(
+                f"the (1 - alpha) quantile of the null scores is the largest {self.score} score "
+                f"({self.threshold_:.3g}): no natural point can exceed it, so memorized_ is empty. "
+                "Memorized random-label points are rarely predicted when held out, so their "
+                "scores pile up at the maximum. null_side='lower' thresholds at 95 % TPR on "
+                "the random-label points instead.", UserWarning, stacklevel=3)
+
+    def memorized_for(self, scores, threshold: float, inclusive: bool = False) -> np.ndarray:
+        """Natural (not relabelled) points with a finite score above ``threshold``.
+
+        ``inclusive=True`` also counts scores equal to it: the lower null threshold is
+        the 95 % TPR operating point (random-label points *at or above* it are found),
+        and memorized scores tie at the maximum (fractional score 1 when ``p_out = 0``).
+        """
         s = np.asarray(scores, dtype=float)
         with np.errstate(invalid="ignore"):
-            return np.isfinite(s) & (s > threshold) & ~self.is_random_label_
+            above = (s >= threshold) if inclusive else (s > threshold)
+            return np.isfinite(s) & above & ~self.is_random_label_
 
     def null_threshold_for(self, score: str, alpha: float | None = None,
                            side: str | None = None) -> float:
@@ -493,4 +513,6 @@ class MemorizationEstimator:
             "fractional": self.fractional_,
             "score": self.scores_,
             "memorized": self.memorized_mask_,
+            "c_score": self.c_scores_,
+            "lira": self.lira_scores_,
         })

@@ -19,8 +19,8 @@ may be smaller). Block ``b`` holds the members with global indices
 
 ``out_dir`` is a :class:`imod.distributed.BlockStore`: ``manifest.json`` (config and
 its hash) and one ``block_<first>_<stop>.npz`` per finished block with the mask and
-the recordings ``rec__correct_train``, ``rec__margin_train`` (and ``rec__correct_test``,
-``rec__margin_test`` with a test set), written atomically and read with
+the recordings ``rec__correct_train``, ``rec__margin_train``, ``rec__confidence_train``
+(and ``rec__correct_test``, ``rec__margin_test`` with a test set), written atomically and read with
 ``allow_pickle=False``. A folder made with another configuration is refused
 (:class:`ConfigMismatchError`).
 """
@@ -40,10 +40,12 @@ from imod.distributed.store import StoreConfigError
 from imod.engine import OptimizerSpec, Recorder, StackedMLP, correctness, margin
 from imod.engine.members import ModuleMembers
 
-from .._runtime import array_digest
+from .._runtime import array_digest, torch_threads
 
 __all__ = [
     "ConfigMismatchError",
+    "DEFAULT_HIDDEN",
+    "TrainingConfig",
     "MemberResults",
     "block_sizes",
     "derive_seed",
@@ -51,10 +53,73 @@ __all__ = [
     "model_description",
     "train_in_blocks",
     "evaluate_members",
+    "epochs_to_fit",
+    "logit_confidence",
 ]
 
 #: The output folder holds a run made with a different configuration.
 ConfigMismatchError = StoreConfigError
+
+#: Hidden widths of the default member MLP (from benchmarks/studies/memorization_defaults.py).
+DEFAULT_HIDDEN: tuple[int, ...] = (512,)
+
+
+def _default_optimizer() -> OptimizerSpec:
+    return OptimizerSpec("adam", lr=3e-3)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How every member trains: the one record passed from call to call.
+
+    The defaults are the estimator's (an MLP with :data:`DEFAULT_HIDDEN` widths
+    fits its own training rows, random labels included, on digits and MNIST-1D).
+
+    Parameters
+    ----------
+    epochs : int
+        Passes over each member's subset.
+    batch_size : int
+        Examples of its own per member per update.
+    optimizer : OptimizerSpec, str or dict
+    random_state : int or None
+        Seeds initialization and batch order (per global member index).
+    device : str or torch.device
+    block_size : int
+        Members per engine call, per saved block and per Dask task.
+    chunk_size : int, optional
+        Members trained at once inside a block (default: the whole block).
+    precision : str, optional
+        Engine precision (default fp32).
+    torch_threads : int, optional
+        Torch threads inside each block task.
+    scheduler : None, "local", str or distributed.Client
+        In-process (None / "local") or Dask (an address, "local-cluster:N", a client).
+    overwrite : bool
+        Replace a saved run of another configuration instead of raising.
+
+    Examples
+    --------
+    >>> from dataclasses import replace
+    >>> replace(TrainingConfig(), epochs=5).epochs
+    5
+    """
+
+    epochs: int = 100
+    batch_size: int = 32
+    optimizer: OptimizerSpec | str | dict = field(default_factory=_default_optimizer)
+    random_state: int | None = 0
+    device: str | torch.device = "cpu"
+    block_size: int = 64
+    chunk_size: int | None = None
+    precision: str | None = None
+    torch_threads: int | None = None
+    scheduler: Any = None
+    overwrite: bool = False
+
+    @property
+    def uses_dask(self) -> bool:
+        return self.scheduler not in (None, "local")
 
 
 @dataclass
@@ -72,6 +137,7 @@ class MemberResults:
     correct_test: np.ndarray | None  # (K, m) bool
     margin_train: np.ndarray  # (K, n) float32
     margin_test: np.ndarray | None  # (K, m) float32
+    confidence_train: np.ndarray | None = None  # (K, n) float32, logit-scaled (LiRA)
     train_seconds: float = 0.0
     seconds: float = 0.0
     trained_members: int = 0  # members trained in this call (the rest were loaded)
@@ -145,6 +211,64 @@ def evaluate_members(result, X, y, device, batch_size: int = 8192):
     return np.concatenate(correct, axis=1), np.concatenate(margins, axis=1)
 
 
+def logit_confidence(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Logit-scaled confidence ``log(p_y / (1 - p_y)) = z_y - logsumexp_{y' != y} z_y'``.
+
+    The statistic LiRA fits Gaussians to (Carlini et al. 2022), computed stably from
+    the logits; shape ``(K, B)``.
+
+    Examples
+    --------
+    >>> out = torch.tensor([[[2.0, 0.0, 0.0]]])
+    >>> p = torch.softmax(out, -1)[0, 0, 0]
+    >>> bool(torch.isclose(logit_confidence(out, torch.tensor([0]))[0, 0], torch.log(p / (1 - p))))
+    True
+    """
+    idx = targets.view(1, -1, 1).expand(outputs.shape[0], -1, 1)
+    true = outputs.gather(-1, idx).squeeze(-1)
+    others = outputs.scatter(-1, idx, float("-inf"))
+    return true - torch.logsumexp(others, dim=-1)
+
+
+#: ``epochs="auto"``: the pilot trains this long at most ...
+AUTO_MAX_EPOCHS = 200
+#: ... and stops at the first epoch its members fit this share of their own rows ...
+AUTO_FIT = 0.99
+#: ... then the run trains this many times as long (the pilot's members are few).
+AUTO_MARGIN = 1.25
+
+
+def epochs_to_fit(model, X, y, mask, groups, training: TrainingConfig, *, rate: float,
+                  progress: bool = False) -> tuple[int, np.ndarray]:
+    """The ``epochs="auto"`` rule: train pilot members and find when they fit their rows.
+
+    The pilot members (the rows of ``mask``) record their correctness on every row
+    after every epoch, up to :data:`AUTO_MAX_EPOCHS`. The fit epoch is the first at
+    which the mean accuracy on the rows each member trained on reaches
+    :data:`AUTO_FIT` in every group of rows (``groups``: boolean ``(n,)`` masks, e.g.
+    natural and random-label rows); the budget is :data:`AUTO_MARGIN` times that,
+    at most :data:`AUTO_MAX_EPOCHS`. Returns ``(epochs, curve)`` with ``curve`` the
+    ``(AUTO_MAX_EPOCHS, len(groups))`` in-sample accuracies.
+    """
+    from imod.engine import train_ensemble
+
+    with torch_threads(training.torch_threads):
+        res = train_ensemble(
+            model, X, y, mask=mask, loss="cross_entropy", optimizer=training.optimizer,
+            epochs=AUTO_MAX_EPOCHS, batch_size=training.batch_size, rate=rate,
+            random_state=training.random_state, device=training.device,
+            precision=training.precision or "fp32",
+            recorders=[Recorder("c", correctness)], record_every="epoch", progress=progress,
+        )
+    c = res.records["c"].astype(bool)  # (E, k, n)
+    groups = [g for g in groups if (mask & g[None]).any()]
+    curve = np.stack([c[:, mask & g[None]].mean(axis=1) for g in groups], axis=1)
+    fit = np.flatnonzero((curve >= AUTO_FIT).all(axis=1))
+    if fit.size == 0:
+        return AUTO_MAX_EPOCHS, curve
+    return min(AUTO_MAX_EPOCHS, int(np.ceil(AUTO_MARGIN * (fit[0] + 1)))), curve
+
+
 def train_in_blocks(
     model,
     X,
@@ -152,24 +276,13 @@ def train_in_blocks(
     *,
     mask_for_block: Callable[[int, int], np.ndarray],
     n_members: int,
-    block_size: int,
     rate: float,
-    epochs: int,
-    batch_size: int,
-    optimizer: OptimizerSpec | str | dict = "adam",
-    random_state: int | None = 0,
+    training: TrainingConfig | None = None,
     X_test=None,
     y_test=None,
-    device: str | torch.device = "cpu",
-    chunk_size: int | str | None = None,
-    precision: str | None = None,
     out_dir: str | os.PathLike | None = None,
     config: dict | None = None,
-    overwrite: bool = False,
     callback: Callable[[int, int, int], None] | None = None,
-    backend: str = "local",
-    client: Any = None,
-    torch_threads: int | None = None,
 ) -> MemberResults:
     """Train (or load) ``n_members`` classifiers block by block and record their correctness.
 
@@ -181,32 +294,25 @@ def train_in_blocks(
         Training inputs and integer labels ``0 .. C-1``.
     mask_for_block : callable ``(block_index, size) -> (size, n) bool``
         The mask rows of one block; must depend only on its arguments.
-    n_members, block_size : int
-        K, and the members per block (one engine call or Dask task each).
+    n_members : int
+        K.
     rate : float
         The ensemble-wide subset rate; sets the shared batch size of the engine
         (``ceil(batch_size / rate)`` rows per step, rounded up to a multiple of 8).
-    epochs, batch_size, optimizer, random_state, device, precision
-        As for :func:`imod.engine.train_ensemble`.
+    training : TrainingConfig, optional
+        Epochs, batch size, optimizer, seed, device, block size (members per engine
+        call, saved block and Dask task), scheduler, overwrite (default: its defaults).
     X_test, y_test : array-like, optional
         Also record correctness and margin on a test set (for influence).
-    chunk_size : int, optional
-        Members trained at once inside a block (default: the whole block).
     out_dir : path-like, optional
         The :class:`~imod.distributed.BlockStore` folder; resume / extend from it.
     config : dict, optional
         JSON-able description of what else determines the numbers (e.g. how the
         masks are drawn); hashed with everything else and checked against ``out_dir``.
-    overwrite : bool
-        Discard blocks of another configuration in ``out_dir`` instead of raising.
     callback : callable ``(block_index, members_done, n_members)``
         Called after every trained block, e.g. to advance a progress bar. An
         exception raised there stops the run after the block was saved (used by
         tests to simulate a kill).
-    backend : {"local", "dask"}, client
-        Where the blocks run; see :meth:`imod.distributed.EnsembleJob.run`.
-    torch_threads : int, optional
-        Torch threads inside each block task.
 
     Returns
     -------
@@ -222,12 +328,15 @@ def train_in_blocks(
     >>> from imod.engine import StackedMLP, balanced_mask
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(40, 3)).astype("float32"); y = (X[:, 0] > 0).astype(int)
-    >>> res = train_in_blocks(StackedMLP((3, 8, 2)), X, y, n_members=6, block_size=4,
+    >>> res = train_in_blocks(StackedMLP((3, 8, 2)), X, y, n_members=6,
     ...                       mask_for_block=lambda b, s: balanced_mask(s, 40, 0.5, b),
-    ...                       rate=0.5, epochs=2, batch_size=8)
+    ...                       rate=0.5, training=TrainingConfig(epochs=2, batch_size=8,
+    ...                                                         block_size=4))
     >>> res.correct_train.shape, res.trained_members
     ((6, 40), 6)
     """
+    t = training or TrainingConfig()
+    block_size = t.block_size
     for name, v in (("block_size", block_size), ("n_members", n_members)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -245,25 +354,27 @@ def train_in_blocks(
         return rows
 
     recorders = [Recorder("correct_train", correctness, reduce="last"),
-                 Recorder("margin_train", margin, reduce="last")]
+                 Recorder("margin_train", margin, reduce="last"),
+                 Recorder("confidence_train", logit_confidence, reduce="last")]
     if y_test is not None:
         recorders += [Recorder("correct_test", correctness, X=X_test, y=y_test, reduce="last"),
                       Recorder("margin_test", margin, X=X_test, y=y_test, reduce="last")]
     extra = {"model": model_description(model), "block_size": block_size, **(config or {})}
     job = EnsembleJob(
         model, X, y, mask=mask_rows, n_members=n_members, block_size=block_size,
-        rate=float(rate), recorders=recorders, torch_threads=torch_threads, grid_only=True,
-        config=extra, loss="cross_entropy", optimizer=optimizer, epochs=epochs,
-        batch_size=batch_size, random_state=random_state, device=device,
-        chunk_size=block_size if chunk_size is None else chunk_size,
-        precision=precision or "fp32", record_every="end",
+        rate=float(rate), recorders=recorders, torch_threads=t.torch_threads, grid_only=True,
+        config=extra, loss="cross_entropy", optimizer=t.optimizer, epochs=int(t.epochs),
+        batch_size=t.batch_size, random_state=t.random_state, device=t.device,
+        chunk_size=block_size if t.chunk_size is None else t.chunk_size,
+        precision=t.precision or "fp32", record_every="end",
     )
 
     def on_block(blk, done: int, total: int) -> None:
         if callback is not None:
             callback(blk.first // block_size, done, total)
 
-    res = job.run(out_dir, backend=backend, client=client, overwrite=overwrite,
+    res = job.run(out_dir, backend="dask" if t.uses_dask else "local",
+                  client=t.scheduler if t.uses_dask else None, overwrite=t.overwrite,
                   callback=on_block)
     rec = res.records
     has_test = y_test is not None
@@ -273,6 +384,7 @@ def train_in_blocks(
         correct_test=rec["correct_test"].astype(bool) if has_test else None,
         margin_train=rec["margin_train"].astype(np.float32),
         margin_test=rec["margin_test"].astype(np.float32) if has_test else None,
+        confidence_train=rec["confidence_train"].astype(np.float32),
         train_seconds=float(sum(res.task_seconds.values())),
         seconds=res.seconds,
         trained_members=sum(b - a for a, b in res.trained),

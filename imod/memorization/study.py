@@ -30,7 +30,7 @@ from .estimator import (
     check_member_counts,
 )
 from .leakage import LeakageReport, find_near_duplicates
-from .runs import evaluate_members
+from .runs import TrainingConfig, evaluate_members
 from .scores import StarvedExamplesWarning, fractional_difference
 from .utility import UtilityResult, marginal_utility, paired_report
 
@@ -262,16 +262,10 @@ def ablation_study(
     random_label_fraction: float = 0.05,
     dup_threshold: float = 0.98,
     dup_features=None,
-    epochs: int = 30,
-    batch_size: int = 128,
-    optimizer="adam",
+    training: TrainingConfig | None = None,
     min_out: int = 3,
-    block_size: int = 64,
-    random_state: int | None = 0,
-    device="cpu",
     out_dir=None,
     progress: bool = False,
-    overwrite: bool = False,
     rows=None,
 ) -> AblationResult:
     """The critique's Table 1 on ``(X, y)``: one row per setting.
@@ -284,7 +278,8 @@ def ablation_study(
     ``diff`` = mean accuracy(removed memorized) - accuracy(removed random) in
     percentage points, its std and the paired t-test p-value; ``delta`` and
     ``p_vs_baseline`` compare each row's per-seed differences with the first
-    row's (paired by seed, two-sided).
+    row's (paired by seed, two-sided). ``training`` (a :class:`TrainingConfig`) says
+    how every member of the scoring runs and of the utility ensembles trains.
     """
     import pandas as pd
 
@@ -293,20 +288,23 @@ def ablation_study(
 
     if rows is None:
         rows = ablation_rows((null_side,))
+    t = training or TrainingConfig()
 
     sub = (lambda name: None) if out_dir is None else (lambda name: Path(out_dir) / name)
     estimators = {}
     for rate in sorted({r[1] for r in rows}):  # fail before any training
         k = n_members[rate] if isinstance(n_members, dict) else n_members
-        check_member_counts(k, block_size, rate, 1, min_out)
+        check_member_counts(k, t.block_size, rate, 1, min_out)
     for rate in sorted({r[1] for r in rows}):
         k = n_members[rate] if isinstance(n_members, dict) else n_members
         est = MemorizationEstimator(
-            model=model, n_members=k, rate=rate, epochs=epochs, batch_size=batch_size,
-            optimizer=optimizer, score="difference", random_label_fraction=random_label_fraction,
-            alpha=alpha, null_side=null_side, min_out=min_out, block_size=block_size,
-            influence=False, random_state=random_state, device=device,
-            out_dir=sub(f"scores_rate{rate:g}"), overwrite=overwrite, progress=progress,
+            model=model, n_members=k, rate=rate, epochs=t.epochs, batch_size=t.batch_size,
+            optimizer=t.optimizer, score="difference", random_label_fraction=random_label_fraction,
+            alpha=alpha, null_side=null_side, min_out=min_out, block_size=t.block_size,
+            influence=False, random_state=t.random_state, device=t.device,
+            chunk_size=t.chunk_size, precision=t.precision, n_threads=t.torch_threads,
+            scheduler=t.scheduler, out_dir=sub(f"scores_rate{rate:g}"), overwrite=t.overwrite,
+            progress=progress,
         ).fit(X, y_enc, X_test, yt_enc)
         estimators[rate] = est
     leak = find_near_duplicates(X, X_test, threshold=dup_threshold, features=dup_features)
@@ -318,21 +316,20 @@ def ablation_study(
     for label, rate, score, thr_kind, dedup in rows:
         est = estimators[rate]
         s = getattr(est, score + "_")
+        side = null_side if thr_kind in ("null", "fixed") else thr_kind.split("_", 1)[1]
         if thr_kind.startswith("null"):
-            side = null_side if thr_kind == "null" else thr_kind.split("_", 1)[1]
             thr = est.null_threshold_for(score, alpha, side)
         else:
             thr = float(fixed_threshold)
-        mem_idx = np.flatnonzero(est.memorized_for(s, thr))
+        mem_idx = np.flatnonzero(est.memorized_for(
+            s, thr, inclusive=thr_kind.startswith("null") and side == "lower"))
         key = mem_idx.tobytes()
         if key not in util_cache:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 util_cache[key] = marginal_utility(
                     arch, X, y_enc, X_test, yt_enc, mem_idx, n_models=n_utility_models,
-                    epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                    random_state=random_state, device=device, out_dir=sub("utility"),
-                    overwrite=overwrite,
+                    training=t, out_dir=sub("utility"),
                 )
         u = util_cache[key]
         if dedup:

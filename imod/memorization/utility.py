@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runs import array_digest, derive_seed, train_in_blocks
+from .runs import TrainingConfig, array_digest, derive_seed, train_in_blocks
 
 __all__ = ["UtilityResult", "marginal_utility", "paired_report"]
 
@@ -93,17 +93,9 @@ def marginal_utility(
     remove_idx,
     *,
     n_models: int = 20,
-    epochs: int = 30,
-    batch_size: int = 128,
-    optimizer="adam",
-    random_state: int | None = 0,
+    training: TrainingConfig | None = None,
     random_pool=None,
-    device="cpu",
-    block_size: int | None = None,
-    chunk_size: int | None = None,
-    precision: str | None = None,
     out_dir=None,
-    overwrite: bool = False,
     test_idx=None,
     progress_callback=None,
 ) -> UtilityResult:
@@ -118,6 +110,9 @@ def marginal_utility(
         Training examples to remove (e.g. the memorized ones).
     n_models : int
         Paired models per condition.
+    training : TrainingConfig, optional
+        How every model trains (epochs, batch size, optimizer, seed, device, block
+        size, overwrite); default :class:`TrainingConfig`'s defaults.
     random_pool : array of int, optional
         Where the random removals are drawn from (default: all examples).
     out_dir : path, optional
@@ -140,7 +135,9 @@ def marginal_utility(
         raise ValueError(f"random pool has {pool.size} examples, fewer than the {k} to remove")
     if not isinstance(n_models, (int, np.integer)) or n_models < 2:
         raise ValueError(f"n_models must be an integer >= 2 for a paired t-test, got {n_models!r}")
-    block = int(block_size or n_models)
+    t = training or TrainingConfig()
+    block = int(t.block_size)
+    random_state = t.random_state
     base_cfg = {"estimator": "utility", "data": array_digest(X, y),
                 "test": array_digest(X_test, y_test)}
 
@@ -156,10 +153,8 @@ def marginal_utility(
             m[r, rng.choice(pool, size=k, replace=False)] = False
         return m
 
-    common = dict(n_members=int(n_models), block_size=block, rate=(n - k) / n, epochs=epochs,
-                  batch_size=batch_size, optimizer=optimizer, random_state=random_state,
-                  X_test=X_test, y_test=y_test, device=device, chunk_size=chunk_size,
-                  precision=precision, callback=progress_callback, overwrite=overwrite)
+    common = dict(n_members=int(n_models), rate=(n - k) / n, training=t, X_test=X_test,
+                  y_test=y_test, callback=progress_callback)
     tag = array_digest(remove_idx)[:12]
     sub = (lambda name: None) if out_dir is None else (lambda name: Path(out_dir) / name)
     res_a = train_in_blocks(model, X, y, mask_for_block=removed_rows, out_dir=sub(f"removed_{tag}"),

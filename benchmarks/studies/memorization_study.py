@@ -1,17 +1,14 @@
 """The memorization study in one command: detection, sampling-rate error, ablation table.
 
-Runs ``imod memorize`` with a preset per dataset (small enough for a CPU in a
-few minutes) and ``--rate-study --ablation``; everything lands in ``--out``
-(``summary.md`` collects the tables). Presets:
-
-* digits:  MLP 64-256-10, Adam lr 1e-3, 100 epochs, batch 32; 64 members at rate
-  0.7 and 192 at rate 0.95 (>= 9 OUT members per example); 20 paired utility
-  models; LOO study on 100 examples x 16 models each.
-* mnist1d: MLP 40-256-10, Adam lr 1e-3, 30 epochs, batch 128; otherwise as digits
-  (the 40-256-256-10 benchmark MLP is ~6x slower per member on a CPU).
+Runs ``imod memorize`` with the estimator's defaults (MLP 512 hidden units, Adam
+lr 3e-3, batch 32, ``--epochs auto``: members fit their own rows, random labels
+included) and ``--rate-study --ablation``; everything lands in ``--out``
+(``summary.md`` collects the tables). Presets: 64 members at rate 0.7 and 192 at
+rate 0.95 (>= 9 OUT members per example); 20 paired utility models; LOO study on
+100 examples x 16 models each.
 
 Anything after ``--`` is passed to ``imod memorize`` (overrides the preset), e.g.
-``python benchmarks/memorization_study.py --dataset mnist1d -- --members 4000
+``python benchmarks/studies/memorization_study.py --dataset mnist1d -- --members 4000
 --block-size 1000 --device cuda``.
 """
 
@@ -22,14 +19,9 @@ import sys
 
 from imod.memorization.cli import main as memorize
 
-PRESETS = {
-    "digits": ["--hidden", "256", "--epochs", "100", "--batch-size", "32", "--members", "64",
-               "--ablation-members-095", "192", "--utility-members", "20",
-               "--loo-examples", "100", "--loo-seeds", "16"],
-    "mnist1d": ["--hidden", "256", "--epochs", "30", "--batch-size", "128", "--members", "64",
-                "--ablation-members-095", "192", "--utility-members", "20",
-                "--loo-examples", "100", "--loo-seeds", "16"],
-}
+_COMMON = ["--members", "64", "--ablation-members-095", "192", "--utility-members", "20",
+           "--loo-examples", "100", "--loo-seeds", "16"]
+PRESETS = {"digits": _COMMON, "mnist1d": _COMMON}
 
 
 def main(argv=None) -> int:
