@@ -132,9 +132,12 @@ def train_views(
                     trim=trim, loss=loss, normalization=normalization,
                     n_recordings=n_recordings, scoring=scoring, window=window,
                     max_record_samples=max_record_samples, device=device, verbose=verbose)
+    record_index = None  # the first group draws the recorded rows; the others share them
     for members in groups.values():
         group = _train_group(X, [views[i] for i in members], [pre[i] for i in members],
-                             [counts[i] for i in members], seeds[members[0]], **settings)
+                             [counts[i] for i in members], seeds[members[0]],
+                             record_index=record_index, **settings)
+        record_index = group[0].record_index
         for i, view in zip(members, group, strict=True):
             out[i] = view
     return out  # type: ignore[return-value]
@@ -147,6 +150,7 @@ def _train_group(
     counts: list[int],
     random_state,
     *,
+    record_index: np.ndarray | None = None,
     hidden_sizes,
     init: str,
     init_scale: float,
@@ -191,7 +195,7 @@ def _train_group(
     mask = bernoulli_mask(sum(counts), n_train, rate, random_state=seed) if holdout else None
     if n <= max_record_samples:
         record_index = np.arange(n)
-    else:
+    elif record_index is None:
         record_index = np.sort(rng.choice(n, max_record_samples, replace=False))
     same_rows = train_idx is None and len(record_index) == n
 
@@ -246,6 +250,7 @@ def _train_group(
         if holdout:
             membership = np.zeros((k, n), dtype=bool)
             membership[:, rows] = mask[own]
+            membership = membership[:, record_index]
         L = L_all[:, own]
         center, scale = robust_stats(L)
         Z = normalize(L, center, scale, normalization)
@@ -261,11 +266,15 @@ def _train_group(
             train_scores=np.empty(0), train_trajectories=L.mean(axis=1).astype(np.float32),
             record_index=record_index, n_train_rows=n_train,
         )
-        # Transductive scores: straight from the records when every row was recorded.
+        # Transductive scores of the recorded rows (all rows when n <= max_record_samples):
+        # straight from the records when they are the training rows, else scored by the
+        # kept snapshots (a holdout row only by the members that did not train on it).
+        # Rows beyond the recorded ones are not scored here: score_samples does that.
         if same_rows and membership is None:
             outlier = np.einsum("tk,tkm->m", W, Z)
         else:
-            outlier = view.scaled_outlier_scores(Xt, device, membership=membership)
+            outlier = view.scaled_outlier_scores(Xt[record_index], device,
+                                                 membership=membership)
         view.train_scores = -outlier
         out.append(view)
     return out
