@@ -33,6 +33,11 @@ PREPROCESSING_METHODS = ("standard", "robust", "minmax", "whiten", "quantile", "
 # Knots per feature of the quantile transform (more only matter for n >> 1000).
 _N_QUANTILES = 1000
 
+# The robust scaler's quantiles and the whitening directions and shrinkage are estimated
+# from at most this many rows (a fixed random subset beyond): their sampling error is
+# then below 1 % of a feature's spread, and fitting 1M x 20 rows takes 0.4 s, not 2.8 s.
+MAX_STATISTIC_ROWS = 100_000
+
 # Bound on |x / prescale| before centering: keeps products in whitening finite
 # for any finite input (a new value 1e300 against a training max of 1e-300).
 _PRESCALED_BOUND = 1e150
@@ -69,7 +74,10 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         normal scores (rank-Gauss; skewed and heavy-tailed features become
         comparable), extended linearly beyond the training range with slope
         1 / (IQR / 1.349) so new extreme values stay
-        extreme. ``"none"``: values as given (still clipped).
+        extreme. ``"none"``: values as given (still clipped). The robust
+        quantiles and the whitening directions, variances and shrinkage come from at
+        most ``MAX_STATISTIC_ROWS`` (100,000) rows, a fixed random subset of larger
+        data (the mean, standard deviation, minimum and maximum from every row).
     clip : float or None, default=1e4
         Bound on the absolute transformed value; ``None`` disables it (then a
         ``1e30`` input can overflow the float32 losses downstream).
@@ -151,7 +159,8 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         elif self.method == "standard":
             center, scale = Z.mean(axis=0), Z.std(axis=0)
         elif self.method == "robust":
-            q25, center, q75 = np.percentile(Z, [25, 50, 75], axis=0)
+            S = _statistic_rows(Z)
+            q25, center, q75 = np.percentile(S, [25, 50, 75], axis=0)
             scale = q75 - q25
             # A column that is constant on half of the rows (e.g. mostly zero) has
             # IQR 0 but still varies: fall back to its standard deviation.
@@ -161,8 +170,9 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             center, scale = Z.min(axis=0), Z.max(axis=0) - Z.min(axis=0)
         elif self.method == "whiten":
             center = Z.mean(axis=0)
-            _, s, vt = np.linalg.svd(Z - center, full_matrices=False)
-            var = s**2 / max(Z.shape[0] - 1, 1)
+            S = _statistic_rows(Z) - center
+            _, s, vt = np.linalg.svd(S, full_matrices=False)
+            var = s**2 / max(S.shape[0] - 1, 1)
             keep = var > 1e-12 * max(float(var.max(initial=0.0)), 1e-300)
             if not keep.any():  # every column constant: keep one zero component
                 keep[:1] = True
@@ -171,7 +181,7 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             # feature the smallest sample variances are mostly estimation noise, and
             # dividing by them makes every new row look extreme. The shrinkage is
             # estimated from the data and vanishes as n / d grows.
-            alpha = ledoit_wolf_shrinkage(Z - center, assume_centered=True)
+            alpha = ledoit_wolf_shrinkage(S, assume_centered=True)
             mean_var = float(var.sum()) / Z.shape[1]
             var = (1.0 - alpha) * var + alpha * mean_var
             self.shrinkage_ = float(alpha)
@@ -255,6 +265,16 @@ def _clip_(Z: np.ndarray, bound: float) -> np.ndarray:
     """``np.clip(Z, -bound, bound)`` in place: no new array to allocate and fault in
     (on 1M x 20 float64 that was most of the clipping time)."""
     return np.clip(Z, -bound, bound, out=Z)
+
+
+def _statistic_rows(Z: np.ndarray) -> np.ndarray:
+    """``Z`` itself up to ``MAX_STATISTIC_ROWS`` rows, else that many rows drawn at
+    random (a fixed seed, so a fit is reproducible), in their original order."""
+    n = Z.shape[0]
+    if n <= MAX_STATISTIC_ROWS:
+        return Z
+    rows = np.random.default_rng(0).choice(n, MAX_STATISTIC_ROWS, replace=False)
+    return Z[np.sort(rows)]
 
 
 def _whiten_cap(X: np.ndarray, n_directions: int, rows_per_component: float) -> int:

@@ -172,8 +172,7 @@ def _train_group(
     n = X.shape[0]
     seed = int(check_random_state(random_state).randint(2**31 - 1))
     rng = np.random.default_rng(seed)
-    Xts = [p.transform(X).astype(np.float32) for p in preprocessors]
-    d_in = Xts[0].shape[1]
+    d_in = preprocessors[0].n_features_out_
     if isinstance(hidden_sizes, str):
         hidden = auto_hidden_sizes(d_in, style=hidden_sizes)
     else:
@@ -199,14 +198,23 @@ def _train_group(
         record_index = np.sort(rng.choice(n, max_record_samples, replace=False))
     same_rows = train_idx is None and len(record_index) == n
 
+    # Only the rows that train or are recorded are scaled (all of them unless n is
+    # large): scaling is row by row, so the numbers are the same as scaling all of X.
+    if train_idx is None:
+        needed, rows, recorded = None, slice(None), record_index
+    else:
+        needed = np.union1d(train_idx, record_index)
+        rows, recorded = np.searchsorted(needed, train_idx), np.searchsorted(needed, record_index)
+    Xs = X if needed is None else X[needed]
+    Xts = [p.transform(Xs).astype(np.float32) for p in preprocessors]
+
     def take(rows) -> np.ndarray:
         """Those rows of the one view (the shared-input fast path), or of every view
         stacked ``(V, m, d)`` for a member -> view map; only the rows are copied."""
         return Xts[0][rows] if len(Xts) == 1 else np.stack([Xt[rows] for Xt in Xts])
 
-    rows = slice(None) if train_idx is None else train_idx
     recorder = Recorder("loss", per_example_loss(loss),
-                        X=None if same_rows else take(record_index))
+                        X=None if same_rows else take(recorded))
     res = train_ensemble(
         StackedMLP(sizes, activation=ACTIVATION),
         take(rows),
@@ -249,7 +257,7 @@ def _train_group(
         membership = None
         if holdout:
             membership = np.zeros((k, n), dtype=bool)
-            membership[:, rows] = mask[own]
+            membership[:, slice(None) if train_idx is None else train_idx] = mask[own]
             membership = membership[:, record_index]
         L = L_all[:, own]
         center, scale = robust_stats(L)
@@ -273,7 +281,7 @@ def _train_group(
         if same_rows and membership is None:
             outlier = np.einsum("tk,tkm->m", W, Z)
         else:
-            outlier = view.scaled_outlier_scores(Xt[record_index], device,
+            outlier = view.scaled_outlier_scores(Xt[recorded], device,
                                                  membership=membership)
         view.train_scores = -outlier
         out.append(view)
