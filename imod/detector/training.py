@@ -275,10 +275,10 @@ def _train_group(
             record_index=record_index, n_train_rows=n_train,
         )
         # Transductive scores of the recorded rows (all rows when n <= max_record_samples):
-        # straight from the records when they are the training rows, else scored by the
-        # kept snapshots (a holdout row only by the members that did not train on it).
-        # Rows beyond the recorded ones are not scored here: score_samples does that.
-        if same_rows and membership is None:
+        # straight from the records (the losses of the kept snapshots), or, with holdout,
+        # scored by the kept snapshots (a row only by the members that did not train on
+        # it). Rows beyond the recorded ones are not scored here: score_samples does that.
+        if membership is None:
             outlier = np.einsum("tk,tkm->m", W, Z)
         else:
             outlier = view.scaled_outlier_scores(Xt[recorded], device,

@@ -172,9 +172,10 @@ class View:
                     xb = x[i : i + step]
                     yield loss(members.forward(params, xb), xb)
             return
+        xt = x.T.contiguous()  # feature-major once: every batch's residual is then contiguous
         with torch.no_grad():
-            for i in range(0, x.shape[0], step):
-                yield _reconstruction_losses(params, x[i : i + step].T, self.activation,
+            for i in range(0, xt.shape[1], step):
+                yield _reconstruction_losses(params, xt[:, i : i + step], self.activation,
                                              self.loss)
 
     def outlier_scores(self, X: np.ndarray, device: torch.device) -> np.ndarray:
