@@ -52,7 +52,8 @@ class IMDetector(OutlierMixin, BaseEstimator):
     its spread on the training rows (``view_combination``). The members'
     parameters at the chosen recordings are kept, so new data is scored by the
     same early snapshots (inductive) while ``train_scores_`` holds the
-    transductive scores of the training data. Evidence for each default:
+    transductive scores of the training rows (of the ``max_record_samples`` rows
+    training recorded, when there are more). Evidence for each default:
     docs/accuracy_study.md.
 
     Parameters
