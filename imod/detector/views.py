@@ -160,11 +160,11 @@ class View:
     def _stacked_losses(self, Xt: np.ndarray, device: torch.device) -> Iterator[torch.Tensor]:
         """Losses ``(T_used * K, rows)`` of every kept snapshot's members at once, batch
         after batch of rows: the data and the parameters go to the device once."""
-        x = torch.as_tensor(np.ascontiguousarray(Xt, dtype=np.float32), device=device)
         params = {name: torch.cat([snap[name] for snap in self.snapshots]).to(device)
                   for name in self.snapshots[0]}
         step = batch_rows(self.sizes, len(self.snapshots) * self.n_members, memory_budget(device))
         if self.loss not in _FEATURE_MAJOR_LOSSES or self.activation not in _INPLACE:
+            x = torch.as_tensor(np.ascontiguousarray(Xt, dtype=np.float32), device=device)
             members = StackedMLP(self.sizes, activation=self.activation)
             loss = get_loss(self.loss)
             with torch.no_grad():
@@ -172,7 +172,8 @@ class View:
                     xb = x[i : i + step]
                     yield loss(members.forward(params, xb), xb)
             return
-        xt = x.T.contiguous()  # feature-major once: every batch's residual is then contiguous
+        # feature-major once (one float32 copy): every batch's residual is then contiguous
+        xt = torch.as_tensor(np.ascontiguousarray(Xt.T, dtype=np.float32), device=device)
         with torch.no_grad():
             for i in range(0, xt.shape[1], step):
                 yield _reconstruction_losses(params, xt[:, i : i + step], self.activation,
