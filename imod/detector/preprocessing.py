@@ -146,10 +146,13 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                                  f"got {value!r}")
         check_numeric_frame(X)
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True)
-        prescale = np.abs(X).max(axis=0)
+        prescale = np.maximum(X.max(axis=0), -X.min(axis=0))  # max |x|, no |X| copy
         prescale[prescale == 0] = 1.0
         self.prescale_ = prescale
-        Z = X / prescale
+        # The prescaled data: all of it, or for robust and whitening statistics only the
+        # rows they are estimated from (the same numbers as those rows of X / prescale).
+        whole = self.method not in ("robust", "whiten")
+        Z = X / prescale if whole else _statistic_rows(X) / prescale
         self.components_ = None
         self.shrinkage_ = 0.0
         self.knots_ = self.knot_scores_ = None
@@ -159,18 +162,18 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         elif self.method == "standard":
             center, scale = Z.mean(axis=0), Z.std(axis=0)
         elif self.method == "robust":
-            S = _statistic_rows(Z)
-            q25, center, q75 = np.percentile(S, [25, 50, 75], axis=0)
+            q25, center, q75 = np.percentile(Z, [25, 50, 75], axis=0)
             scale = q75 - q25
             # A column that is constant on half of the rows (e.g. mostly zero) has
             # IQR 0 but still varies: fall back to its standard deviation.
             if not (scale > 0).all():
-                scale = np.where(scale > 0, scale, Z.std(axis=0))
+                scale = np.where(scale > 0, scale, (X / prescale).std(axis=0))
         elif self.method == "minmax":
             center, scale = Z.min(axis=0), Z.max(axis=0) - Z.min(axis=0)
         elif self.method == "whiten":
-            center = Z.mean(axis=0)
-            S = _statistic_rows(Z) - center
+            # the mean of every row (of the rows in Z when they are all of them)
+            center = Z.mean(axis=0) if len(Z) == len(X) else X.mean(axis=0) / prescale
+            S = Z - center
             _, s, vt = np.linalg.svd(S, full_matrices=False)
             var = s**2 / max(S.shape[0] - 1, 1)
             keep = var > 1e-12 * max(float(var.max(initial=0.0)), 1e-300)
