@@ -77,7 +77,8 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         extreme. ``"none"``: values as given (still clipped). The robust
         quantiles and the whitening directions, variances and shrinkage come from at
         most ``MAX_STATISTIC_ROWS`` (100,000) rows, a fixed random subset of larger
-        data (the mean, standard deviation, minimum and maximum from every row).
+        data (the mean, standard deviation, minimum and maximum from every row,
+        the first two summed over blocks of rows).
     clip : float or None, default=1e4
         Bound on the absolute transformed value; ``None`` disables it (then a
         ``1e30`` input can overflow the float32 losses downstream).
@@ -149,10 +150,13 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         prescale = np.maximum(X.max(axis=0), -X.min(axis=0))  # max |x|, no |X| copy
         prescale[prescale == 0] = 1.0
         self.prescale_ = prescale
-        # The prescaled data: all of it, or for robust and whitening statistics only the
-        # rows they are estimated from (the same numbers as those rows of X / prescale).
-        whole = self.method not in ("robust", "whiten")
-        Z = X / prescale if whole else _statistic_rows(X) / prescale
+        # The prescaled data: for robust and whitening statistics only the rows they are
+        # estimated from (the same numbers as those rows of X / prescale); the standard
+        # scaler sums over blocks of rows and needs no prescaled copy.
+        if self.method in ("robust", "whiten"):
+            Z = _statistic_rows(X) / prescale
+        elif self.method != "standard":
+            Z = X / prescale
         self.components_ = None
         self.shrinkage_ = 0.0
         self.knots_ = self.knot_scores_ = None
@@ -160,7 +164,7 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             self.knots_, self.knot_scores_, scale = _fit_quantile(Z)
             center = np.zeros(X.shape[1])
         elif self.method == "standard":
-            center, scale = Z.mean(axis=0), Z.std(axis=0)
+            center, scale = _mean_std(X, prescale)
         elif self.method == "robust":
             q25, center, q75 = np.percentile(Z, [25, 50, 75], axis=0)
             scale = q75 - q25
@@ -268,6 +272,23 @@ def _clip_(Z: np.ndarray, bound: float) -> np.ndarray:
     """``np.clip(Z, -bound, bound)`` in place: no new array to allocate and fault in
     (on 1M x 20 float64 that was most of the clipping time)."""
     return np.clip(Z, -bound, bound, out=Z)
+
+
+def _mean_std(X: np.ndarray, prescale: np.ndarray, block: int = 65_536):
+    """Column means and standard deviations of ``X / prescale``.
+
+    Up to ``MAX_STATISTIC_ROWS`` rows exactly ``Z.mean(axis=0), Z.std(axis=0)``; above,
+    the same statistics of every row summed over blocks of rows (equal up to float
+    rounding), so no prescaled copy of ``X`` and no temporaries of its size are made.
+    """
+    n = X.shape[0]
+    if n <= MAX_STATISTIC_ROWS:
+        Z = X / prescale
+        return Z.mean(axis=0), Z.std(axis=0)
+    starts = range(0, n, block)
+    mean = sum((X[i : i + block] / prescale).sum(axis=0) for i in starts) / n
+    sq = sum((((X[i : i + block] / prescale) - mean) ** 2).sum(axis=0) for i in starts)
+    return mean, np.sqrt(sq / n)
 
 
 def _statistic_rows(Z: np.ndarray) -> np.ndarray:
