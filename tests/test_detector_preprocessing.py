@@ -99,7 +99,8 @@ def test_dataframe_and_pipeline():
 def test_large_data_statistics_come_from_a_row_subset(monkeypatch):
     """Above MAX_STATISTIC_ROWS rows the robust quantiles and the whitening directions
     are estimated from a fixed random subset: reproducible, and close to the full data's
-    (here cardio, 1,831 rows, with the cap lowered to 600)."""
+    (here cardio, 1,831 rows, with the cap lowered to 600); the mean and standard
+    deviation still come from every row."""
     from pathlib import Path
 
     import imod.detector.preprocessing as pre
@@ -107,7 +108,11 @@ def test_large_data_statistics_come_from_a_row_subset(monkeypatch):
     path = Path(pre.__file__).resolve().parents[1] / "data" / "6_cardio.npz"
     X = np.load(path, allow_pickle=False)["X"]
     full = {m: IMPreprocessor(m).fit(X) for m in ("robust", "whiten")}
+    standard = IMPreprocessor("standard").fit(X)
     monkeypatch.setattr(pre, "MAX_STATISTIC_ROWS", 600)
+    # the standard scaler still uses every row (summed over blocks of rows)
+    blocks = pre._mean_std(X, standard.prescale_, block=500)
+    np.testing.assert_allclose(blocks, (standard.center_, standard.scale_), rtol=1e-12)
     for method, ref in full.items():
         sub = IMPreprocessor(method).fit(X)
         again = IMPreprocessor(method).fit(X)

@@ -38,6 +38,8 @@ Params = dict[str, torch.Tensor]
 # the element-wise layers are memory-bound. A GPU gets a share of its free memory.
 CPU_SCORING_BUDGET = 16 * 1024**2
 GPU_SCORING_SHARE = 0.25
+# Rows scaled at a time before CPU scoring (8 MiB of float64 at 20 features).
+CPU_SCALING_BLOCK = 65_536
 
 
 def memory_budget(device: torch.device) -> int:
@@ -180,8 +182,18 @@ class View:
                                              self.loss)
 
     def outlier_scores(self, X: np.ndarray, device: torch.device) -> np.ndarray:
-        """Weighted mean of normalized losses of raw rows ``X`` (higher = more abnormal)."""
-        return self.scaled_outlier_scores(self.preprocessor.transform(X), device)
+        """Weighted mean of normalized losses of raw rows ``X`` (higher = more abnormal).
+
+        On the CPU the rows are scaled and scored ``CPU_SCALING_BLOCK`` at a time (the
+        same numbers: scaling is row by row), so no scaled copy of all of ``X`` is made;
+        a GPU gets them all at once.
+        """
+        n, block = X.shape[0], CPU_SCALING_BLOCK
+        if device.type != "cpu" or n <= block:
+            return self.scaled_outlier_scores(self.preprocessor.transform(X), device)
+        return np.concatenate([
+            self.scaled_outlier_scores(self.preprocessor.transform(X[i : i + block]), device)
+            for i in range(0, n, block)])
 
     def scaled_outlier_scores(
         self, Xt: np.ndarray, device: torch.device, membership: np.ndarray | None = None
