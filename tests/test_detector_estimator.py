@@ -318,3 +318,14 @@ def test_scoring_forward_matches_the_engine():
         expected = get_loss(loss)(mlp.forward(snap, x), x)
         fast = views._reconstruction_losses(snap, x.T, view.activation, loss)
         torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_scoring_in_row_blocks_gives_the_same_scores(monkeypatch):
+    """On the CPU rows are scaled and scored a block at a time; only rounding changes."""
+    import imod.detector.views as views
+
+    X = np.load(BUNDLED / "6_cardio.npz", allow_pickle=False)["X"]
+    det = IMDetector(**FAST).fit(X)
+    whole = det.score_samples(X)
+    monkeypatch.setattr(views, "CPU_SCALING_BLOCK", 500)  # 4 blocks, the last one short
+    np.testing.assert_allclose(det.score_samples(X), whole, rtol=0, atol=1e-6)
