@@ -133,8 +133,14 @@ def test_large_n_subsamples_rows():
     (view,) = det.views_
     assert view.n_train_rows == 640
     assert view.train_trajectories.shape[1] == 500 and len(view.record_index) == 500
-    assert det.train_scores_.shape == (6000,)
-    np.testing.assert_allclose(det.train_scores_, det.score_samples(X), rtol=1e-5, atol=1e-6)
+    # fit scores only the recorded rows; they are those rows' score_samples
+    assert det.train_scores_.shape == (500,)
+    np.testing.assert_array_equal(det.train_index_, view.record_index)
+    np.testing.assert_allclose(det.train_scores_, det.score_samples(X)[det.train_index_],
+                               rtol=1e-5, atol=1e-6)
+    labels = det.fit_predict(X)
+    assert labels.shape == (6000,)
+    np.testing.assert_array_equal(labels, det.predict(X))
 
 
 def test_contamination():
@@ -283,11 +289,43 @@ def test_scores_do_not_depend_on_the_scoring_batch_size(monkeypatch):
     X = np.load(BUNDLED / "6_cardio.npz", allow_pickle=False)["X"]
     det = IMDetector(random_state=0, device="cpu").fit(X)
     small = det.score_samples(X)
-    forward = views.StackedMLP.forward
+    forward = views._reconstruction_losses  # the scoring forward pass, rows (d, B)
     calls = []
-    monkeypatch.setattr(views.StackedMLP, "forward",
-                        lambda self, p, x: calls.append(len(x)) or forward(self, p, x))
+    monkeypatch.setattr(views, "_reconstruction_losses",
+                        lambda p, xt, *a: calls.append(xt.shape[1]) or forward(p, xt, *a))
     monkeypatch.setattr(views, "CPU_SCORING_BUDGET", 40 * 1024**3)  # a GPU-sized budget
     large = det.score_samples(X)
     assert calls == [len(X)] * len(det.views_)  # one batch per view, all snapshots at once
     np.testing.assert_allclose(large, small, rtol=0, atol=1e-6)
+
+
+def test_scoring_forward_matches_the_engine():
+    """The detector's scoring pass (in-place, feature-major) gives the engine's
+    forward plus loss on the kept snapshots, for both reconstruction losses."""
+    import torch
+
+    import imod.detector.views as views
+    from imod.engine import StackedMLP
+    from imod.engine.losses import get_loss
+
+    X = np.load(BUNDLED / "6_cardio.npz", allow_pickle=False)["X"]
+    for loss in ("l1", "mse"):
+        det = IMDetector(loss=loss, **FAST).fit(X)
+        view = det.views_[0]
+        snap = view.snapshots[-1]
+        x = torch.as_tensor(view.preprocessor.transform(X), dtype=torch.float32)
+        mlp = StackedMLP(view.sizes, activation=view.activation)
+        expected = get_loss(loss)(mlp.forward(snap, x), x)
+        fast = views._reconstruction_losses(snap, x.T, view.activation, loss)
+        torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_scoring_in_row_blocks_gives_the_same_scores(monkeypatch):
+    """On the CPU rows are scaled and scored a block at a time; only rounding changes."""
+    import imod.detector.views as views
+
+    X = np.load(BUNDLED / "6_cardio.npz", allow_pickle=False)["X"]
+    det = IMDetector(**FAST).fit(X)
+    whole = det.score_samples(X)
+    monkeypatch.setattr(views, "CPU_SCALING_BLOCK", 500)  # 4 blocks, the last one short
+    np.testing.assert_allclose(det.score_samples(X), whole, rtol=0, atol=1e-6)

@@ -94,3 +94,33 @@ def test_dataframe_and_pipeline():
         with pytest.raises(ValueError, match="rows_per_component"):
             IMPreprocessor(rows_per_component=bad).fit(df)
     make_pipeline(IMPreprocessor("robust"), IMPreprocessor("minmax")).fit_transform(df)
+
+
+def test_large_data_statistics_come_from_a_row_subset(monkeypatch):
+    """Above MAX_STATISTIC_ROWS rows the robust quantiles and the whitening directions
+    are estimated from a fixed random subset: reproducible, and close to the full data's
+    (here cardio, 1,831 rows, with the cap lowered to 600); the mean and standard
+    deviation still come from every row."""
+    from pathlib import Path
+
+    import imod.detector.preprocessing as pre
+
+    path = Path(pre.__file__).resolve().parents[1] / "data" / "6_cardio.npz"
+    X = np.load(path, allow_pickle=False)["X"]
+    full = {m: IMPreprocessor(m).fit(X) for m in ("robust", "whiten")}
+    standard = IMPreprocessor("standard").fit(X)
+    monkeypatch.setattr(pre, "MAX_STATISTIC_ROWS", 600)
+    # the standard scaler still uses every row (summed over blocks of rows)
+    blocks = pre._mean_std(X, standard.prescale_, block=500)
+    np.testing.assert_allclose(blocks, (standard.center_, standard.scale_), rtol=1e-12,
+                               atol=1e-12)
+    for method, ref in full.items():
+        sub = IMPreprocessor(method).fit(X)
+        again = IMPreprocessor(method).fit(X)
+        np.testing.assert_array_equal(sub.scale_, again.scale_)  # a fixed subset
+        assert not np.array_equal(sub.scale_, ref.scale_)  # the subset was used
+        # spreads within 25 % of the full data's (the smallest directions are noisiest)
+        np.testing.assert_allclose(sub.scale_, ref.scale_, rtol=0.25)
+    # the leading whitening direction is the full data's, up to sign
+    lead = abs(full["whiten"].components_[0] @ IMPreprocessor("whiten").fit(X).components_[0])
+    assert lead > 0.95

@@ -68,3 +68,16 @@ def test_pyod_face_passes_parameters_through():
         IMDetectorPyOD(n_member=3)
     with pytest.raises(ValueError, match="invalid parameter"):
         clf.set_params(colour="red")
+
+
+def test_decision_scores_cover_every_row_when_fit_records_a_subset():
+    """Above max_record_samples the detector's fit scores only its recorded rows; the
+    PyOD face still gives decision_scores_ (and labels_) for every training row."""
+    data = np.load(DATA / "6_cardio.npz", allow_pickle=False)
+    X, y = data["X"], data["y"]
+    clf = IMDetectorPyOD(contamination=0.05, random_state=0, device="cpu", n_members=4,
+                         max_updates=60, max_record_samples=500).fit(X)
+    assert clf.detector_.train_scores_.shape == (500,)
+    assert clf.decision_scores_.shape == clf.labels_.shape == (X.shape[0],)
+    np.testing.assert_allclose(clf.decision_scores_, clf.decision_function(X), rtol=1e-6)
+    assert roc_auc_score(y, clf.decision_scores_) > 0.85

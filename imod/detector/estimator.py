@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 
 from .._runtime import resolve_device, torch_threads
 from ..engine import INIT_SCHEMES
@@ -52,7 +52,8 @@ class IMDetector(OutlierMixin, BaseEstimator):
     its spread on the training rows (``view_combination``). The members'
     parameters at the chosen recordings are kept, so new data is scored by the
     same early snapshots (inductive) while ``train_scores_`` holds the
-    transductive scores of the training data. Evidence for each default:
+    transductive scores of the training rows (of the ``max_record_samples`` rows
+    training recorded, when there are more). Evidence for each default:
     docs/accuracy_study.md.
 
     Parameters
@@ -139,10 +140,18 @@ class IMDetector(OutlierMixin, BaseEstimator):
         One record per preprocessing view (:class:`~imod.detector.views.View`:
         preprocessor, snapshots, normalization statistics, weights, training
         scores and trajectories).
-    train_scores_ : ndarray of shape (n_samples,)
-        Transductive ``score_samples`` of the training data (higher = more normal).
+    train_scores_ : ndarray of shape (n_train_scores,)
+        Transductive ``score_samples`` of the training rows ``train_index_`` (higher =
+        more normal): every row when ``n_samples <= max_record_samples``, else the
+        ``max_record_samples`` rows whose losses training recorded (a random subset).
+        Above that size ``fit`` does not score every training row (on 1M rows that
+        would double the cost of fit plus one ``score_samples``); call
+        ``score_samples(X)`` for all of them.
+    train_index_ : ndarray of int of shape (n_train_scores,)
+        Rows of the training data that ``train_scores_`` scores (increasing).
     offset_ : float
-        ``decision_function = score_samples - offset_``.
+        ``decision_function = score_samples - offset_``, set from ``train_scores_``
+        (``contamination``), as is each view's spread (``view_combination``).
     loss_trajectory_ : pandas.DataFrame
         Per view and recording: epoch, update, mean and quantiles of the
         member-mean training loss, bimodality, weight.
@@ -322,6 +331,15 @@ class IMDetector(OutlierMixin, BaseEstimator):
         return self
 
     @property
+    def train_index_(self) -> np.ndarray:
+        """Rows of the training data scored by ``train_scores_``."""
+        check_is_fitted(self, "views_")
+        index = self.views_[0].record_index
+        if len(index) != len(self.train_scores_):  # a detector saved before recorded scores
+            return np.arange(len(self.train_scores_))
+        return index
+
+    @property
     def loss_trajectory_(self) -> pd.DataFrame:
         """Per view and recording: epoch, update, member-mean loss statistics, weight."""
         check_is_fitted(self, "views_")
@@ -370,9 +388,13 @@ class IMDetector(OutlierMixin, BaseEstimator):
         return np.where(self.decision_function(X) < 0, -1, 1)
 
     def fit_predict(self, X, y=None) -> np.ndarray:
-        """Fit, then label the training data from its transductive scores."""
+        """Fit, then label the training data from its transductive scores (scoring every
+        row when ``train_scores_`` holds only the recorded ones)."""
         self.fit(X)
-        return np.where(self.train_scores_ - self.offset_ < 0, -1, 1)
+        scores = self.train_scores_
+        if len(scores) != _num_samples(X):
+            scores = self.score_samples(X)
+        return np.where(scores - self.offset_ < 0, -1, 1)
 
     def loss_trajectories(self, X) -> np.ndarray:
         """Member-mean raw losses ``(T_used, n)`` of ``X`` at the kept snapshots.

@@ -52,10 +52,13 @@ def plot_loss_trajectories(detector, y=None, ax=None, quantiles: bool = True):
     views = detector.views_
     if y is not None:
         y = np.asarray(y).ravel()
-        if y.shape[0] != detector.train_scores_.shape[0]:
+        index = detector.train_index_
+        # all rows are scored up to max_record_samples; beyond, a subset of unknown size
+        every_row = len(index) < detector.max_record_samples
+        if (y.shape[0] != len(index)) if every_row else (y.shape[0] <= index[-1]):
             raise ValueError(
                 f"y has {y.shape[0]} labels but the detector was fitted on "
-                f"{detector.train_scores_.shape[0]} rows"
+                + (f"{len(index)} rows" if every_row else f"more than {index[-1]} rows")
             )
     for i, view in enumerate(views):
         # one view: solid lines; several: one line style per view, named in the legend

@@ -33,6 +33,11 @@ PREPROCESSING_METHODS = ("standard", "robust", "minmax", "whiten", "quantile", "
 # Knots per feature of the quantile transform (more only matter for n >> 1000).
 _N_QUANTILES = 1000
 
+# The robust scaler's quantiles and the whitening directions and shrinkage are estimated
+# from at most this many rows (a fixed random subset beyond): their sampling error is
+# then below 1 % of a feature's spread, and fitting 1M x 20 rows takes 0.4 s, not 2.8 s.
+MAX_STATISTIC_ROWS = 100_000
+
 # Bound on |x / prescale| before centering: keeps products in whitening finite
 # for any finite input (a new value 1e300 against a training max of 1e-300).
 _PRESCALED_BOUND = 1e150
@@ -69,7 +74,11 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         normal scores (rank-Gauss; skewed and heavy-tailed features become
         comparable), extended linearly beyond the training range with slope
         1 / (IQR / 1.349) so new extreme values stay
-        extreme. ``"none"``: values as given (still clipped).
+        extreme. ``"none"``: values as given (still clipped). The robust
+        quantiles and the whitening directions, variances and shrinkage come from at
+        most ``MAX_STATISTIC_ROWS`` (100,000) rows, a fixed random subset of larger
+        data (the mean, standard deviation, minimum and maximum from every row,
+        the first two summed over blocks of rows).
     clip : float or None, default=1e4
         Bound on the absolute transformed value; ``None`` disables it (then a
         ``1e30`` input can overflow the float32 losses downstream).
@@ -138,10 +147,16 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                                  f"got {value!r}")
         check_numeric_frame(X)
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True)
-        prescale = np.abs(X).max(axis=0)
+        prescale = np.maximum(X.max(axis=0), -X.min(axis=0))  # max |x|, no |X| copy
         prescale[prescale == 0] = 1.0
         self.prescale_ = prescale
-        Z = X / prescale
+        # The prescaled data: for robust and whitening statistics only the rows they are
+        # estimated from (the same numbers as those rows of X / prescale); the standard
+        # scaler sums over blocks of rows and needs no prescaled copy.
+        if self.method in ("robust", "whiten"):
+            Z = _statistic_rows(X) / prescale
+        elif self.method != "standard":
+            Z = X / prescale
         self.components_ = None
         self.shrinkage_ = 0.0
         self.knots_ = self.knot_scores_ = None
@@ -149,20 +164,22 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             self.knots_, self.knot_scores_, scale = _fit_quantile(Z)
             center = np.zeros(X.shape[1])
         elif self.method == "standard":
-            center, scale = Z.mean(axis=0), Z.std(axis=0)
+            center, scale = _mean_std(X, prescale)
         elif self.method == "robust":
             q25, center, q75 = np.percentile(Z, [25, 50, 75], axis=0)
             scale = q75 - q25
             # A column that is constant on half of the rows (e.g. mostly zero) has
             # IQR 0 but still varies: fall back to its standard deviation.
             if not (scale > 0).all():
-                scale = np.where(scale > 0, scale, Z.std(axis=0))
+                scale = np.where(scale > 0, scale, (X / prescale).std(axis=0))
         elif self.method == "minmax":
             center, scale = Z.min(axis=0), Z.max(axis=0) - Z.min(axis=0)
         elif self.method == "whiten":
-            center = Z.mean(axis=0)
-            _, s, vt = np.linalg.svd(Z - center, full_matrices=False)
-            var = s**2 / max(Z.shape[0] - 1, 1)
+            # the mean of every row (of the rows in Z when they are all of them)
+            center = Z.mean(axis=0) if len(Z) == len(X) else X.mean(axis=0) / prescale
+            S = Z - center
+            _, s, vt = np.linalg.svd(S, full_matrices=False)
+            var = s**2 / max(S.shape[0] - 1, 1)
             keep = var > 1e-12 * max(float(var.max(initial=0.0)), 1e-300)
             if not keep.any():  # every column constant: keep one zero component
                 keep[:1] = True
@@ -171,7 +188,7 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             # feature the smallest sample variances are mostly estimation noise, and
             # dividing by them makes every new row look extreme. The shrinkage is
             # estimated from the data and vanishes as n / d grows.
-            alpha = ledoit_wolf_shrinkage(Z - center, assume_centered=True)
+            alpha = ledoit_wolf_shrinkage(S, assume_centered=True)
             mean_var = float(var.sum()) / Z.shape[1]
             var = (1.0 - alpha) * var + alpha * mean_var
             self.shrinkage_ = float(alpha)
@@ -255,6 +272,33 @@ def _clip_(Z: np.ndarray, bound: float) -> np.ndarray:
     """``np.clip(Z, -bound, bound)`` in place: no new array to allocate and fault in
     (on 1M x 20 float64 that was most of the clipping time)."""
     return np.clip(Z, -bound, bound, out=Z)
+
+
+def _mean_std(X: np.ndarray, prescale: np.ndarray, block: int = 65_536):
+    """Column means and standard deviations of ``X / prescale``.
+
+    Up to ``MAX_STATISTIC_ROWS`` rows exactly ``Z.mean(axis=0), Z.std(axis=0)``; above,
+    the same statistics of every row summed over blocks of rows (equal up to float
+    rounding), so no prescaled copy of ``X`` and no temporaries of its size are made.
+    """
+    n = X.shape[0]
+    if n <= MAX_STATISTIC_ROWS:
+        Z = X / prescale
+        return Z.mean(axis=0), Z.std(axis=0)
+    starts = range(0, n, block)
+    mean = sum((X[i : i + block] / prescale).sum(axis=0) for i in starts) / n
+    sq = sum((((X[i : i + block] / prescale) - mean) ** 2).sum(axis=0) for i in starts)
+    return mean, np.sqrt(sq / n)
+
+
+def _statistic_rows(Z: np.ndarray) -> np.ndarray:
+    """``Z`` itself up to ``MAX_STATISTIC_ROWS`` rows, else that many rows drawn at
+    random (a fixed seed, so a fit is reproducible), in their original order."""
+    n = Z.shape[0]
+    if n <= MAX_STATISTIC_ROWS:
+        return Z
+    rows = np.random.default_rng(0).choice(n, MAX_STATISTIC_ROWS, replace=False)
+    return Z[np.sort(rows)]
 
 
 def _whiten_cap(X: np.ndarray, n_directions: int, rows_per_component: float) -> int:

