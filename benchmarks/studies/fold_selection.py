@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> None:
                   ""]
     inside = pd.concat([cand, peers], ignore_index=True)
     for kind, title in KINDS.items():
-        lines += [f"## In-sample, every candidate and peer, {title}", "",
-                  fmt(summarize(inside, [*candidates, *peer_names], kind)), ""]
+        lines += [f"## In-sample, the default after the study ({final}) and every peer, "
+                  f"{title}", "", fmt(summarize(inside, [final, *peer_names], kind)), ""]
     lines += ["## The candidates in-sample (the ablation around the default)", "",
               fmt(ablation(cand, candidates, folds["chosen"].tolist()), index=False), ""]
     (args.out / "oof.md").write_text("\n".join(lines))
