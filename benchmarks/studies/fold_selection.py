@@ -19,8 +19,9 @@ The default after the study is the same rule applied to all 5 folds (in-sample).
 
 Usage::
 
-    python benchmarks/studies/fold_selection.py --candidates results/i16/candidates \\
-        --peers results/i16/peers --out docs/results/oof
+    python benchmarks/studies/fold_selection.py --candidates results/i16/cand/c* \\
+        --peers results/i16/peers results/i16/peers_slow results/i16/peers_extra \\
+        results/i16/peers_mcd --timing results/i16/timing --out docs/results/oof
 """
 
 from __future__ import annotations
