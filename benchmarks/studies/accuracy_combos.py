@@ -7,7 +7,7 @@ keeps how far out the extreme scores lie): cheap stand-ins for a detector that
 standardizes each view's scores by its training scores. Prints and writes mean
 AUROC / AUPR per half.
 
-    python benchmarks/accuracy_combos.py --out results/screen \\
+    python benchmarks/studies/accuracy_combos.py --out results/screen \\
         --combos default prep=robust default+prep=robust default+prep=whiten
 """
 
@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from accuracy_ablation import BASES, ROWS, key_id, row_key, row_params
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
-
-sys.path.insert(0, str(Path(__file__).parent))
-from accuracy_ablation import BASES, ROWS, key_id, row_key, row_params  # noqa: E402
 
 
 def load_row(folder: Path, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:

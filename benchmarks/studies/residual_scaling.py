@@ -17,12 +17,13 @@ residual space:
 
 Each variant is then normalized per member and averaged over recordings and views
 exactly as the detector does. Same protocol and halves as
-``benchmarks/accuracy_ablation.py`` (A selects, B confirms, E = CV/NLP embeddings).
+``benchmarks/studies/accuracy_ablation.py`` (A selects, B confirms, E = CV/NLP embeddings).
 
 Usage::
 
-    python benchmarks/residual_scaling.py --half A B E --out results/residual_scaling
-    python benchmarks/residual_scaling.py --base v3 --half A B E --out results/residual_scaling_v3
+    python benchmarks/studies/residual_scaling.py --half A B E --out results/residual_scaling
+    python benchmarks/studies/residual_scaling.py --base v3 --half A B E \\
+        --out results/residual_scaling_v3
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from accuracy_ablation import BASES, classical_halves, dataset_path
+from _common import classical_halves, dataset_path
+from accuracy_ablation import BASES
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm import tqdm
 

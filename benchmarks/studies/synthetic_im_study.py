@@ -26,7 +26,7 @@ leaves out the largest ``trim`` fraction of each member's batch losses). Writes
 
 Usage::
 
-    python benchmarks/synthetic_im_study.py --out results/synthetic
+    python benchmarks/studies/synthetic_im_study.py --out results/synthetic
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ never mixes configurations) and summarized in ``<out>/ablation.md`` after each r
 
 Usage::
 
-    python benchmarks/accuracy_ablation.py --out results/ablation --half A --seeds 1 2 3
-    python benchmarks/accuracy_ablation.py --out results/ablation --half B \\
+    python benchmarks/studies/accuracy_ablation.py --out results/ablation --half A --seeds 1 2 3
+    python benchmarks/studies/accuracy_ablation.py --out results/ablation --half B \\
         --rows default robust quantile        # confirm a few rows on half B
 """
 
@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _common import EARLIER_BEHAVIOUR, classical_halves, dataset_path
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from imod.bench.datasets import load_npz
 from imod.bench.detectors import make_detector, outlier_scores
 from imod.bench.protocol import ProtocolConfig, Split, prepare_split, seed_everything
 from imod.detector import IMDetector
-from imod.detector.estimator import EARLIER_BEHAVIOUR
 
 # Squared error, robust z-scores, mean over views: how every default before v4 scored.
 _FIRST_SCORING = EARLIER_BEHAVIOUR
@@ -164,29 +164,6 @@ ROWS: dict[str, dict[str, Any]] = {
 }
 
 COLUMNS = ["row", "key", "dataset", "half", "seed", "auroc", "aupr", "seconds", "status", "error"]
-
-
-def classical_halves(data_dir: Path) -> dict[str, list[str]]:
-    """The fixed split: datasets sorted by ADBench number, alternately into A and B.
-
-    The image and text embedding sets (``CV_by_ResNet18``, ``NLP_by_BERT``) form a
-    third group, ``E``, kept apart: a check that the defaults carry over to them.
-    """
-    stems = sorted(
-        (p.stem for p in (data_dir / "Classical").glob("*.npz")),
-        key=lambda s: (int(s.split("_", 1)[0]), s),
-    )
-    embeddings = sorted(f"{p.parent.name}/{p.stem}" for folder in EMBEDDING_FOLDERS
-                        for p in (data_dir / folder).glob("*.npz"))
-    return {"A": stems[0::2], "B": stems[1::2], "E": embeddings}
-
-
-EMBEDDING_FOLDERS = ("CV_by_ResNet18", "NLP_by_BERT")
-
-
-def dataset_path(data_dir: Path, name: str) -> Path:
-    """``Classical/<name>.npz``, or ``<folder>/<stem>.npz`` for embedding sets."""
-    return data_dir / (f"{name}.npz" if "/" in name else f"Classical/{name}.npz")
 
 
 # Parameters that do not change the scores (or are set per cell).

@@ -18,7 +18,7 @@ datasets of seed means).
 
 Usage::
 
-    python benchmarks/view_combinations.py --half A B E --caps none 2 4 \\
+    python benchmarks/studies/view_combinations.py --half A B E --caps none 2 4 \\
         --out results/view_combinations
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from accuracy_ablation import classical_halves, dataset_path
+from _common import classical_halves, dataset_path
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm import tqdm
 

@@ -1,0 +1,55 @@
+"""The candidate settings of IMDetector scored by the out-of-fold selection (issue 16).
+
+Each candidate is a factory ``cNN_name(random_state=None) -> IMDetector`` that ``imod
+bench`` builds by import path, e.g.::
+
+    python -m imod bench --detectors benchmarks.studies.candidates:c00_default ...
+
+Only the parameters that stay public after the detector refactor are used. The list and
+its order were fixed before any candidate was scored; ``c00_default`` is the default at
+the start of issue 16. Leads (docs/accuracy_study.md, issue 16): cheaper ensembles for
+the time target (``c01``-``c03``), the training budget and rate (``c04``, ``c05``), the
+truncation of the loss (ALTBI, ``c06``), the initialization scale (theory paper,
+``c07``), a wider network and latent code (local structure, ``c08``), ODIM's recipe as
+far as an autoencoder can follow it (``c09``), a larger ensemble (``c10``), the bimodality
+choice of recordings (``c11``) and the squared loss (``c12``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imod.detector import IMDetector
+
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "c00_default": {},
+    "c01_members4": {"n_members": 4},
+    "c02_standard_robust": {"preprocessing": ("standard", "robust")},
+    "c03_standard": {"preprocessing": "standard"},
+    "c04_lr_1e_2": {"lr": 1e-2},
+    "c05_updates200": {"max_updates": 200},
+    "c06_trim_01": {"trim": 0.1},
+    "c07_init_scale_03": {"init_scale": 0.3},
+    "c08_hidden_64_32_16": {"hidden_sizes": (64, 32, 16)},
+    "c09_odim_like": {"preprocessing": "minmax", "hidden_sizes": "odim", "lr": 1e-3,
+                      "batch_size": 64, "loss": "mse", "trim": 0.0, "scoring": "odim",
+                      "n_members": 10},
+    "c10_members16": {"n_members": 16},
+    "c11_scoring_auto": {"scoring": "auto"},
+    "c12_mse": {"loss": "mse"},
+}
+
+
+def _factory(name: str, params: dict[str, Any]):
+    def build(random_state: int | None = None) -> IMDetector:
+        return IMDetector(random_state=random_state, **params)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"IMDetector with {params or 'its defaults'}."
+    return build
+
+
+for _name, _params in CANDIDATES.items():
+    globals()[_name] = _factory(_name, _params)
+
+__all__ = ["CANDIDATES", *CANDIDATES]
