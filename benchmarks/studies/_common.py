@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -23,15 +22,6 @@ HERE = Path(__file__).resolve().parent
 FOLDS_FILE = HERE / "folds.json"
 EMBEDDING_FOLDERS = ("CV_by_ResNet18", "NLP_by_BERT")
 DEFAULT_DATA_DIR = Path("/work/shared/adbench")
-
-# How every default scored before ``loss``, ``normalization``, ``view_combination`` and the
-# whitening cap existed (squared error, robust z-scores, mean over views): the older
-# ablation bases use it. Kept here, with the studies, not in the estimator.
-EARLIER_BEHAVIOUR: dict[str, Any] = {
-    "loss": "mse", "score_loss": None, "normalization": "robust_z",
-    "view_combination": "mean", "whiten_rows_per_component": None,
-}
-
 
 def _adbench_number(stem: str) -> tuple[int, str]:
     return int(stem.split("_", 1)[0]), stem

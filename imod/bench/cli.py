@@ -112,7 +112,8 @@ def _add_bench_parser(sub: argparse._SubParsersAction,
                    help="suites and/or dataset names (default: mini)")
     p.add_argument("--detectors", nargs="+", default=None, metavar="NAME",
                    help="detector names: IMDetector, IForest, ECOD, COPOD, KNN, LOF, PCA, HBOS, "
-                        "OCSVM, CBLOF, LODA, AutoEncoder, DeepSVDD, or 'pkg.module:Class' "
+                        "OCSVM, CBLOF, LODA, AutoEncoder, DeepSVDD, MCD, GMM, INNE, KDE, DIF, "
+                        "LUNAR, or 'pkg.module:Class' "
                         f"(default: IMDetector {' '.join(DEFAULT_BASELINES)}; IMDetector is "
                         "left out if it cannot be imported)")
     p.add_argument("--seeds", nargs="+", default=["3"], metavar="SEED",
