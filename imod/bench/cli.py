@@ -15,7 +15,9 @@ from pathlib import Path
 
 __all__ = ["add_parser", "parse_seeds"]
 
-DEFAULT_BASELINES = ["IForest", "ECOD", "KNN", "LOF", "PCA", "HBOS"]
+# The strongest PyOD peers that cost seconds, not minutes, per cell (docs/accuracy_study.md).
+DEFAULT_BASELINES = ["IForest", "ECOD", "COPOD", "KNN", "LOF", "PCA", "HBOS", "CBLOF", "GMM",
+                     "INNE", "KDE"]
 DEFAULT_OUT = "imod-results"
 
 _BENCH_EPILOG = """\
