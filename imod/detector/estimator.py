@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import fields
 from numbers import Integral, Real
 
 import numpy as np
@@ -32,7 +33,7 @@ from .scoring import (
     combine_views,
     offset_from,
 )
-from .training import auto_hidden_sizes, train_views
+from .training import TrainingSettings, auto_hidden_sizes, train_views
 
 __all__ = ["IMDetector", "auto_hidden_sizes"]
 
@@ -312,16 +313,13 @@ class IMDetector(OutlierMixin, BaseEstimator):
                           ensure_min_samples=2)
         t0 = time.perf_counter()
         with torch_threads(self.n_threads):
+            settings = TrainingSettings(**{f.name: getattr(self, f.name)
+                                           for f in fields(TrainingSettings)})
             self.views_ = train_views(
-                X, preprocessing=self._views(), n_members=self.n_members,
-                hidden_sizes=self.hidden_sizes,
-                whiten_rows_per_component=self.whiten_rows_per_component, init=self.init,
-                init_scale=self.init_scale, lr=self.lr, batch_size=self.batch_size,
-                max_updates=self.max_updates, max_epochs=self.max_epochs, trim=self.trim,
-                loss=self.loss, normalization=self.normalization,
-                n_recordings=self.n_recordings, scoring=self.scoring, window=self.window,
-                max_record_samples=self.max_record_samples, random_state=self.random_state,
-                device=resolve_device(self.device), verbose=self.verbose,
+                X, settings, preprocessing=self._views(), n_members=self.n_members,
+                whiten_rows_per_component=self.whiten_rows_per_component,
+                random_state=self.random_state, device=resolve_device(self.device),
+                verbose=self.verbose,
             )
         self.train_scores_ = self._combine([v.train_scores for v in self.views_])
         self.offset_ = offset_from(self.train_scores_, self.contamination, self.normalization)

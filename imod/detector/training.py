@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,13 +29,37 @@ from .preprocessing import IMPreprocessor
 from .scoring import normalize, robust_stats, select_weights
 from .views import View
 
-__all__ = ["ACTIVATION", "HOLDOUT_RATE", "TrainingDiverged", "auto_hidden_sizes", "split_members",
-           "train_views"]
+__all__ = ["ACTIVATION", "HOLDOUT_RATE", "TrainingDiverged", "TrainingSettings",
+           "auto_hidden_sizes", "split_members", "train_views"]
 
 # Hidden activation of the autoencoders.
 ACTIVATION = "leaky_relu"
 # Fraction of rows each member trains on with scoring="holdout".
 HOLDOUT_RATE = 0.5
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How every view's members train and how their recorded losses become scores.
+
+    The estimator's parameters of the same names (see :class:`IMDetector`); one record
+    passed along instead of fourteen arguments.
+    """
+
+    hidden_sizes: str | Sequence[int]
+    init: str
+    init_scale: float
+    lr: float
+    batch_size: int
+    max_updates: int
+    max_epochs: int
+    trim: float
+    loss: str
+    normalization: str
+    n_recordings: int
+    scoring: str
+    window: tuple[float, float] | None
+    max_record_samples: int
 
 
 class TrainingDiverged(ValueError):
@@ -81,24 +106,11 @@ def split_members(n_members: int, n_views: int) -> list[int]:
 
 def train_views(
     X: np.ndarray,
+    settings: TrainingSettings,
     *,
     preprocessing: Sequence[str],
     n_members: int,
-    hidden_sizes: str | Sequence[int],
     whiten_rows_per_component: float | None,
-    init: str,
-    init_scale: float,
-    lr: float,
-    batch_size: int,
-    max_updates: int,
-    max_epochs: int,
-    trim: float,
-    loss: str,
-    normalization: str,
-    n_recordings: int,
-    scoring: str,
-    window: tuple[float, float] | None,
-    max_record_samples: int,
     random_state,
     device: torch.device,
     verbose: int = 0,
@@ -127,16 +139,11 @@ def train_views(
     for i, p in enumerate(pre):
         groups.setdefault(p.n_features_out_, []).append(i)
     out: list[View | None] = [None] * len(views)
-    settings = dict(hidden_sizes=hidden_sizes, init=init, init_scale=init_scale, lr=lr,
-                    batch_size=batch_size, max_updates=max_updates, max_epochs=max_epochs,
-                    trim=trim, loss=loss, normalization=normalization,
-                    n_recordings=n_recordings, scoring=scoring, window=window,
-                    max_record_samples=max_record_samples, device=device, verbose=verbose)
     record_index = None  # the first group draws the recorded rows; the others share them
     for members in groups.values():
         group = _train_group(X, [views[i] for i in members], [pre[i] for i in members],
-                             [counts[i] for i in members], seeds[members[0]],
-                             record_index=record_index, **settings)
+                             [counts[i] for i in members], seeds[members[0]], settings,
+                             record_index=record_index, device=device, verbose=verbose)
         record_index = group[0].record_index
         for i, view in zip(members, group, strict=True):
             out[i] = view
@@ -149,22 +156,9 @@ def _train_group(
     preprocessors: list[IMPreprocessor],
     counts: list[int],
     random_state,
+    settings: TrainingSettings,
     *,
-    record_index: np.ndarray | None = None,
-    hidden_sizes,
-    init: str,
-    init_scale: float,
-    lr: float,
-    batch_size: int,
-    max_updates: int,
-    max_epochs: int,
-    trim: float,
-    loss: str,
-    normalization: str,
-    n_recordings: int,
-    scoring: str,
-    window,
-    max_record_samples: int,
+    record_index: np.ndarray | None,
     device: torch.device,
     verbose: int,
 ) -> list[View]:
@@ -173,29 +167,29 @@ def _train_group(
     seed = int(check_random_state(random_state).randint(2**31 - 1))
     rng = np.random.default_rng(seed)
     d_in = preprocessors[0].n_features_out_
-    if isinstance(hidden_sizes, str):
-        hidden = auto_hidden_sizes(d_in, style=hidden_sizes)
+    if isinstance(settings.hidden_sizes, str):
+        hidden = auto_hidden_sizes(d_in, style=settings.hidden_sizes)
     else:
-        hidden = tuple(int(h) for h in hidden_sizes)
+        hidden = tuple(int(h) for h in settings.hidden_sizes)
     sizes = (d_in, *hidden, *hidden[-2::-1], d_in)
 
     # Schedule: a fixed budget of updates, whatever n is.
-    holdout = scoring == "holdout"
+    holdout = settings.scoring == "holdout"
     rate = HOLDOUT_RATE if holdout else 1.0
-    if math.ceil(n * rate / batch_size) > max_updates:
-        n_train = min(n, int(math.ceil(max_updates * batch_size / rate)))
+    if math.ceil(n * rate / settings.batch_size) > settings.max_updates:
+        n_train = min(n, int(math.ceil(settings.max_updates * settings.batch_size / rate)))
         train_idx = np.sort(rng.choice(n, n_train, replace=False))
     else:
         n_train, train_idx = n, None
-    steps = math.ceil(n_train * rate / batch_size)
-    epochs = max(1, min(max_epochs, max_updates // max(steps, 1)))
-    record_every = max(1, (epochs * steps) // n_recordings)
+    steps = math.ceil(n_train * rate / settings.batch_size)
+    epochs = max(1, min(settings.max_epochs, settings.max_updates // max(steps, 1)))
+    record_every = max(1, (epochs * steps) // settings.n_recordings)
 
     mask = bernoulli_mask(sum(counts), n_train, rate, random_state=seed) if holdout else None
-    if n <= max_record_samples:
+    if n <= settings.max_record_samples:
         record_index = np.arange(n)
     elif record_index is None:
-        record_index = np.sort(rng.choice(n, max_record_samples, replace=False))
+        record_index = np.sort(rng.choice(n, settings.max_record_samples, replace=False))
     same_rows = train_idx is None and len(record_index) == n
 
     # Only the rows that train or are recorded are scaled (all of them unless n is
@@ -213,7 +207,7 @@ def _train_group(
         stacked ``(V, m, d)`` for a member -> view map; only the rows are copied."""
         return Xts[0][rows] if len(Xts) == 1 else np.stack([Xt[rows] for Xt in Xts])
 
-    recorder = Recorder("loss", per_example_loss(loss),
+    recorder = Recorder("loss", per_example_loss(settings.loss),
                         X=None if same_rows else take(recorded))
     res = train_ensemble(
         StackedMLP(sizes, activation=ACTIVATION),
@@ -221,14 +215,14 @@ def _train_group(
         mask=mask,
         n_members=None if holdout else sum(counts),
         views=None if len(Xts) == 1 else np.repeat(np.arange(len(Xts)), counts),
-        loss=loss,
-        optimizer=OptimizerSpec("adam", lr=float(lr)),
+        loss=settings.loss,
+        optimizer=OptimizerSpec("adam", lr=float(settings.lr)),
         epochs=epochs,
-        batch_size=batch_size,
-        trim=float(trim),
+        batch_size=settings.batch_size,
+        trim=float(settings.trim),
         random_state=seed,
-        init=init,
-        init_scale=float(init_scale),
+        init=settings.init,
+        init_scale=float(settings.init_scale),
         recorders=[recorder],
         record_every=record_every,
         keep_snapshots=True,
@@ -244,7 +238,8 @@ def _train_group(
     ):
         raise TrainingDiverged(
             f"training diverged: the reconstruction losses or weights became infinite or NaN "
-            f"(lr={lr!r}, init_scale={init_scale!r}); use a smaller lr or init_scale"
+            f"(lr={settings.lr!r}, init_scale={settings.init_scale!r}); "
+            f"use a smaller lr or init_scale"
         )
     epochs_arr = res.record_epochs
     if train_idx is not None:
@@ -261,12 +256,12 @@ def _train_group(
             membership = membership[:, record_index]
         L = L_all[:, own]
         center, scale = robust_stats(L)
-        Z = normalize(L, center, scale, normalization)
-        W, bimod = select_weights(scoring, Z, epochs_arr, window=window)
+        Z = normalize(L, center, scale, settings.normalization)
+        W, bimod = select_weights(settings.scoring, Z, epochs_arr, window=settings.window)
         used = np.flatnonzero(W.sum(axis=1) > 0)
         view = View(
-            method=method, preprocessor=p, sizes=sizes, activation=ACTIVATION, loss=loss,
-            normalization=normalization,
+            method=method, preprocessor=p, sizes=sizes, activation=ACTIVATION, loss=settings.loss,
+            normalization=settings.normalization,
             snapshots=[{name: t[own].clone() for name, t in res.snapshots[i].items()}
                        for i in used],
             record_epochs=epochs_arr, record_updates=res.record_updates,
