@@ -53,3 +53,31 @@ for _name, _params in CANDIDATES.items():
     globals()[_name] = _factory(_name, _params)
 
 __all__ = ["CANDIDATES", *CANDIDATES]
+
+
+# Round 2 (docs/accuracy_study.md, "Round 2"): the latent-kNN lead, written after round 1
+# and before any of these was scored. Each is today's default IMDetector plus a k-NN score
+# (k=10) on its members' latent codes at the kept snapshots (``latent_knn.py``), combined
+# with the reconstruction score in robust z units by their maximum or mean, or alone.
+ROUND2: dict[str, dict[str, Any]] = {
+    "c13_latent_knn_max": {"combine": "max"},
+    "c14_latent_knn_mean": {"combine": "mean"},
+    "c15_latent_knn_only": {"combine": "latent"},
+}
+
+
+def _round2_factory(name: str, params: dict[str, Any]):
+    def build(random_state: int | None = None):
+        from latent_knn import LatentKNN  # benchmarks/studies on the path, as fold_selection
+
+        return LatentKNN(random_state=random_state, **params)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"LatentKNN (IMDetector defaults) with {params}."
+    return build
+
+
+for _name, _params in ROUND2.items():
+    globals()[_name] = _round2_factory(_name, _params)
+
+__all__ += list(ROUND2)
