@@ -40,12 +40,22 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 }
 
 
-def _factory(name: str, params: dict[str, Any]):
-    def build(random_state: int | None = None) -> IMDetector:
-        return IMDetector(random_state=random_state, **params)
+def _latent_knn():
+    from latent_knn import LatentKNN  # benchmarks/studies on the path, as fold_selection
+
+    return LatentKNN
+
+
+def _factory(name: str, params: dict[str, Any], detector=lambda: IMDetector,
+             label: str = "IMDetector"):
+    """``name(random_state=None)``: the class ``detector()`` returns, built with ``params``
+    (``detector`` is called at build time, so a study class is imported only when used)."""
+
+    def build(random_state: int | None = None):
+        return detector()(random_state=random_state, **params)
 
     build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"IMDetector with {params or 'its defaults'}."
+    build.__doc__ = f"{label} with {params or 'its defaults'}."
     return build
 
 
@@ -66,18 +76,7 @@ ROUND2: dict[str, dict[str, Any]] = {
 }
 
 
-def _round2_factory(name: str, params: dict[str, Any]):
-    def build(random_state: int | None = None):
-        from latent_knn import LatentKNN  # benchmarks/studies on the path, as fold_selection
-
-        return LatentKNN(random_state=random_state, **params)
-
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"LatentKNN (IMDetector defaults) with {params}."
-    return build
-
-
 for _name, _params in ROUND2.items():
-    globals()[_name] = _round2_factory(_name, _params)
+    globals()[_name] = _factory(_name, _params, _latent_knn, "LatentKNN (IMDetector defaults)")
 
 __all__ += list(ROUND2)
