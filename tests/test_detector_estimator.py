@@ -285,14 +285,16 @@ def test_scores_do_not_depend_on_the_scoring_batch_size(monkeypatch):
     memory budget (cache-sized on the CPU, a share of free memory on a GPU); the
     batch size changes only float rounding."""
     import imod.detector.views as views
+    from imod.engine import StackedMLP
 
     X = np.load(BUNDLED / "6_cardio.npz", allow_pickle=False)["X"]
     det = IMDetector(random_state=0, device="cpu").fit(X)
     small = det.score_samples(X)
-    forward = views._reconstruction_losses  # the scoring forward pass, rows (d, B)
+    forward = StackedMLP.reconstruction_losses  # the scoring forward pass, rows (d, B)
     calls = []
-    monkeypatch.setattr(views, "_reconstruction_losses",
-                        lambda p, xt, *a: calls.append(xt.shape[1]) or forward(p, xt, *a))
+    monkeypatch.setattr(StackedMLP, "reconstruction_losses",
+                        lambda self, p, xt, *a: calls.append(xt.shape[1])
+                        or forward(self, p, xt, *a))
     monkeypatch.setattr(views, "CPU_SCORING_BUDGET", 40 * 1024**3)  # a GPU-sized budget
     large = det.score_samples(X)
     assert calls == [len(X)] * len(det.views_)  # one batch per view, all snapshots at once
@@ -304,7 +306,6 @@ def test_scoring_forward_matches_the_engine():
     forward plus loss on the kept snapshots, for both reconstruction losses."""
     import torch
 
-    import imod.detector.views as views
     from imod.engine import StackedMLP
     from imod.engine.losses import get_loss
 
@@ -316,7 +317,8 @@ def test_scoring_forward_matches_the_engine():
         x = torch.as_tensor(view.preprocessor.transform(X), dtype=torch.float32)
         mlp = StackedMLP(view.sizes, activation=view.activation)
         expected = get_loss(loss)(mlp.forward(snap, x), x)
-        fast = views._reconstruction_losses(snap, x.T, view.activation, loss)
+        with torch.no_grad():
+            fast = mlp.reconstruction_losses(snap, x.T.contiguous(), loss)
         torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-6)
 
 

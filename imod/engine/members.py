@@ -38,23 +38,30 @@ INIT_BLOCK = 32
 
 
 class Activation(NamedTuple):
-    """One activation: the module a standalone member uses, and the same function."""
+    """One activation: the module a standalone member uses, the same function, and the
+    function applied in place (for inference without autograd)."""
 
     module: Callable[[], nn.Module]
     fn: Callable[[torch.Tensor], torch.Tensor]
+    inplace: Callable[[torch.Tensor], torch.Tensor]
 
 
-#: The one activation table: name -> (module factory, function).
+#: The one activation table: name -> (module factory, function, in-place function).
 ACTIVATIONS: dict[str, Activation] = {
-    "relu": Activation(nn.ReLU, torch.relu),
+    "relu": Activation(nn.ReLU, torch.relu, torch.relu_),
     "leaky_relu": Activation(
-        lambda: nn.LeakyReLU(0.01), lambda h: nn.functional.leaky_relu(h, 0.01)
+        lambda: nn.LeakyReLU(0.01), lambda h: nn.functional.leaky_relu(h, 0.01),
+        lambda h: nn.functional.leaky_relu_(h, 0.01),
     ),
-    "tanh": Activation(nn.Tanh, torch.tanh),
-    "gelu": Activation(nn.GELU, nn.functional.gelu),
-    "sigmoid": Activation(nn.Sigmoid, torch.sigmoid),
-    "identity": Activation(nn.Identity, lambda h: h),
+    "tanh": Activation(nn.Tanh, torch.tanh, torch.tanh_),
+    "gelu": Activation(nn.GELU, nn.functional.gelu,
+                       lambda h: h.copy_(nn.functional.gelu(h))),
+    "sigmoid": Activation(nn.Sigmoid, torch.sigmoid, torch.sigmoid_),
+    "identity": Activation(nn.Identity, lambda h: h, lambda h: h),
 }
+
+# Per-example reconstruction residuals applied in place (``reconstruction_losses``).
+_RESIDUALS = {"l1": torch.abs_, "mse": torch.square_}
 
 
 def _check_activation(name: str) -> None:
@@ -201,6 +208,46 @@ class StackedMLP:
         else:
             h = torch.matmul(w0, x.T)
         return self._hidden_layers(params, h.view(n_members, width, -1))
+
+    def reconstruction_losses(self, params: Params, xt: torch.Tensor,
+                              loss: str = "l1") -> torch.Tensor:
+        """Per-member reconstruction losses ``(K, B)`` of feature-major rows ``xt`` ``(d, B)``,
+        for inference (call under ``torch.no_grad()``).
+
+        The same numbers as ``get_loss(loss)(self.forward(params, xt.T), xt.T)`` for
+        ``loss`` ``"l1"`` or ``"mse"`` (up to float rounding), without their temporaries:
+        every activation is applied in place and the residual is taken on the
+        feature-major ``(K, d, B)`` outputs, so nothing is transposed. On one CPU thread
+        this was 2.5x faster than ``forward`` plus the loss (1M x 20 rows, 30 members).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from imod.engine.losses import l1
+        >>> ae = StackedMLP((4, 3, 4))
+        >>> params, x = ae.init(0, range(2)), torch.randn(5, 4)
+        >>> with torch.no_grad():
+        ...     fast = ae.reconstruction_losses(params, x.T.contiguous(), "l1")
+        >>> torch.allclose(fast, l1(ae.forward(params, x), x), atol=1e-6)
+        True
+        """
+        if loss not in _RESIDUALS:
+            raise ValueError(f"unknown reconstruction loss {loss!r}; choose one of "
+                             f"{sorted(_RESIDUALS)}")
+        w0 = params["0.weight"]
+        k, width, d = w0.shape
+        w0 = w0.reshape(k * width, d)
+        h = (torch.addmm(params["0.bias"].reshape(-1, 1), w0, xt) if self.bias
+             else torch.matmul(w0, xt)).view(k, width, -1)
+        for i in range(1, self.n_layers + 1):
+            last = i == self.n_layers
+            ACTIVATIONS[self.output_activation if last else self.activation].inplace(h)
+            if last:
+                break
+            w = params[f"{2 * i}.weight"]
+            h = (torch.baddbmm(params[f"{2 * i}.bias"].unsqueeze(-1), w, h) if self.bias
+                 else torch.bmm(w, h))
+        return _RESIDUALS[loss](h.sub_(xt)).sum(dim=1).div_(d)
 
     def _hidden_layers(self, params: Params, h: torch.Tensor) -> torch.Tensor:
         """From the first layer's pre-activation ``(K, h_1, B)`` to the outputs ``(K, B, out)``."""
