@@ -67,6 +67,10 @@ class ConfigMismatchError(ValueError):
 class FolderInUseError(RuntimeError):
     """Another imod process holds the lock on an output folder."""
 
+    def cli_message(self, flag: str = "--out") -> str:
+        """The message in command-line words, naming the flag that gave the folder."""
+        return f"{flag} {self}"
+
 
 def output_folder(path: str | os.PathLike) -> Path:
     """Create ``path`` if needed and check that files can be written in it.

@@ -290,11 +290,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                                 progress=not args.quiet,
                                 extra_config={"reference": reference, "argv": sys.argv[1:]},
                                 scheduler=args.scheduler)
-    except ConfigMismatchError as exc:
+    except (ConfigMismatchError, FolderInUseError) as exc:
         print(f"imod bench: error: {exc.cli_message()}", file=sys.stderr)
-        return 2
-    except FolderInUseError as exc:
-        print(f"imod bench: error: --out {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - t0
     ok = results["status"] == "ok"

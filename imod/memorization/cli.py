@@ -196,11 +196,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with folder_lock(args.out), torch_threads(args.threads or None):
             return _run(args)
-    except ConfigMismatchError as exc:
+    except (ConfigMismatchError, FolderInUseError) as exc:
         print(f"imod memorize: error: {exc.cli_message()}", file=sys.stderr)
-        return 2
-    except FolderInUseError as exc:
-        print(f"imod memorize: error: --out {exc}", file=sys.stderr)
         return 2
     except (ValueError, ImportError, OSError) as exc:
         print(f"imod memorize: error: {exc}", file=sys.stderr)
