@@ -17,6 +17,13 @@ The rule (fixed with the folds, before any candidate was scored):
     cell on a training dataset is not eligible.
 The default after the study is the same rule applied to all 5 folds (in-sample).
 
+Round 3 adds a time constraint (``--max-time-ratio R``, written before round 3 was
+scored; the issue's time target is R = 2): a candidate is eligible only if, on the
+training folds' Classical sets and again on their CV/NLP sets, the median of its per-set
+median seconds is at most R times the same median of IForest's, IForest running in the
+same ``imod bench`` folder (so both see the same machine and load). Without the option
+the rule is round 1's.
+
 Usage::
 
     python benchmarks/studies/fold_selection.py --candidates results/i16/cand/c* \\
@@ -72,16 +79,49 @@ def criterion(table: pd.DataFrame, candidates: list[str]) -> pd.DataFrame:
     return out.sort_values("mean AUROC", ascending=False).reset_index()
 
 
-def choose(table: pd.DataFrame, candidates: list[str], datasets: set[str]) -> str:
-    """The rule: highest mean AUROC over ``datasets``; ties (< TIE) to the faster one."""
+def time_table(folders: list[Path]) -> pd.DataFrame:
+    """Per (detector, dataset, folder): median seconds over seeds 1-3 of every detector and
+    of IForest in the same folder (``iforest``; NaN where IForest did not run there)."""
+    frames = []
+    for folder in folders:
+        df = read_results(Path(folder) / "results.csv")
+        df = df[(df["status"] == "ok") & df["seed"].isin([1, 2, 3])].copy()
+        df["cell_seconds"] = df["fit_seconds"] + df["score_seconds"]
+        med = df.groupby(["detector", "dataset"])["cell_seconds"].median().reset_index()
+        forest = med[med["detector"] == "IForest"].set_index("dataset")["cell_seconds"]
+        med = med[med["detector"] != "IForest"].copy()
+        med["iforest"] = med["dataset"].map(forest)
+        med["detector"] = med["detector"].map(short_name)
+        med["kind"] = med["dataset"].map(kind_of())
+        frames.append(med)
+    return pd.concat(frames, ignore_index=True)
+
+
+def time_ratio(times: pd.DataFrame, candidate: str, datasets: set[str]) -> dict[str, float]:
+    """Per kind: median seconds of ``candidate`` over ``datasets`` / IForest's (same runs)."""
+    rows = times[(times["detector"] == candidate) & times["dataset"].isin(datasets)]
+    return {kind: float(sub["cell_seconds"].median() / sub["iforest"].median())
+            for kind, sub in rows.groupby("kind")}
+
+
+def choose(table: pd.DataFrame, candidates: list[str], datasets: set[str],
+           times: pd.DataFrame | None = None, max_ratio: float | None = None) -> str:
+    """The rule: highest mean AUROC over ``datasets``; ties (< TIE) to the faster one.
+    With ``max_ratio``, only candidates within that many times IForest's median seconds
+    on each kind of the ``datasets`` (same runs, ``times``) are eligible."""
     scores = []
     for c in candidates:
         rows = table[(table["detector"] == c) & table["dataset"].isin(datasets)]
         if set(rows["dataset"]) != datasets:
             continue
+        if max_ratio is not None:
+            ratios = time_ratio(times, c, datasets)
+            kinds = {kind_of()[d] for d in datasets}
+            if set(ratios) != kinds or not all(r <= max_ratio for r in ratios.values()):
+                continue
         scores.append((c, rows["auroc"].mean(), rows["seconds"].median()))
     if not scores:
-        raise SystemExit("no candidate has every training cell")
+        raise SystemExit("no candidate has every training cell (within the time limit)")
     best = max(s[1] for s in scores)
     tied = [s for s in scores if s[1] >= best - TIE]
     return min(tied, key=lambda s: s[2])[0]
@@ -180,13 +220,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timing", type=Path, default=None,
                         help="imod bench folder where IForest and candidates ran together: "
                              "their median seconds and ratios go to OUT/timing.md")
+    parser.add_argument("--max-time-ratio", type=float, default=None,
+                        help="round 3's time constraint: eligible only within this many "
+                             "times IForest's median seconds per kind (same run folder)")
     args = parser.parse_args(argv)
     if args.timing is not None:
         write_timing(args.timing, args.out)
 
     cand = cell_table(args.candidates)
+    cand = cand[cand["detector"].str.match(r"c\d\d_")]  # not the IForest run beside them
+    times = time_table(args.candidates) if args.max_time_ratio is not None else None
+    pick = dict(times=times, max_ratio=args.max_time_ratio)
     peers = cell_table(args.peers)
-    peers = peers[~peers["detector"].str.startswith(("c0", "c1", "IMDetector"))]
+    peers = peers[~peers["detector"].str.match(r"c\d\d_|IMDetector")]
     candidates = sorted(cand["detector"].unique())
     peer_names = sorted(peers["detector"].unique())
     all_sets = set(fold_of())
@@ -196,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     oof_rows, fold_rows = [], []
     for k in range(5):
         test_sets = {d for d, f in fold_of().items() if f == k}
-        chosen = choose(cand, candidates, all_sets - test_sets)
+        chosen = choose(cand, candidates, all_sets - test_sets, **pick)
         held = cand[(cand["detector"] == chosen) & (cand["fold"] == k)].copy()
         held["chosen"] = chosen
         oof_rows.append(held)
@@ -220,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     folds = pd.DataFrame(fold_rows)
     folds.to_csv(args.out / "oof_folds.csv", index=False, float_format="%.5f")
 
-    final = choose(cand, candidates, all_sets)
+    final = choose(cand, candidates, all_sets, **pick)
     both = pd.concat([oof.drop(columns="chosen"), peers], ignore_index=True)
     lines = ["# Out-of-fold selection (issue 16)", "",
              "Generated by `benchmarks/studies/fold_selection.py`; seeds 1-3, `imod bench` "

@@ -111,6 +111,7 @@ def train_views(
     preprocessing: Sequence[str],
     n_members: int,
     whiten_rows_per_component: float | None,
+    max_components: int | None = None,
     random_state,
     device: torch.device,
     verbose: int = 0,
@@ -133,7 +134,8 @@ def train_views(
     else:
         rs = check_random_state(random_state)
         seeds = [int(rs.randint(2**31 - 1)) for _ in views]
-    pre = [IMPreprocessor(m, rows_per_component=whiten_rows_per_component).fit(X) for m in views]
+    pre = [IMPreprocessor(m, rows_per_component=whiten_rows_per_component,
+                          max_components=max_components).fit(X) for m in views]
     counts = split_members(n_members, len(views))
     groups: dict[int, list[int]] = {}
     for i, p in enumerate(pre):
