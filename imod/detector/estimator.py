@@ -74,10 +74,12 @@ class IMDetector(OutlierMixin, BaseEstimator):
         Whitening keeps at most (distinct training rows) / this many directions
         (``None``: all). It matters when the rows barely outnumber the features,
         as in image/text embeddings of a few hundred rows.
-    max_components : int or None, default=None
-        Data scaled to more columns than this are projected onto their leading
-        principal directions first (:class:`IMPreprocessor`), which bounds the
-        networks' cost on wide inputs such as image or text embeddings.
+    projection_dim : int or None, default=None
+        Inputs with more columns than this are standardized and multiplied by one
+        fixed Gaussian random matrix to ``projection_dim`` columns before every
+        view's scaling (:class:`IMPreprocessor`): the networks' cost grows with
+        their input width (image and text embeddings have 512-768 columns), and a
+        random projection keeps the distances between rows. ``None``: never.
     init : {"default", "orthogonal", "normal"}, default="default"
         Weight initialization scheme (:mod:`imod.engine.init`).
     init_scale : float, default=1.0
@@ -186,7 +188,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
         "hidden_sizes": [StrOptions({"auto", "odim"}), "array-like"],
         "preprocessing": [StrOptions(set(PREPROCESSING_METHODS)), tuple, list],
         "whiten_rows_per_component": [Interval(Real, 0, None, closed="neither"), None],
-        "max_components": [Interval(Integral, 1, None, closed="left"), None],
+        "projection_dim": [Interval(Integral, 1, None, closed="left"), None],
         "init": [StrOptions(set(INIT_SCHEMES))],
         "init_scale": [Interval(Real, 0, None, closed="neither")],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -215,7 +217,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
         hidden_sizes: str | tuple[int, ...] = "auto",
         preprocessing: str | tuple[str, ...] = ("standard", "robust", "whiten"),
         whiten_rows_per_component: float | None = 2.0,
-        max_components: int | None = None,
+        projection_dim: int | None = None,
         init: str = "default",
         init_scale: float = 1.0,
         lr: float = 3e-2,
@@ -240,7 +242,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
         self.hidden_sizes = hidden_sizes
         self.preprocessing = preprocessing
         self.whiten_rows_per_component = whiten_rows_per_component
-        self.max_components = max_components
+        self.projection_dim = projection_dim
         self.init = init
         self.init_scale = init_scale
         self.lr = lr
@@ -325,7 +327,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
             self.views_ = train_views(
                 X, settings, preprocessing=self._views(), n_members=self.n_members,
                 whiten_rows_per_component=self.whiten_rows_per_component,
-                max_components=self.max_components,
+                projection_dim=self.projection_dim,
                 random_state=self.random_state, device=resolve_device(self.device),
                 verbose=self.verbose,
             )

@@ -43,7 +43,9 @@ from .views import View
 __all__ = ["FORMAT_VERSION", "load_detector", "save_detector"]
 
 FORMAT = "imod.IMDetector"
-FORMAT_VERSION = 3  # 3: one plain record per view, weights file named by its digest
+# 3: one plain record per view, weights file named by its digest; 4: a view's
+# preprocessor may hold a random projection (IMDetector(projection_dim=...))
+FORMAT_VERSION = 4
 CONFIG = "config.json"
 _WEIGHTS_NAME = re.compile(r"weights-[0-9a-f]{16}\.pt")
 

@@ -22,6 +22,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, _fit_context
 from sklearn.covariance import ledoit_wolf_shrinkage
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -92,31 +93,32 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         normal and every other row looks abnormal, whatever it is. On the ADBench
         image/text sets the whitened view alone rose from 0.65 to 0.72 AUROC with
         this cap (docs/accuracy_study.md, step 10); no Classical set was affected.
-    max_components : int or None, default=None
-        At most this many output columns. Wider scaled data are projected onto
-        their leading principal directions (estimated from at most
-        ``MAX_STATISTIC_ROWS`` training rows), divided by one common factor so
-        that the kept columns' mean variance is 1 and their relative variances
-        stay; whitening keeps its largest directions. ``None``: no projection.
-        Why: the autoencoder's cost grows with the width of its input, and image
-        or text embeddings have 512-768 columns.
+    projection_dim : int or None, default=None
+        Data with more columns than this are first standardized and multiplied by
+        a fixed Gaussian random matrix of shape ``(n_features_in_, projection_dim)``
+        (entries of variance ``1 / projection_dim``), then scaled by ``method``.
+        A random projection keeps distances between rows up to a small distortion
+        (Johnson-Lindenstrauss), the directions of small variance included, while
+        the autoencoders downstream get narrow inputs: their cost grows with the
+        input width. ``None``: never projected.
+    random_state : int, RandomState instance or None, default=None
+        Draws the projection matrix (an int gives the same matrix every time).
 
     Attributes
     ----------
-    prescale_ : ndarray of shape (n_features_in_,)
-        Largest absolute training value per column (1 for all-zero columns).
+    standardizer_ : IMPreprocessor or None
+        The standardization before the projection (``None`` when not projected).
+    projection_ : ndarray of shape (n_features_in_, projection_dim) or None
+        The random projection matrix (``None`` when not projected).
+    prescale_ : ndarray
+        Largest absolute training value per column (1 for all-zero columns), of the
+        projected columns when projected (as are the statistics below).
     center_, scale_ : ndarray
         Statistics of the prescaled columns: ``(x / prescale_ - center_) / scale_``.
     components_ : ndarray of shape (n_components, n_features_in_) or None
         Whitening directions (``method="whiten"`` only).
     shrinkage_ : float
         Ledoit-Wolf shrinkage of the whitening covariance (0 for other methods).
-    projection_ : ndarray of shape (n_features_out_, n_scaled) or None
-        The ``max_components`` projection of the scaled columns (rows: the leading
-        principal directions divided by the common factor), ``None`` when the
-        scaled data were not wider.
-    projection_mean_ : ndarray of shape (n_scaled,) or None
-        Mean of the scaled training columns, subtracted before projecting.
     knots_, knot_scores_ : list of ndarray or None
         Per feature: increasing prescaled values and their normal scores
         (``method="quantile"`` only).
@@ -140,17 +142,20 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         "method": [StrOptions(set(PREPROCESSING_METHODS))],
         "clip": [Interval(Real, 0, None, closed="neither"), None],
         "rows_per_component": [Interval(Real, 0, None, closed="neither"), None],
-        "max_components": [Interval(Integral, 1, None, closed="left"), None],
+        "projection_dim": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": ["random_state"],
     }
 
     def __init__(
         self, method: str = "standard", *, clip: float | None = 1e4,
-        rows_per_component: float | None = 2.0, max_components: int | None = None,
+        rows_per_component: float | None = 2.0, projection_dim: int | None = None,
+        random_state=None,
     ) -> None:
         self.method = method
         self.clip = clip
         self.rows_per_component = rows_per_component
-        self.max_components = max_components
+        self.projection_dim = projection_dim
+        self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None) -> IMPreprocessor:
@@ -162,6 +167,12 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                                  f"got {value!r}")
         check_numeric_frame(X)
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True)
+        self.standardizer_ = self.projection_ = None
+        if self.projection_dim is not None and X.shape[1] > self.projection_dim:
+            self.standardizer_ = IMPreprocessor("standard").fit(X)
+            self.projection_ = random_projection(X.shape[1], self.projection_dim,
+                                                 self.random_state)
+            X = self.standardizer_.transform(X) @ self.projection_
         prescale = np.maximum(X.max(axis=0), -X.min(axis=0))  # max |x|, no |X| copy
         prescale[prescale == 0] = 1.0
         self.prescale_ = prescale
@@ -193,17 +204,8 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             # the mean of every row (of the rows in Z when they are all of them)
             center = Z.mean(axis=0) if len(Z) == len(X) else X.mean(axis=0) / prescale
             S = Z - center
-            dof = max(S.shape[0] - 1, 1)
-            n_max = self.max_components
-            if n_max is not None and 4 * n_max < min(S.shape):
-                # only the leading directions are kept: a randomized SVD finds them,
-                # their total variance comes from the Frobenius norm
-                _, s, vt = _leading_svd(S, n_max)
-                total_var = float(np.einsum("ij,ij->", S, S)) / dof
-            else:
-                _, s, vt = np.linalg.svd(S, full_matrices=False)
-                total_var = float((s**2).sum()) / dof
-            var = s**2 / dof
+            _, s, vt = np.linalg.svd(S, full_matrices=False)
+            var = s**2 / max(S.shape[0] - 1, 1)
             keep = var > 1e-12 * max(float(var.max(initial=0.0)), 1e-300)
             if not keep.any():  # every column constant: keep one zero component
                 keep[:1] = True
@@ -213,13 +215,11 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             # dividing by them makes every new row look extreme. The shrinkage is
             # estimated from the data and vanishes as n / d grows.
             alpha = ledoit_wolf_shrinkage(S, assume_centered=True)
-            mean_var = total_var / Z.shape[1]
+            mean_var = float(var.sum()) / Z.shape[1]
             var = (1.0 - alpha) * var + alpha * mean_var
             self.shrinkage_ = float(alpha)
-            # the largest directions only (s, var and vt are sorted, largest first)
-            if n_max is not None:
-                keep &= np.arange(len(keep)) < n_max
             if self.rows_per_component is not None:
+                # the largest directions only (s, var and vt are sorted, largest first)
                 cap = _whiten_cap(X, int(keep.sum()), float(self.rows_per_component))
                 keep &= np.arange(len(keep)) < cap
             self.components_ = vt[keep]
@@ -228,46 +228,41 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             center, scale = np.zeros(X.shape[1]), 1.0 / prescale
         scale = np.where(scale > 0, scale, 1.0)  # constant columns map to 0
         self.center_, self.scale_ = center, scale
-        self.projection_ = self.projection_mean_ = None
-        if self.max_components is not None and self.n_features_out_ > self.max_components:
-            self.projection_mean_, self.projection_ = _fit_projection(
-                self._scale(_statistic_rows(X)), self.max_components)
         return self
-
-    def _scale(self, X: np.ndarray) -> np.ndarray:
-        """The method's scaling of validated rows ``X`` (before projection and clip)."""
-        Z = _clip_(X / self.prescale_, _PRESCALED_BOUND)
-        if self.knots_ is not None:
-            return _apply_quantile(Z, self.knots_, self.knot_scores_, self.scale_)
-        Z -= self.center_
-        if self.components_ is not None:
-            Z = Z @ self.components_.T
-        Z /= self.scale_
-        return Z
 
     def transform(self, X) -> np.ndarray:
         """Scale ``X`` with the fitted statistics; returns float64, finite."""
         check_is_fitted(self)
         check_numeric_frame(X)
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True, reset=False)
-        Z = self._scale(X)
         if self.projection_ is not None:
-            Z = (Z - self.projection_mean_) @ self.projection_.T
+            X = self.standardizer_.transform(X) @ self.projection_
+        Z = _clip_(X / self.prescale_, _PRESCALED_BOUND)
+        if self.knots_ is not None:
+            Z = _apply_quantile(Z, self.knots_, self.knot_scores_, self.scale_)
+        else:
+            Z -= self.center_
+            if self.components_ is not None:
+                Z = Z @ self.components_.T
+            Z /= self.scale_
         return Z if self.clip is None else _clip_(Z, self.clip)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        """Input names, or ``pca0, pca1, ...`` for whitening and projection."""
+        """Input names, ``pca0, pca1, ...`` for whitening, ``rp0, rp1, ...`` for a
+        projection."""
         check_is_fitted(self)
-        if self.components_ is not None or self.projection_ is not None:
-            return np.asarray([f"pca{i}" for i in range(self.n_features_out_)], dtype=object)
+        if self.components_ is not None:
+            return np.asarray([f"pca{i}" for i in range(self.components_.shape[0])], dtype=object)
+        if self.projection_ is not None:
+            return np.asarray([f"rp{i}" for i in range(self.projection_.shape[1])], dtype=object)
         return super().get_feature_names_out(input_features)
 
     @property
     def n_features_out_(self) -> int:
         check_is_fitted(self)
-        if self.projection_ is not None:
-            return self.projection_.shape[0]
-        return self.n_features_in_ if self.components_ is None else self.components_.shape[0]
+        if self.components_ is not None:
+            return self.components_.shape[0]
+        return self.n_features_in_ if self.projection_ is None else self.projection_.shape[1]
 
     def get_state(self) -> dict:
         """Fitted statistics as JSON-friendly lists (used by ``IMDetector.save``)."""
@@ -282,10 +277,8 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 None if self.knot_scores_ is None else [k.tolist() for k in self.knot_scores_]
             ),
             "shrinkage_": float(self.shrinkage_),
+            "standardizer_": None if self.standardizer_ is None else self.standardizer_.get_state(),
             "projection_": None if self.projection_ is None else self.projection_.tolist(),
-            "projection_mean_": (
-                None if self.projection_mean_ is None else self.projection_mean_.tolist()
-            ),
             "n_features_in_": int(self.n_features_in_),
         }
 
@@ -304,14 +297,33 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             None if kscores is None else [np.asarray(k, dtype=np.float64) for k in kscores]
         )
         obj.shrinkage_ = float(state.get("shrinkage_", 0.0))
-        proj, proj_mean = state.get("projection_"), state.get("projection_mean_")
-        obj.projection_ = None if proj is None else np.asarray(proj, dtype=np.float64)
-        obj.projection_mean_ = None if proj_mean is None else np.asarray(proj_mean,
-                                                                         dtype=np.float64)
+        standardizer, projection = state["standardizer_"], state["projection_"]
+        obj.standardizer_ = (None if standardizer is None
+                             else cls.from_state({"method": "standard"}, standardizer))
+        obj.projection_ = None if projection is None else np.asarray(projection, dtype=np.float64)
         obj.n_features_in_ = int(state["n_features_in_"])
         if feature_names is not None:
             obj.feature_names_in_ = np.asarray(feature_names, dtype=object)
         return obj
+
+
+def random_projection(n_features: int, n_components: int, random_state) -> np.ndarray:
+    """A Gaussian matrix ``(n_features, n_components)`` with entries of variance
+    ``1 / n_components`` (squared row norms are kept on average).
+
+    An int ``random_state`` seeds NumPy's default generator with it; otherwise an int
+    is drawn from it (``sklearn.utils.check_random_state``).
+
+    Examples
+    --------
+    >>> R = random_projection(768, 64, random_state=0)
+    >>> R.shape, bool(np.isclose((R**2).sum(axis=1).mean(), 1.0, atol=0.05))
+    ((768, 64), True)
+    """
+    seed = (int(random_state) if isinstance(random_state, Integral)
+            else int(check_random_state(random_state).randint(2**31 - 1)))
+    rng = np.random.default_rng(seed)
+    return rng.normal(scale=1.0 / np.sqrt(n_components), size=(n_features, n_components))
 
 
 def _clip_(Z: np.ndarray, bound: float) -> np.ndarray:
@@ -345,32 +357,6 @@ def _statistic_rows(Z: np.ndarray) -> np.ndarray:
         return Z
     rows = np.random.default_rng(0).choice(n, MAX_STATISTIC_ROWS, replace=False)
     return Z[np.sort(rows)]
-
-
-def _fit_projection(S: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and projection ``(n_components, d)`` of scaled rows ``S``: the leading
-    principal directions, divided by one factor so the projected columns' mean
-    variance is 1 (a randomized SVD, seeded, when the data are large)."""
-    mean = S.mean(axis=0)
-    S = S - mean
-    if 4 * n_components < min(S.shape):
-        _, s, vt = _leading_svd(S, n_components)
-    else:
-        _, s, vt = np.linalg.svd(S, full_matrices=False)
-        s, vt = s[:n_components], vt[:n_components]
-    mean_var = float((s**2).mean()) / max(S.shape[0] - 1, 1)
-    return mean, vt / np.sqrt(mean_var if mean_var > 0 else 1.0)
-
-
-def _leading_svd(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``k`` leading singular triplets of ``S`` by a seeded randomized SVD.
-
-    Two power iterations: on a 700 x 512 image embedding the 64th singular value is
-    within 2 % of the exact one, in a fifth of a full SVD's time.
-    """
-    from sklearn.utils.extmath import randomized_svd
-
-    return randomized_svd(S, k, n_iter=2, random_state=0)
 
 
 def _whiten_cap(X: np.ndarray, n_directions: int, rows_per_component: float) -> int:
