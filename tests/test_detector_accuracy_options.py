@@ -153,9 +153,10 @@ def test_scaled_max_puts_views_on_their_training_spread(adbench_dir):
 
 def test_whitening_cap_and_scaled_max_on_image_embeddings(adbench_dir):
     """MVTec-AD toothbrush (ADBench's ResNet-18 embeddings: 102 rows, 512 features, 29 %
-    defects). Whitening all 101 directions makes the whitened view noise, and a raw
-    maximum lets the standardized views, whose scores spread wider, decide the rows;
-    the cap and the scaled maximum each fix one of these."""
+    defects), at full width (``projection_dim=None``). Whitening all 101 directions
+    makes the whitened view noise, and a raw maximum lets the standardized views, whose
+    scores spread wider, decide the rows; the cap and the scaled maximum each fix one
+    of these."""
     path = adbench_dir / "CV_by_ResNet18" / "MVTec-AD_toothbrush.npz"
     if not path.is_file():
         pytest.skip(f"{path} not found")
@@ -163,7 +164,7 @@ def test_whitening_cap_and_scaled_max_on_image_embeddings(adbench_dir):
     X, y = data["X"].astype(np.float64), data["y"]
 
     def auroc(**kw) -> float:
-        det = IMDetector(random_state=0, device="cpu", **kw).fit(X)
+        det = IMDetector(random_state=0, device="cpu", projection_dim=None, **kw).fit(X)
         return roc_auc_score(y, -det.train_scores_)
 
     uncapped = auroc(view_combination="max", whiten_rows_per_component=None)
@@ -193,3 +194,31 @@ def test_auto_threshold_is_tukeys_fence_on_the_loss_scale(adbench_dir, normaliza
     # cardio has 9.6 % outliers: the fence flags a few percent, mostly outliers
     assert 0.01 < flagged.mean() < 0.2
     assert y[flagged].mean() > 3 * y.mean()
+
+
+def test_projection_dim_trains_wide_inputs_narrowed_in_one_engine_call(
+        adbench_dir, monkeypatch, tmp_path):
+    """20news_3 (615 BERT embeddings, 768 columns): with ``projection_dim=64`` every view
+    reads the same 64 random projections (whitening keeps all 64), so one engine call
+    trains them all; the detector still finds the outliers and saves and loads alike."""
+    import imod.detector.training as training
+
+    data = np.load(adbench_dir / "NLP_by_BERT" / "20news_3.npz", allow_pickle=False)
+    X, y = data["X"].astype(np.float64), data["y"]
+    real, calls = training.train_ensemble, []
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["views"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_ensemble", counting)
+    det = IMDetector(projection_dim=64, random_state=0, device="cpu").fit(X)
+    assert len(calls) == 1
+    assert [v.sizes[0] for v in det.views_] == [64, 64, 64]
+    projections = [v.preprocessor.projection_ for v in det.views_]
+    assert all(np.array_equal(p, projections[0]) for p in projections)
+    auroc = roc_auc_score(y, -det.train_scores_)
+    assert auroc > 0.65, auroc
+    det.save(tmp_path / "model")
+    np.testing.assert_array_equal(IMDetector.load(tmp_path / "model").score_samples(X[:100]),
+                                  det.score_samples(X[:100]))

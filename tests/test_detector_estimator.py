@@ -275,8 +275,10 @@ def test_hidden_sizes():
     def sizes(det):
         return det.views_[0].sizes
 
-    assert sizes(IMDetector(**FAST).fit(X)) == (70, 32, 16, 8, 16, 32, 70)
-    assert sizes(IMDetector(hidden_sizes="odim", **FAST).fit(X)) == (70, 128, 64, 32, 64, 128, 70)
+    assert sizes(IMDetector(**FAST).fit(X)) == (64, 32, 16, 8, 16, 32, 64)  # projected
+    full = dict(FAST, projection_dim=None)
+    assert sizes(IMDetector(**full).fit(X)) == (70, 32, 16, 8, 16, 32, 70)
+    assert sizes(IMDetector(hidden_sizes="odim", **full).fit(X)) == (70, 128, 64, 32, 64, 128, 70)
     assert sizes(IMDetector(hidden_sizes=(16, 4), **FAST).fit(X[:, :5])) == (5, 16, 4, 16, 5)
 
 

@@ -124,3 +124,34 @@ def test_large_data_statistics_come_from_a_row_subset(monkeypatch):
     # the leading whitening direction is the full data's, up to sign
     lead = abs(full["whiten"].components_[0] @ IMPreprocessor("whiten").fit(X).components_[0])
     assert lead > 0.95
+
+
+def test_projection_keeps_distances_of_wide_standardized_rows(adbench_dir):
+    """20news_3 (615 BERT embeddings, 768 columns) projected to 64: the distances
+    between standardized rows are kept within 30 % for nearly every pair
+    (Johnson-Lindenstrauss), the method then scales the 64 columns, the matrix comes
+    from ``random_state``, and a saved state transforms alike."""
+    from scipy.spatial.distance import pdist
+
+    X = np.load(adbench_dir / "NLP_by_BERT" / "20news_3.npz", allow_pickle=False)["X"]
+    pre = IMPreprocessor("robust", projection_dim=64, random_state=0).fit(X)
+    Z = pre.transform(X)
+    assert Z.shape == (615, 64) and pre.n_features_out_ == 64
+    assert list(pre.get_feature_names_out()[:2]) == ["rp0", "rp1"]
+    np.testing.assert_allclose(np.median(Z, axis=0), 0, atol=1e-12)  # robust-scaled
+    standardized = pre.standardizer_.transform(X)
+    before, after = pdist(standardized), pdist(standardized @ pre.projection_)
+    ratio = after[before > 0] / before[before > 0]  # (20news_3 has duplicate rows)
+    assert np.mean(np.abs(ratio - 1) < 0.3) > 0.99, np.percentile(ratio, [1, 50, 99])
+    same = IMPreprocessor("robust", projection_dim=64, random_state=0).fit(X)
+    other = IMPreprocessor("robust", projection_dim=64, random_state=1).fit(X)
+    np.testing.assert_array_equal(same.projection_, pre.projection_)
+    assert not np.allclose(other.projection_, pre.projection_)
+    again = IMPreprocessor.from_state(pre.get_params(), pre.get_state())
+    np.testing.assert_array_equal(again.transform(X[:50]), pre.transform(X[:50]))
+    # no wider than projection_dim: nothing is projected
+    narrow = IMPreprocessor("robust", projection_dim=768).fit(X)
+    assert narrow.projection_ is None
+    np.testing.assert_array_equal(narrow.transform(X), IMPreprocessor("robust").fit_transform(X))
+    with pytest.raises(ValueError, match="projection_dim"):
+        IMPreprocessor(projection_dim=0).fit(X)

@@ -74,12 +74,15 @@ class IMDetector(OutlierMixin, BaseEstimator):
         Whitening keeps at most (distinct training rows) / this many directions
         (``None``: all). It matters when the rows barely outnumber the features,
         as in image/text embeddings of a few hundred rows.
-    projection_dim : int or None, default=None
+    projection_dim : int or None, default=64
         Inputs with more columns than this are standardized and multiplied by one
-        fixed Gaussian random matrix to ``projection_dim`` columns before every
-        view's scaling (:class:`IMPreprocessor`): the networks' cost grows with
-        their input width (image and text embeddings have 512-768 columns), and a
-        random projection keeps the distances between rows. ``None``: never.
+        fixed Gaussian random matrix (drawn from ``random_state``) to
+        ``projection_dim`` columns before every view's scaling
+        (:class:`IMPreprocessor`): the networks' cost grows with their input width
+        (image and text embeddings have 512-768 columns), and a random projection
+        keeps the distances between rows. On the 18 ADBench image/text sets it cut
+        the time from 8x to 1.5x IForest's at equal accuracy (chosen out of fold,
+        docs/accuracy_study.md). ``None``: never.
     init : {"default", "orthogonal", "normal"}, default="default"
         Weight initialization scheme (:mod:`imod.engine.init`).
     init_scale : float, default=1.0
@@ -217,7 +220,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
         hidden_sizes: str | tuple[int, ...] = "auto",
         preprocessing: str | tuple[str, ...] = ("standard", "robust", "whiten"),
         whiten_rows_per_component: float | None = 2.0,
-        projection_dim: int | None = None,
+        projection_dim: int | None = 64,
         init: str = "default",
         init_scale: float = 1.0,
         lr: float = 3e-2,
