@@ -279,6 +279,13 @@ def main(argv: list[str] | None = None) -> None:
              "", "Its criterion on all 48 sets, the five best (a tie below "
              f"{TIE} goes to the lower median seconds, which carry the machine's load):", "",
              fmt(criterion(cand, candidates).head(5), index=False), ""]
+    if times is not None:
+        ratios = [{"candidate": c, **{f"x IForest, {KINDS[k]}": r for k, r in
+                                      time_ratio(times, c, all_sets).items()}}
+                  for c in candidates]
+        lines += [f"Time on all 48 sets (median s/cell over IForest's in the same folder; "
+                  f"eligible at most {args.max_time_ratio:g}x on each kind):", "",
+                  fmt(pd.DataFrame(ratios), index=False), ""]
     names = ["IMDetector (OOF)", *peer_names]
     for kind, title in KINDS.items():
         table = summarize(both, names, kind)

@@ -162,14 +162,15 @@ def auto_eval_rows(
     return int(min(cap, max(16, rows)))
 
 
-def maybe_compile(fn: Callable, enabled: bool) -> Callable:
+def maybe_compile(fn: Callable, enabled: bool, dynamic: bool | None = False) -> Callable:
     """``torch.compile(fn)`` when ``enabled``, falling back to ``fn`` where it fails.
 
     Compilation happens at the first call (and again for a new input shape or
     flag); if torch has no ``compile`` or it raises (no C++ compiler, an
     unsupported platform, an old torch), a warning says so and ``fn`` runs
     eagerly from then on. A genuine error in ``fn`` is raised again by the
-    eager call.
+    eager call. ``dynamic`` is ``torch.compile``'s: ``False`` compiles one graph
+    per input shape, ``None`` a shape-generic one once a second shape comes.
 
     Examples
     --------
@@ -184,7 +185,7 @@ def maybe_compile(fn: Callable, enabled: bool) -> Callable:
         warnings.warn("torch.compile is not available; training eagerly", stacklevel=2)
         return fn
     try:
-        compiled = torch.compile(fn, dynamic=False)
+        compiled = torch.compile(fn, dynamic=dynamic)
     except Exception as exc:  # any failure means: run eagerly
         warnings.warn(f"torch.compile failed ({exc}); training eagerly", stacklevel=2)
         return fn
