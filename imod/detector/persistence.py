@@ -3,7 +3,8 @@
 A saved detector is a folder with two files:
 
 * ``weights-<digest>.pt``: a flat ``dict[str, Tensor]`` written by ``torch.save``
-  (each view's snapshots and training loss trajectories, keys ``v<view>/...``:
+  (each view's snapshots, training loss trajectories and random projection matrix,
+  keys ``v<view>/...``:
   tensors only), read back with ``torch.load(weights_only=True)`` (no code runs
   at load time). Its name carries the first 16 hex digits of its SHA-256.
 * ``config.json``: format version, package version, constructor parameters,
@@ -90,13 +91,18 @@ def _view_to_json(v: View, i: int, tensors: dict[str, torch.Tensor]) -> dict:
             tensors[f"v{i}/{j}/{name}"] = t.detach().cpu().contiguous()
     tensors[f"v{i}/train_trajectories"] = torch.as_tensor(v.train_trajectories)
     tensors[f"v{i}/record_index"] = torch.as_tensor(np.asarray(v.record_index, dtype=np.int64))
+    # a projection matrix (up to d x 64 float64) goes with the tensors, not into the JSON
+    pre_state = v.preprocessor.get_state()
+    if v.preprocessor.projection_ is not None:
+        tensors[f"v{i}/projection"] = torch.as_tensor(v.preprocessor.projection_)
+        pre_state["projection_"] = f"v{i}/projection"
     out: dict[str, Any] = {name: np.asarray(getattr(v, name)).tolist() for name in _ARRAYS}
     out |= {
         "method": v.method, "sizes": list(v.sizes), "activation": v.activation,
         "loss": v.loss, "normalization": v.normalization, "n_train_rows": int(v.n_train_rows),
         "bimodality": None if v.bimodality is None else np.asarray(v.bimodality).tolist(),
         "preprocessor_params": v.preprocessor.get_params(),
-        "preprocessor": v.preprocessor.get_state(),
+        "preprocessor": pre_state,
         "n_snapshots": len(v.snapshots), "param_names": sorted(v.snapshots[0]),
     }
     return out
@@ -105,9 +111,12 @@ def _view_to_json(v: View, i: int, tensors: dict[str, torch.Tensor]) -> dict:
 def _view_from_json(f: dict, i: int, tensors: dict[str, torch.Tensor]) -> View:
     arrays = {name: np.asarray(f[name], dtype=int if name in _INT_ARRAYS else np.float64)
               for name in _ARRAYS}
+    pre_state = dict(f["preprocessor"])
+    if pre_state["projection_"] is not None:
+        pre_state["projection_"] = tensors[pre_state["projection_"]].numpy()
     return View(
         method=f["method"],
-        preprocessor=IMPreprocessor.from_state(f["preprocessor_params"], f["preprocessor"]),
+        preprocessor=IMPreprocessor.from_state(f["preprocessor_params"], pre_state),
         sizes=tuple(f["sizes"]), activation=f["activation"], loss=f["loss"],
         normalization=f["normalization"],
         snapshots=[{name: tensors[f"v{i}/{j}/{name}"] for name in f["param_names"]}
