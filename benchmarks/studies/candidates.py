@@ -71,7 +71,7 @@ for _name, _params in CANDIDATES.items():
 __all__ = ["CANDIDATES", *CANDIDATES]
 
 
-# Round 2 (docs/accuracy_study.md, "Round 2"): the latent-kNN lead, written after round 1
+# Round 2 (docs/accuracy_study.md, "Candidates"): the latent-kNN lead, written after round 1
 # and before any of these was scored. Each is today's default IMDetector plus a k-NN score
 # (k=10) on its members' latent codes at the kept snapshots (``latent_knn.py``), combined
 # with the reconstruction score in robust z units by their maximum or mean, or alone.
@@ -88,7 +88,7 @@ for _name, _params in ROUND2.items():
 __all__ += list(ROUND2)
 
 
-# Round 3 (docs/accuracy_study.md, "Round 3"): the time target on the embeddings, written
+# Round 3 (docs/accuracy_study.md, "Candidates"): the time target on the embeddings, written
 # after round 2 and before any of these was scored. The networks' cost grows with the input
 # width (512-768 columns on the image/text sets, 8x IForest's time there), so wide inputs are
 # narrowed first: onto their leading principal directions after each view's scaling
@@ -114,7 +114,7 @@ for _name, _params in ROUND3_RANDOM.items():
 __all__ += list(ROUND3_RANDOM)
 
 
-# Round 4 (docs/accuracy_study.md, "Round 4"): c20's random projection, ported into
+# Round 4 (docs/accuracy_study.md, "Candidates"): c20's random projection, ported into
 # IMDetector as ``projection_dim`` (the same numbers: standardize, one Gaussian matrix drawn
 # from the seed, then the default detector), at half and twice its width. Written after
 # round 3 and before any of these was scored; chosen by the same time-constrained rule.

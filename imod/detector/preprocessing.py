@@ -92,7 +92,8 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         there are inflated by estimation error, so copies of training rows look
         normal and every other row looks abnormal, whatever it is. On the ADBench
         image/text sets the whitened view alone rose from 0.65 to 0.72 AUROC with
-        this cap (docs/accuracy_study.md, step 10); no Classical set was affected.
+        this cap (step 10 of the accuracy study, in the git history of
+        docs/accuracy_study.md); no Classical set was affected.
     projection_dim : int or None, default=None
         Data with more columns than this are first standardized and multiplied by
         a fixed Gaussian random matrix of shape ``(n_features_in_, projection_dim)``
