@@ -1,7 +1,9 @@
 """Study variant (issue 16, round 3): IMDetector on a Gaussian random projection.
 
 Inputs wider than ``n_components`` columns are standardized (training mean and standard
-deviation; constant columns map to 0) and multiplied by a fixed Gaussian matrix
+deviation; constant columns map to 0; with ``standardize=False`` only centered, so the
+projection keeps the distances of the columns as given, the metric that distance-based
+peers such as KNN, LOF and CBLOF use) and multiplied by a fixed Gaussian matrix
 ``R`` of shape ``(d, n_components)`` with entries of variance ``1 / n_components``
 (Johnson-Lindenstrauss: distances are kept up to a small distortion, the directions of
 small variance included, unlike a principal-component projection). The default
@@ -34,12 +36,16 @@ class RandomProjectionIM:
     Parameters
     ----------
     n_components : int, default=64
+    standardize : bool, default=True
+        Divide the centered columns by their standard deviations before projecting.
     random_state : int or None, default=None
         Seeds the projection and the detector.
     """
 
-    def __init__(self, *, n_components: int = 64, random_state: int | None = None) -> None:
+    def __init__(self, *, n_components: int = 64, standardize: bool = True,
+                 random_state: int | None = None) -> None:
         self.n_components = n_components
+        self.standardize = standardize
         self.random_state = random_state
 
     def fit(self, X, y=None) -> RandomProjectionIM:
@@ -48,7 +54,7 @@ class RandomProjectionIM:
         self.projection_ = None
         if d > self.n_components:
             self.mean_ = X.mean(axis=0)
-            std = X.std(axis=0)
+            std = X.std(axis=0) if self.standardize else np.ones(d)
             self.std_ = np.where(std > 0, std, 1.0)
             rng = np.random.default_rng(self.random_state)
             self.projection_ = rng.normal(scale=1 / np.sqrt(self.n_components),
