@@ -118,6 +118,8 @@ __all__ += list(ROUND3_RANDOM)
 # IMDetector as ``projection_dim`` (the same numbers: standardize, one Gaussian matrix drawn
 # from the seed, then the default detector), at half and twice its width. Written after
 # round 3 and before any of these was scored; chosen by the same time-constrained rule.
+# Since round 5 ``projection_dim`` centers the columns instead of standardizing them (c23
+# won), so c21-c22 as scored need a checkout of da9a7f5.
 ROUND4: dict[str, dict[str, Any]] = {
     "c21_projection32": {"projection_dim": 32},
     "c22_projection128": {"projection_dim": 128},
@@ -132,7 +134,8 @@ __all__ += list(ROUND4)
 # Round 5 (docs/accuracy_study.md, "Candidates"): c20 without the standardization before the
 # projection (centered columns only), so the projection keeps the embeddings' own distances,
 # the metric under which KNN, LOF and CBLOF lead on the CV/NLP sets. Written after round 4
-# and before it was scored; chosen by the same time-constrained rule.
+# and before it was scored; chosen by the same time-constrained rule on every fold, and
+# ported into IMDetector as what ``projection_dim`` does (the same 144 cells).
 ROUND5: dict[str, dict[str, Any]] = {
     "c23_projection64_centered": {"n_components": 64, "standardize": False},
 }

@@ -95,20 +95,27 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         this cap (step 10 of the accuracy study, in the git history of
         docs/accuracy_study.md); no Classical set was affected.
     projection_dim : int or None, default=None
-        Data with more columns than this are first standardized and multiplied by
-        a fixed Gaussian random matrix of shape ``(n_features_in_, projection_dim)``
+        Data with more columns than this are first centered and multiplied by a
+        fixed Gaussian random matrix of shape ``(n_features_in_, projection_dim)``
         (entries of variance ``1 / projection_dim``), then scaled by ``method``.
-        A random projection keeps distances between rows up to a small distortion
-        (Johnson-Lindenstrauss), the directions of small variance included, while
-        the autoencoders downstream get narrow inputs: their cost grows with the
-        input width. ``None``: never projected.
+        A random projection keeps the distances between rows, as the columns give
+        them, up to a small distortion (Johnson-Lindenstrauss), while the
+        autoencoders downstream get narrow inputs: their cost grows with the input
+        width. The columns are not standardized first: that would weigh a nearly
+        constant column (a rare binary feature, a quiet embedding dimension) like
+        any other (out of fold this won over standardized columns,
+        docs/accuracy_study.md). ``None``: never projected.
     random_state : int, RandomState instance or None, default=None
         Draws the projection matrix (an int gives the same matrix every time).
 
     Attributes
     ----------
-    standardizer_ : IMPreprocessor or None
-        The standardization before the projection (``None`` when not projected).
+    projection_scale_ : float
+        The largest absolute training value (1 when not projected): the data are
+        divided by it before the projection, one factor for all columns (their
+        geometry stays; products stay far from float64's limit).
+    projection_center_ : ndarray of shape (n_features_in_,) or None
+        Mean of the rescaled training columns (``None`` when not projected).
     projection_ : ndarray of shape (n_features_in_, projection_dim) or None
         The random projection matrix (``None`` when not projected).
     prescale_ : ndarray
@@ -168,12 +175,14 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                                  f"got {value!r}")
         check_numeric_frame(X)
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True)
-        self.standardizer_ = self.projection_ = None
+        self.projection_scale_, self.projection_center_, self.projection_ = 1.0, None, None
         if self.projection_dim is not None and X.shape[1] > self.projection_dim:
-            self.standardizer_ = IMPreprocessor("standard").fit(X)
+            scale = float(np.abs(X).max())
+            self.projection_scale_ = scale if scale > 0 else 1.0
+            self.projection_center_ = (X / self.projection_scale_).mean(axis=0)
             self.projection_ = random_projection(X.shape[1], self.projection_dim,
                                                  self.random_state)
-            X = self.standardizer_.transform(X) @ self.projection_
+            X = self._project(X)
         prescale = np.maximum(X.max(axis=0), -X.min(axis=0))  # max |x|, no |X| copy
         prescale[prescale == 0] = 1.0
         self.prescale_ = prescale
@@ -237,7 +246,7 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_numeric_frame(X)
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True, reset=False)
         if self.projection_ is not None:
-            X = self.standardizer_.transform(X) @ self.projection_
+            X = self._project(X)
         Z = _clip_(X / self.prescale_, _PRESCALED_BOUND)
         if self.knots_ is not None:
             Z = _apply_quantile(Z, self.knots_, self.knot_scores_, self.scale_)
@@ -247,6 +256,12 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 Z = Z @ self.components_.T
             Z /= self.scale_
         return Z if self.clip is None else _clip_(Z, self.clip)
+
+    def _project(self, X: np.ndarray) -> np.ndarray:
+        """Centered rows of ``X`` (one common scale) times the projection matrix."""
+        Z = _clip_(X / self.projection_scale_, _PRESCALED_BOUND)
+        Z -= self.projection_center_
+        return Z @ self.projection_
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Input names, ``pca0, pca1, ...`` for whitening, ``rp0, rp1, ...`` for a
@@ -278,7 +293,10 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 None if self.knot_scores_ is None else [k.tolist() for k in self.knot_scores_]
             ),
             "shrinkage_": float(self.shrinkage_),
-            "standardizer_": None if self.standardizer_ is None else self.standardizer_.get_state(),
+            "projection_scale_": float(self.projection_scale_),
+            "projection_center_": (
+                None if self.projection_center_ is None else self.projection_center_.tolist()
+            ),
             "projection_": None if self.projection_ is None else self.projection_.tolist(),
             "n_features_in_": int(self.n_features_in_),
         }
@@ -298,9 +316,9 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             None if kscores is None else [np.asarray(k, dtype=np.float64) for k in kscores]
         )
         obj.shrinkage_ = float(state.get("shrinkage_", 0.0))
-        standardizer, projection = state["standardizer_"], state["projection_"]
-        obj.standardizer_ = (None if standardizer is None
-                             else cls.from_state({"method": "standard"}, standardizer))
+        center, projection = state["projection_center_"], state["projection_"]
+        obj.projection_scale_ = float(state["projection_scale_"])
+        obj.projection_center_ = None if center is None else np.asarray(center, dtype=np.float64)
         obj.projection_ = None if projection is None else np.asarray(projection, dtype=np.float64)
         obj.n_features_in_ = int(state["n_features_in_"])
         if feature_names is not None:
