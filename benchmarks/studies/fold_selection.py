@@ -169,9 +169,9 @@ def fmt(df: pd.DataFrame, index: bool = True) -> str:
 def ablation(cand: pd.DataFrame, candidates: list[str], chosen: list[str]) -> pd.DataFrame:
     """Each candidate in-sample: its change, means per kind and over all 48 sets, the
     difference to ``c00_default`` and how many OOF folds chose it."""
-    from candidates import CANDIDATES, ROUND3, ROUND3_RANDOM, ROUND4, ROUND5
+    from candidates import CANDIDATES, ROUND3, ROUND3_RANDOM, ROUND4, ROUND5, ROUND6
 
-    CANDIDATES = {**CANDIDATES, **ROUND3, **ROUND3_RANDOM, **ROUND4, **ROUND5}
+    CANDIDATES = {**CANDIDATES, **ROUND3, **ROUND3_RANDOM, **ROUND4, **ROUND5, **ROUND6}
 
     rows = []
     for c in candidates:
