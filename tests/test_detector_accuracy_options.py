@@ -198,9 +198,10 @@ def test_auto_threshold_is_tukeys_fence_on_the_loss_scale(adbench_dir, normaliza
 
 def test_projection_dim_trains_wide_inputs_narrowed_in_one_engine_call(
         adbench_dir, monkeypatch, tmp_path):
-    """20news_3 (615 BERT embeddings, 768 columns): with ``projection_dim=64`` every view
-    reads the same 64 random projections (whitening keeps all 64), so one engine call
-    trains them all; the detector still finds the outliers and saves and loads alike."""
+    """20news_3 (615 BERT embeddings, 768 columns): with ``projection_dim=64`` the rows
+    are projected once and every view reads the same 64 columns (whitening keeps all
+    64), so one engine call trains them all; the detector still finds the outliers and
+    saves and loads alike."""
     import imod.detector.training as training
 
     data = np.load(adbench_dir / "NLP_by_BERT" / "20news_3.npz", allow_pickle=False)
@@ -214,11 +215,14 @@ def test_projection_dim_trains_wide_inputs_narrowed_in_one_engine_call(
     monkeypatch.setattr(training, "train_ensemble", counting)
     det = IMDetector(projection_dim=64, random_state=0, device="cpu").fit(X)
     assert len(calls) == 1
+    assert det.projection_.components_.shape == (768, 64)
     assert [v.sizes[0] for v in det.views_] == [64, 64, 64]
-    projections = [v.preprocessor.projection_ for v in det.views_]
-    assert all(np.array_equal(p, projections[0]) for p in projections)
+    assert [v.preprocessor.n_features_in_ for v in det.views_] == [64, 64, 64]
     auroc = roc_auc_score(y, -det.train_scores_)
     assert auroc > 0.65, auroc
     det.save(tmp_path / "model")
-    np.testing.assert_array_equal(IMDetector.load(tmp_path / "model").score_samples(X[:100]),
-                                  det.score_samples(X[:100]))
+    same = IMDetector.load(tmp_path / "model")
+    np.testing.assert_array_equal(same.projection_.components_, det.projection_.components_)
+    np.testing.assert_array_equal(same.score_samples(X[:100]), det.score_samples(X[:100]))
+    narrow = IMDetector(projection_dim=768, random_state=0, device="cpu").fit(X[:, :20])
+    assert narrow.projection_ is None

@@ -128,37 +128,34 @@ def test_large_data_statistics_come_from_a_row_subset(monkeypatch):
 
 def test_projection_keeps_distances_of_wide_rows(adbench_dir):
     """20news_3 (615 BERT embeddings, 768 columns) projected to 64: the distances
-    between the (centered) rows are kept within 30 % for nearly every pair
-    (Johnson-Lindenstrauss), the method then scales the 64 columns, the matrix comes
-    from ``random_state``, and a saved state transforms alike."""
+    between rows are kept within 30 % for nearly every pair (Johnson-Lindenstrauss),
+    the matrix comes from ``random_state``, a saved state transforms alike, and huge
+    values stay finite (one common scale before projecting)."""
     from scipy.spatial.distance import pdist
 
+    from imod.detector import RandomProjection
+
     X = np.load(adbench_dir / "NLP_by_BERT" / "20news_3.npz", allow_pickle=False)["X"]
-    pre = IMPreprocessor("robust", projection_dim=64, random_state=0).fit(X)
-    Z = pre.transform(X)
-    assert Z.shape == (615, 64) and pre.n_features_out_ == 64
-    assert list(pre.get_feature_names_out()[:2]) == ["rp0", "rp1"]
-    np.testing.assert_allclose(np.median(Z, axis=0), 0, atol=1e-12)  # robust-scaled
-    before, after = pdist(X), pdist(X @ pre.projection_)
+    proj = RandomProjection(64, random_state=0).fit(X)
+    Z = proj.transform(X)
+    assert Z.shape == (615, 64)
+    assert list(proj.get_feature_names_out()[:2]) == ["rp0", "rp1"]
+    np.testing.assert_allclose(Z.mean(axis=0), 0, atol=1e-9)  # centered
+    before, after = pdist(X), pdist(Z * proj.scale_)
     ratio = after[before > 0] / before[before > 0]  # (20news_3 has duplicate rows)
     assert np.mean(np.abs(ratio - 1) < 0.3) > 0.99, np.percentile(ratio, [1, 50, 99])
-    same = IMPreprocessor("robust", projection_dim=64, random_state=0).fit(X)
-    other = IMPreprocessor("robust", projection_dim=64, random_state=1).fit(X)
-    np.testing.assert_array_equal(same.projection_, pre.projection_)
-    assert not np.allclose(other.projection_, pre.projection_)
-    again = IMPreprocessor.from_state(pre.get_params(), pre.get_state())
-    np.testing.assert_array_equal(again.transform(X[:50]), pre.transform(X[:50]))
-    # no wider than projection_dim: nothing is projected
-    narrow = IMPreprocessor("robust", projection_dim=768).fit(X)
-    assert narrow.projection_ is None
-    np.testing.assert_array_equal(narrow.transform(X), IMPreprocessor("robust").fit_transform(X))
-    with pytest.raises(ValueError, match="projection_dim"):
-        IMPreprocessor(projection_dim=0).fit(X)
-    # huge values: one common scale before projecting keeps every product finite
+    same = RandomProjection(64, random_state=0).fit(X)
+    other = RandomProjection(64, random_state=1).fit(X)
+    np.testing.assert_array_equal(same.components_, proj.components_)
+    assert not np.allclose(other.components_, proj.components_)
+    again = RandomProjection.from_state({"n_components": 64}, proj.get_state(),
+                                        proj.components_)
+    np.testing.assert_array_equal(again.transform(X[:50]), proj.transform(X[:50]))
+    with pytest.raises(ValueError, match="n_components"):
+        RandomProjection(0).fit(X)
     rng = np.random.default_rng(0)
     H = np.c_[rng.normal(size=(100, 4)), np.full(100, 7.0)]
     H[0, 0] = 1e30
-    for method in PREPROCESSING_METHODS:
-        pre = IMPreprocessor(method, projection_dim=2, random_state=0).fit(H)
-        new = pre.transform([[1e300, -1e300, 0.0, 7.0, 1e-300]])
-        assert np.isfinite(pre.transform(H)).all() and np.isfinite(new).all(), method
+    huge = RandomProjection(2, random_state=0).fit(H)
+    assert np.isfinite(huge.transform(H)).all()
+    assert np.isfinite(huge.transform([[1e300, -1e300, 0.0, 7.0, 1e-300]])).all()

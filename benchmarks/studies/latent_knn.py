@@ -69,11 +69,17 @@ class LatentKNN:
         n = X.shape[0]
         ref = np.sort(rng.choice(n, min(n, self.max_reference), replace=False))
         self.k_ = max(1, min(self.k, len(ref) - 1))
-        self.reference_codes_ = [self._codes(v, X[ref]) for v in self.detector_.views_]
+        Xv = self._view_input(X[ref])
+        self.reference_codes_ = [self._codes(v, Xv) for v in self.detector_.views_]
         # leave-self-out scores of the reference rows: the (k+1)-th neighbour among them
         self.latent_train_ = [self._kth(c, c, self.k_ + 1) for c in self.reference_codes_]
         self.recon_train_ = -np.asarray(self.detector_.train_scores_, dtype=np.float64)
         return self
+
+    def _view_input(self, X: np.ndarray) -> np.ndarray:
+        """Rows as the views read them (the detector's projection of wide inputs)."""
+        projection = self.detector_.projection_
+        return X if projection is None else projection.transform(X)
 
     @staticmethod
     def _codes(view, X: np.ndarray) -> torch.Tensor:
@@ -102,6 +108,7 @@ class LatentKNN:
         return torch.cat(out, dim=1).double().numpy()
 
     def _latent(self, X: np.ndarray) -> np.ndarray:
+        X = self._view_input(X)
         zs = []
         for v, ref, train in zip(self.detector_.views_, self.reference_codes_,
                                  self.latent_train_):

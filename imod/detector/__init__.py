@@ -3,6 +3,7 @@
 from .estimator import IMDetector
 from .plotting import plot_loss_trajectories
 from .preprocessing import PREPROCESSING_METHODS, IMPreprocessor
+from .projection import RandomProjection
 from .pyod_face import IMDetectorPyOD
 from .scoring import SCORE_METHODS, bimodality
 from .training import auto_hidden_sizes
@@ -12,6 +13,7 @@ __all__ = [
     "IMDetectorPyOD",
     "IMPreprocessor",
     "PREPROCESSING_METHODS",
+    "RandomProjection",
     "SCORE_METHODS",
     "auto_hidden_sizes",
     "bimodality",

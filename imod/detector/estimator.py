@@ -26,6 +26,7 @@ from sklearn.utils.validation import _num_samples, check_is_fitted, validate_dat
 from .._runtime import resolve_device, torch_threads
 from ..engine import INIT_SCHEMES
 from .preprocessing import PREPROCESSING_METHODS, check_numeric_frame
+from .projection import RandomProjection
 from .scoring import (
     NORMALIZATIONS,
     SCORE_METHODS,
@@ -77,8 +78,9 @@ class IMDetector(OutlierMixin, BaseEstimator):
     projection_dim : int or None, default=64
         Inputs with more columns than this are centered and multiplied by one fixed
         Gaussian random matrix (drawn from ``random_state``) to ``projection_dim``
-        columns before every view's scaling (:class:`IMPreprocessor`): the networks'
-        cost grows with their input width (image and text embeddings have 512-768
+        columns, once, before every view
+        (:class:`~imod.detector.projection.RandomProjection`): the networks' cost
+        grows with their input width (image and text embeddings have 512-768
         columns), and a random projection keeps the distances between rows. On the
         18 ADBench image/text sets it cut the time from 8x to 1.5x IForest's and
         raised the mean AUROC by 1.1 points (chosen out of fold,
@@ -146,6 +148,9 @@ class IMDetector(OutlierMixin, BaseEstimator):
 
     Attributes
     ----------
+    projection_ : RandomProjection or None
+        The projection of inputs wider than ``projection_dim`` (``None`` otherwise);
+        every view reads its output.
     views_ : list of View
         One record per preprocessing view (:class:`~imod.detector.views.View`:
         preprocessor, snapshots, normalization statistics, weights, training
@@ -327,10 +332,14 @@ class IMDetector(OutlierMixin, BaseEstimator):
         with torch_threads(self.n_threads):
             settings = TrainingSettings(**{f.name: getattr(self, f.name)
                                            for f in fields(TrainingSettings)})
+            self.projection_ = None
+            if self.projection_dim is not None and X.shape[1] > self.projection_dim:
+                self.projection_ = RandomProjection(
+                    self.projection_dim, random_state=self.random_state).fit(X)
             self.views_ = train_views(
-                X, settings, preprocessing=self._views(), n_members=self.n_members,
+                self._projected(X), settings, preprocessing=self._views(),
+                n_members=self.n_members,
                 whiten_rows_per_component=self.whiten_rows_per_component,
-                projection_dim=self.projection_dim,
                 random_state=self.random_state, device=resolve_device(self.device),
                 verbose=self.verbose,
             )
@@ -373,7 +382,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        X = self._validate_frame(X)
+        X = self._projected(self._validate_frame(X))
         device = resolve_device(self.device)
         with torch_threads(self.n_threads):
             scores = self._combine([-v.outlier_scores(X, device) for v in self.views_])
@@ -383,6 +392,10 @@ class IMDetector(OutlierMixin, BaseEstimator):
                 "detector's weights are not usable (a diverged fit or a damaged file); refit it"
             )
         return scores
+
+    def _projected(self, X: np.ndarray) -> np.ndarray:
+        """Validated rows as every view reads them (projected when ``projection_``)."""
+        return X if self.projection_ is None else self.projection_.transform(X)
 
     def _validate_frame(self, X) -> np.ndarray:
         """Validate data at predict time (any number of rows, same features)."""
@@ -412,7 +425,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
 
         With several views, the rows of each view in turn (``views_`` order).
         """
-        X = self._validate_frame(X)
+        X = self._projected(self._validate_frame(X))
         device = resolve_device(self.device)
         rows = []
         with torch_threads(self.n_threads):
@@ -433,7 +446,8 @@ class IMDetector(OutlierMixin, BaseEstimator):
         save_detector(path, self.get_params(deep=False), self._fitted_state())
 
     def _fitted_state(self) -> dict:
-        state = {"views_": self.views_, "n_features_in_": self.n_features_in_,
+        state = {"views_": self.views_, "projection_": self.projection_,
+                 "n_features_in_": self.n_features_in_,
                  "offset_": self.offset_, "train_scores_": self.train_scores_,
                  "fit_seconds_": self.fit_seconds_}
         if hasattr(self, "feature_names_in_"):

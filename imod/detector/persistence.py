@@ -3,8 +3,8 @@
 A saved detector is a folder with two files:
 
 * ``weights-<digest>.pt``: a flat ``dict[str, Tensor]`` written by ``torch.save``
-  (each view's snapshots, training loss trajectories and random projection matrix,
-  keys ``v<view>/...``:
+  (each view's snapshots and training loss trajectories, keys ``v<view>/...``, and the
+  random projection matrix, key ``projection``:
   tensors only), read back with ``torch.load(weights_only=True)`` (no code runs
   at load time). Its name carries the first 16 hex digits of its SHA-256.
 * ``config.json``: format version, package version, constructor parameters,
@@ -39,13 +39,14 @@ import torch
 from .. import __version__
 from .._runtime import atomic_write
 from .preprocessing import IMPreprocessor
+from .projection import RandomProjection
 from .views import View
 
 __all__ = ["FORMAT_VERSION", "load_detector", "save_detector"]
 
 FORMAT = "imod.IMDetector"
-# 3: one plain record per view, weights file named by its digest; 4: a view's
-# preprocessor may hold a random projection (IMDetector(projection_dim=...))
+# 3: one plain record per view, weights file named by its digest; 4: the detector may
+# hold a random projection of its inputs (IMDetector(projection_dim=...))
 FORMAT_VERSION = 4
 CONFIG = "config.json"
 _WEIGHTS_NAME = re.compile(r"weights-[0-9a-f]{16}\.pt")
@@ -91,18 +92,13 @@ def _view_to_json(v: View, i: int, tensors: dict[str, torch.Tensor]) -> dict:
             tensors[f"v{i}/{j}/{name}"] = t.detach().cpu().contiguous()
     tensors[f"v{i}/train_trajectories"] = torch.as_tensor(v.train_trajectories)
     tensors[f"v{i}/record_index"] = torch.as_tensor(np.asarray(v.record_index, dtype=np.int64))
-    # a projection matrix (up to d x 64 float64) goes with the tensors, not into the JSON
-    pre_state = v.preprocessor.get_state()
-    if v.preprocessor.projection_ is not None:
-        tensors[f"v{i}/projection"] = torch.as_tensor(v.preprocessor.projection_)
-        pre_state["projection_"] = f"v{i}/projection"
     out: dict[str, Any] = {name: np.asarray(getattr(v, name)).tolist() for name in _ARRAYS}
     out |= {
         "method": v.method, "sizes": list(v.sizes), "activation": v.activation,
         "loss": v.loss, "normalization": v.normalization, "n_train_rows": int(v.n_train_rows),
         "bimodality": None if v.bimodality is None else np.asarray(v.bimodality).tolist(),
         "preprocessor_params": v.preprocessor.get_params(),
-        "preprocessor": pre_state,
+        "preprocessor": v.preprocessor.get_state(),
         "n_snapshots": len(v.snapshots), "param_names": sorted(v.snapshots[0]),
     }
     return out
@@ -111,12 +107,9 @@ def _view_to_json(v: View, i: int, tensors: dict[str, torch.Tensor]) -> dict:
 def _view_from_json(f: dict, i: int, tensors: dict[str, torch.Tensor]) -> View:
     arrays = {name: np.asarray(f[name], dtype=int if name in _INT_ARRAYS else np.float64)
               for name in _ARRAYS}
-    pre_state = dict(f["preprocessor"])
-    if pre_state["projection_"] is not None:
-        pre_state["projection_"] = tensors[pre_state["projection_"]].numpy()
     return View(
         method=f["method"],
-        preprocessor=IMPreprocessor.from_state(f["preprocessor_params"], pre_state),
+        preprocessor=IMPreprocessor.from_state(f["preprocessor_params"], f["preprocessor"]),
         sizes=tuple(f["sizes"]), activation=f["activation"], loss=f["loss"],
         normalization=f["normalization"],
         snapshots=[{name: tensors[f"v{i}/{j}/{name}"] for name in f["param_names"]}
@@ -132,7 +125,8 @@ def _view_from_json(f: dict, i: int, tensors: dict[str, torch.Tensor]) -> View:
 def save_detector(path, params: dict, state: dict) -> Path:
     """Write a fitted detector's ``params`` and fitted ``state`` to the folder ``path``.
 
-    ``state`` holds ``views_`` (a list of :class:`View`), ``n_features_in_``,
+    ``state`` holds ``views_`` (a list of :class:`View`), ``projection_`` (a
+    :class:`~imod.detector.projection.RandomProjection` or ``None``), ``n_features_in_``,
     ``offset_``, ``train_scores_``, ``fit_seconds_`` and, optionally,
     ``feature_names_in_``. The folder is created if needed; a detector already
     there is replaced atomically.
@@ -153,6 +147,9 @@ def save_detector(path, params: dict, state: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     views = [_view_to_json(v, i, tensors) for i, v in enumerate(state["views_"])]
+    projection = state["projection_"]
+    if projection is not None:  # the matrix (d x 64 float64) as a tensor, not in the JSON
+        tensors["projection"] = torch.as_tensor(projection.components_)
     buf = io.BytesIO()
     torch.save(tensors, buf)
     data = buf.getvalue()
@@ -166,6 +163,9 @@ def save_detector(path, params: dict, state: dict) -> Path:
         "offset_": float(state["offset_"]),
         "train_scores_": np.asarray(state["train_scores_"]).tolist(),
         "fit_seconds_": float(state["fit_seconds_"]),
+        "projection": None if projection is None else {
+            "params": {"n_components": projection.n_components},
+            "state": projection.get_state()},
         "views": views,
     }
     payload = {
@@ -249,8 +249,11 @@ def _read(folder: Path, cfg_path: Path, payload: dict) -> tuple[dict, dict]:
     params = _params_from_json(payload["params"])
     if not isinstance(params, dict):
         raise TypeError("params must be a mapping")
+    proj = f["projection"]
     state: dict[str, Any] = {
         "views_": [_view_from_json(vf, i, tensors) for i, vf in enumerate(f["views"])],
+        "projection_": None if proj is None else RandomProjection.from_state(
+            proj["params"], proj["state"], tensors["projection"].numpy()),
         "n_features_in_": int(f["n_features_in_"]),
         "offset_": float(f["offset_"]),
         "train_scores_": np.asarray(f["train_scores_"], dtype=np.float64),

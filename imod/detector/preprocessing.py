@@ -17,12 +17,11 @@ dominates the loss, and (b) a single huge value (``1e30``) overflows float32
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, _fit_context
 from sklearn.covariance import ledoit_wolf_shrinkage
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -94,33 +93,11 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         image/text sets the whitened view alone rose from 0.65 to 0.72 AUROC with
         this cap (step 10 of the accuracy study, in the git history of
         docs/accuracy_study.md); no Classical set was affected.
-    projection_dim : int or None, default=None
-        Data with more columns than this are first centered and multiplied by a
-        fixed Gaussian random matrix of shape ``(n_features_in_, projection_dim)``
-        (entries of variance ``1 / projection_dim``), then scaled by ``method``.
-        A random projection keeps the distances between rows, as the columns give
-        them, up to a small distortion (Johnson-Lindenstrauss), while the
-        autoencoders downstream get narrow inputs: their cost grows with the input
-        width. The columns are not standardized first: that would weigh a nearly
-        constant column (a rare binary feature, a quiet embedding dimension) like
-        any other (out of fold this won over standardized columns,
-        docs/accuracy_study.md). ``None``: never projected.
-    random_state : int, RandomState instance or None, default=None
-        Draws the projection matrix (an int gives the same matrix every time).
 
     Attributes
     ----------
-    projection_scale_ : float
-        The largest absolute training value (1 when not projected): the data are
-        divided by it before the projection, one factor for all columns (their
-        geometry stays; products stay far from float64's limit).
-    projection_center_ : ndarray of shape (n_features_in_,) or None
-        Mean of the rescaled training columns (``None`` when not projected).
-    projection_ : ndarray of shape (n_features_in_, projection_dim) or None
-        The random projection matrix (``None`` when not projected).
-    prescale_ : ndarray
-        Largest absolute training value per column (1 for all-zero columns), of the
-        projected columns when projected (as are the statistics below).
+    prescale_ : ndarray of shape (n_features_in_,)
+        Largest absolute training value per column (1 for all-zero columns).
     center_, scale_ : ndarray
         Statistics of the prescaled columns: ``(x / prescale_ - center_) / scale_``.
     components_ : ndarray of shape (n_components, n_features_in_) or None
@@ -150,20 +127,15 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         "method": [StrOptions(set(PREPROCESSING_METHODS))],
         "clip": [Interval(Real, 0, None, closed="neither"), None],
         "rows_per_component": [Interval(Real, 0, None, closed="neither"), None],
-        "projection_dim": [Interval(Integral, 1, None, closed="left"), None],
-        "random_state": ["random_state"],
     }
 
     def __init__(
         self, method: str = "standard", *, clip: float | None = 1e4,
-        rows_per_component: float | None = 2.0, projection_dim: int | None = None,
-        random_state=None,
+        rows_per_component: float | None = 2.0,
     ) -> None:
         self.method = method
         self.clip = clip
         self.rows_per_component = rows_per_component
-        self.projection_dim = projection_dim
-        self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None) -> IMPreprocessor:
@@ -175,14 +147,6 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                                  f"got {value!r}")
         check_numeric_frame(X)
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True)
-        self.projection_scale_, self.projection_center_, self.projection_ = 1.0, None, None
-        if self.projection_dim is not None and X.shape[1] > self.projection_dim:
-            scale = float(np.abs(X).max())
-            self.projection_scale_ = scale if scale > 0 else 1.0
-            self.projection_center_ = (X / self.projection_scale_).mean(axis=0)
-            self.projection_ = random_projection(X.shape[1], self.projection_dim,
-                                                 self.random_state)
-            X = self._project(X)
         prescale = np.maximum(X.max(axis=0), -X.min(axis=0))  # max |x|, no |X| copy
         prescale[prescale == 0] = 1.0
         self.prescale_ = prescale
@@ -245,8 +209,6 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         check_numeric_frame(X)
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True, reset=False)
-        if self.projection_ is not None:
-            X = self._project(X)
         Z = _clip_(X / self.prescale_, _PRESCALED_BOUND)
         if self.knots_ is not None:
             Z = _apply_quantile(Z, self.knots_, self.knot_scores_, self.scale_)
@@ -257,28 +219,17 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             Z /= self.scale_
         return Z if self.clip is None else _clip_(Z, self.clip)
 
-    def _project(self, X: np.ndarray) -> np.ndarray:
-        """Centered rows of ``X`` (one common scale) times the projection matrix."""
-        Z = _clip_(X / self.projection_scale_, _PRESCALED_BOUND)
-        Z -= self.projection_center_
-        return Z @ self.projection_
-
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        """Input names, ``pca0, pca1, ...`` for whitening, ``rp0, rp1, ...`` for a
-        projection."""
+        """Input names, or ``pca0, pca1, ...`` for whitening."""
         check_is_fitted(self)
         if self.components_ is not None:
             return np.asarray([f"pca{i}" for i in range(self.components_.shape[0])], dtype=object)
-        if self.projection_ is not None:
-            return np.asarray([f"rp{i}" for i in range(self.projection_.shape[1])], dtype=object)
         return super().get_feature_names_out(input_features)
 
     @property
     def n_features_out_(self) -> int:
         check_is_fitted(self)
-        if self.components_ is not None:
-            return self.components_.shape[0]
-        return self.n_features_in_ if self.projection_ is None else self.projection_.shape[1]
+        return self.n_features_in_ if self.components_ is None else self.components_.shape[0]
 
     def get_state(self) -> dict:
         """Fitted statistics as JSON-friendly lists (used by ``IMDetector.save``)."""
@@ -293,11 +244,6 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 None if self.knot_scores_ is None else [k.tolist() for k in self.knot_scores_]
             ),
             "shrinkage_": float(self.shrinkage_),
-            "projection_scale_": float(self.projection_scale_),
-            "projection_center_": (
-                None if self.projection_center_ is None else self.projection_center_.tolist()
-            ),
-            "projection_": None if self.projection_ is None else self.projection_.tolist(),
             "n_features_in_": int(self.n_features_in_),
         }
 
@@ -316,33 +262,10 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             None if kscores is None else [np.asarray(k, dtype=np.float64) for k in kscores]
         )
         obj.shrinkage_ = float(state.get("shrinkage_", 0.0))
-        center, projection = state["projection_center_"], state["projection_"]
-        obj.projection_scale_ = float(state["projection_scale_"])
-        obj.projection_center_ = None if center is None else np.asarray(center, dtype=np.float64)
-        obj.projection_ = None if projection is None else np.asarray(projection, dtype=np.float64)
         obj.n_features_in_ = int(state["n_features_in_"])
         if feature_names is not None:
             obj.feature_names_in_ = np.asarray(feature_names, dtype=object)
         return obj
-
-
-def random_projection(n_features: int, n_components: int, random_state) -> np.ndarray:
-    """A Gaussian matrix ``(n_features, n_components)`` with entries of variance
-    ``1 / n_components`` (squared row norms are kept on average).
-
-    An int ``random_state`` seeds NumPy's default generator with it; otherwise an int
-    is drawn from it (``sklearn.utils.check_random_state``).
-
-    Examples
-    --------
-    >>> R = random_projection(768, 64, random_state=0)
-    >>> R.shape, bool(np.isclose((R**2).sum(axis=1).mean(), 1.0, atol=0.05))
-    ((768, 64), True)
-    """
-    seed = (int(random_state) if isinstance(random_state, Integral)
-            else int(check_random_state(random_state).randint(2**31 - 1)))
-    rng = np.random.default_rng(seed)
-    return rng.normal(scale=1.0 / np.sqrt(n_components), size=(n_features, n_components))
 
 
 def _clip_(Z: np.ndarray, bound: float) -> np.ndarray:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
 import torch
@@ -112,7 +111,6 @@ def train_views(
     preprocessing: Sequence[str],
     n_members: int,
     whiten_rows_per_component: float | None,
-    projection_dim: int | None = None,
     random_state,
     device: torch.device,
     verbose: int = 0,
@@ -130,18 +128,12 @@ def train_views(
         The recorded losses or the members' weights are not finite.
     """
     views = list(preprocessing)
-    projection_seed = None  # every view gets the same projection (an int seed draws it)
-    if projection_dim is not None and X.shape[1] > projection_dim:
-        projection_seed = (random_state if isinstance(random_state, Integral)
-                           else int(check_random_state(random_state).randint(2**31 - 1)))
     if len(views) == 1:
         seeds = [random_state]
     else:
         rs = check_random_state(random_state)
         seeds = [int(rs.randint(2**31 - 1)) for _ in views]
-    pre = [IMPreprocessor(m, rows_per_component=whiten_rows_per_component,
-                          projection_dim=projection_dim, random_state=projection_seed).fit(X)
-           for m in views]
+    pre = [IMPreprocessor(m, rows_per_component=whiten_rows_per_component).fit(X) for m in views]
     counts = split_members(n_members, len(views))
     groups: dict[int, list[int]] = {}
     for i, p in enumerate(pre):
