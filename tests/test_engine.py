@@ -24,6 +24,10 @@ from imod.engine import (
 )
 from imod.engine.reference import train_one_by_one
 
+# The CPU, and a CUDA device where there is one (skipped without).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))]
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -523,11 +527,7 @@ def _busy_run(X, y, device, extra_recorder=None, optimizer="adam"):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "device",
-    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="needs a CUDA device"))],
-)  # fmt: skip
+@pytest.mark.parametrize("device", DEVICES)
 def test_update_loop_makes_no_host_round_trip(digits, monkeypatch, device):
     X, y = digits
     trips = _HostTrips(monkeypatch)
@@ -680,11 +680,7 @@ def test_bf16_adam_state_skips_inactive_members_exactly(digits):
         assert new.dtype == torch.bfloat16 and torch.equal(new[1], old[1])
 
 
-@pytest.mark.parametrize(
-    "device",
-    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="needs a CUDA device"))],
-)  # fmt: skip
+@pytest.mark.parametrize("device", DEVICES)
 def test_bf16_adam_state_makes_no_host_round_trip(digits, monkeypatch, device):
     X, y = digits
     trips = _HostTrips(monkeypatch)

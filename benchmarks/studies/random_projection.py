@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from imod.detector import IMDetector
+from imod.detector.projection import random_projection
 
 
 class RandomProjectionIM:
@@ -56,9 +57,7 @@ class RandomProjectionIM:
             self.mean_ = X.mean(axis=0)
             std = X.std(axis=0) if self.standardize else np.ones(d)
             self.std_ = np.where(std > 0, std, 1.0)
-            rng = np.random.default_rng(self.random_state)
-            self.projection_ = rng.normal(scale=1 / np.sqrt(self.n_components),
-                                          size=(d, self.n_components))
+            self.projection_ = random_projection(d, self.n_components, self.random_state)
         self.detector_ = IMDetector(random_state=self.random_state).fit(self._project(X))
         return self
 
