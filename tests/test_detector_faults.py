@@ -79,3 +79,34 @@ def test_a_tie_at_the_threshold_does_not_flag_both_rows(pima, contamination):
     assert abs(det.train_scores_[0] - det.train_scores_[1]) < 1e-9  # the tie
     assert (det.predict(X) == -1).sum() < 2
     assert (det.fit_predict(X) == -1).sum() < 2
+
+
+def test_a_failed_refit_leaves_the_detector_as_it_was(pima):
+    """Issue 25 (8): fitted on 100 columns, a refit on 5 columns that diverged left
+    n_features_in_ = 5 beside the old views, which went on scoring without notice."""
+    wide = np.c_[pima, pima @ np.random.default_rng(0).normal(size=(8, 92))]
+    det = IMDetector(n_members=3, max_updates=20, random_state=0, device="cpu").fit(wide)
+    before = det.score_samples(wide)
+    views, n_in = det.views_, det.n_features_in_
+    with pytest.raises(TrainingDiverged):
+        det.set_params(lr=1e8).fit(pima[:, :5])
+    assert det.n_features_in_ == n_in == 100 and det.views_ is views
+    np.testing.assert_array_equal(det.score_samples(wide), before)
+    with pytest.raises(ValueError, match="5 features, but IMDetector is expecting 100"):
+        det.score_samples(pima[:, :5])
+    # An unfitted detector whose first fit fails stays unfitted.
+    fresh = IMDetector(lr=1e8, random_state=0, device="cpu")
+    with pytest.raises(TrainingDiverged):
+        fresh.fit(pima)
+    assert not hasattr(fresh, "n_features_in_") and not hasattr(fresh, "views_")
+
+
+def test_a_device_this_machine_lacks_is_a_clear_error(pima):
+    """Issue 25 (5): IMDetector(device="mps") on a machine without it ended in a traceback
+    from deep inside torch."""
+    from imod._runtime import device_available
+
+    if device_available("mps"):
+        pytest.skip("this machine has MPS")
+    with pytest.raises(ValueError, match="device='mps' was requested but this machine has no"):
+        IMDetector(device="mps").fit(pima)

@@ -71,11 +71,6 @@ def test_pyod_face_passes_parameters_through():
         clf.set_params(colour="red")
 
 
-# Issue 25 takes these out of IMDetector's public parameters (study-only; their defaults
-# stay the behaviour); the face never had them. Delete this set once they are gone.
-STUDY_ONLY = {"init", "loss", "normalization", "view_combination", "scoring"}
-
-
 def test_pyod_face_takes_imdetectors_parameters_with_its_defaults():
     """The two faces cannot drift apart: the face's signature lists contamination (PyOD's
     default, 0.1) and then exactly IMDetector's parameters, keyword-only, in IMDetector's
@@ -85,7 +80,7 @@ def test_pyod_face_takes_imdetectors_parameters_with_its_defaults():
     det = inspect.signature(IMDetector).parameters
     assert list(face)[0] == "contamination" and face["contamination"].default == 0.1
     assert face["contamination"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
-    shared = [name for name in det if name != "contamination" and name not in STUDY_ONLY]
+    shared = [name for name in det if name != "contamination"]
     assert list(face)[1:] == shared
     for name in shared:
         assert face[name].kind is inspect.Parameter.KEYWORD_ONLY, name
