@@ -20,7 +20,9 @@ the one-member proxy against one member's training alone (the same member, recor
 at the end) and against the 64-member run, timed alternately in this process (the
 machine is shared: ratios, not absolute times, are what carry over).
 
-Writes ``<work>/<dataset>.json`` atomically and ``<out>/cumloss.md``.
+Writes ``<work>/<dataset>.json`` and ``.npz`` (timings and score vectors) atomically; the
+comparisons are made at the end of every call, so a later call picks up a larger
+reference. The table goes to ``<out>/cumloss.md``.
 
 Usage (about 3 min for digits and 5 min for MNIST-1D on one quiet core)::
 
@@ -83,17 +85,18 @@ def timed(fn, repeats: int = 2):
     return out, best
 
 
-def run_dataset(name: str, work: Path, stab_work: Path) -> dict:
-    path = work / f"{name}.json"
-    if path.exists():
-        return json.loads(path.read_text())
+def run_dataset(name: str, work: Path) -> tuple[dict, dict]:
+    """Fit (or load) one dataset: timings and the score vectors, saved atomically."""
+    jpath, npath = work / f"{name}.json", work / f"{name}.npz"
+    if jpath.exists() and npath.exists():
+        z = np.load(npath, allow_pickle=False)
+        return json.loads(jpath.read_text()), {k: z[k] for k in z.files}
     d = load_dataset(name)
     X = d.X.reshape(len(d.X), -1).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est = MemorizationEstimator(n_members=64, device="cpu", n_threads=1,
                                     random_state=0).fit(X, d.y)
-    rl = est.is_random_label_
     model = build_model(None, X.shape[1], len(est.classes_))
     t1 = replace(est.training_, torch_threads=1)
     row0 = est.mask_[:1]
@@ -108,33 +111,39 @@ def run_dataset(name: str, work: Path, stab_work: Path) -> dict:
     _, member_s = timed(one_member)
     rec, proxy_s = timed(proxy)
     _, member_s2 = timed(one_member, 1)  # again after, against drift in the machine's load
-    member_s = min(member_s, member_s2)
-    proxies = {"pilot (4 members)": est.cumulative_loss_,
-               "one member": cumulative_loss(np.abs(rec), row0)}
+    info = {"dataset": name, "n": len(X), "epochs": est.epochs_, "K": est.n_members,
+            "pilot_s": est.pilot_seconds_, "run_s": est.train_seconds_,
+            "member_alone_s": min(member_s, member_s2), "proxy_one_member_s": proxy_s,
+            "stability": est.stability_}
+    arrays = {"cum_pilot": est.cumulative_loss_, "cum_one": cumulative_loss(np.abs(rec), row0),
+              "fractional": est.fractional_, "random_label": est.is_random_label_}
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write(npath, lambda fh: np.savez(fh, **arrays))
+    atomic_write(jpath, lambda fh: fh.write(json.dumps(info, indent=1, default=float).encode()))
+    return info, arrays
+
+
+def compare(name: str, info: dict, arrays: dict, stab_work: Path) -> dict:
+    """Detection and agreement rows, with the stability study's ensemble A if trained."""
+    rl = arrays["random_label"].astype(bool)
+    scores = {f"fractional, K={info['K']}": arrays["fractional"]}
     ref, ref_k = reference_scores(name, stab_work)
-    res = {"dataset": name, "n": len(X), "epochs": est.epochs_, "K": est.n_members,
-           "pilot_s": est.pilot_seconds_, "run_s": est.train_seconds_,
-           "member_alone_s": member_s, "proxy_one_member_s": proxy_s,
-           "ref_K": ref_k, "rows": []}
-    scores = {f"fractional, K={est.n_members}": est.fractional_}
     if ref is not None:
         scores[f"fractional, K={ref_k}"] = ref
+    rows = []
     for label, s in scores.items():
         m = detection_metrics(s, rl)
-        res["rows"].append({"score": label, "auroc": m["auroc"], "fpr95": m["fpr_at_95tpr"],
-                            "n_used": m["n_used"]})
-    for label, c in proxies.items():
+        rows.append({"score": label, "auroc": m["auroc"], "fpr95": m["fpr_at_95tpr"]})
+    for label, key in (("pilot (4 members)", "cum_pilot"), ("one member", "cum_one")):
+        c = arrays[key]
         m = detection_metrics(c, rl)
         row = {"score": f"cumulative loss, {label}", "auroc": m["auroc"],
-               "fpr95": m["fpr_at_95tpr"], "n_used": m["n_used"]}
+               "fpr95": m["fpr_at_95tpr"]}
         for slabel, s in scores.items():
             row[f"spearman vs {slabel}"] = score_agreement(c, s)["spearman"]
             row[f"cosine vs {slabel}"] = cosine(c, s)
-        res["rows"].append(row)
-    work.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: fh.write(json.dumps(res, indent=1, default=float).encode()))
-    print(json.dumps(res, indent=1, default=float), flush=True)
-    return res
+        rows.append(row)
+    return {**info, "ref_K": ref_k, "rows": rows}
 
 
 def report(results: list[dict]) -> str:
@@ -168,7 +177,11 @@ def main() -> None:
                    help="ensemble A of memorization_stability.py, if trained (reference)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    results = [run_dataset(n, args.work, args.stability_work) for n in args.datasets]
+    results = []
+    for name in args.datasets:
+        info, arrays = run_dataset(name, args.work)
+        results.append(compare(name, info, arrays, args.stability_work))
+        print(json.dumps(results[-1], indent=1, default=float), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     text = report(results)
     (args.out / "cumloss.md").write_text(text)
