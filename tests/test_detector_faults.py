@@ -47,6 +47,30 @@ def test_identical_rows_are_scored_alike_and_not_flagged(pima):
     assert np.ptp(det.score_samples(Xd)[copies]) < 1e-6
 
 
+@pytest.mark.parametrize("contamination", [0.01, 0.1, 0.3, 0.5])
+def test_identical_rows_are_not_flagged_on_either_face(pima, contamination):
+    """Issue 25 (2): the PyOD face flagged 8 of 200 identical rows (scores 0 and 2e-9,
+    threshold_ 0.0), and one row of [[0, 0], [1, 1]]. Copies of a row now get one score,
+    bit for bit, and neither face flags a row by a difference of rounding."""
+    X = np.ones((200, 5)) * 3
+    face = IMDetectorPyOD(contamination=contamination, random_state=0, device="cpu").fit(X)
+    assert np.unique(face.decision_scores_).size == 1
+    assert face.labels_.sum() == 0 and face.predict(X).sum() == 0
+    det = IMDetector(contamination=contamination, random_state=0, device="cpu").fit(X)
+    assert np.unique(det.train_scores_).size == np.unique(det.score_samples(X)).size == 1
+    assert (det.predict(X) == 1).all() and (det.fit_predict(X) == 1).all()
+    two = np.array([[0.0, 0.0], [1.0, 1.0]])
+    assert IMDetectorPyOD(contamination=contamination, random_state=0).fit(two).labels_.sum() == 0
+    # copies of real rows inside real data: bit-identical scores on both faces
+    Xd = np.r_[pima, np.repeat(pima[[5, 9]], 30, axis=0)]
+    face = IMDetectorPyOD(contamination=contamination, random_state=0, device="cpu").fit(Xd)
+    for row in (5, 9):
+        copies = np.flatnonzero((Xd == pima[row]).all(axis=1))
+        assert np.unique(face.decision_scores_[copies]).size == 1
+        assert np.unique(face.decision_function(Xd)[copies]).size == 1
+        assert np.unique(face.labels_[copies]).size == 1
+
+
 @pytest.mark.parametrize("contamination", ["auto", 0.1, 0.5])
 def test_a_tie_at_the_threshold_does_not_flag_both_rows(pima, contamination):
     """Issue 19 (9): two Pima rows that score alike (up to rounding) were both flagged."""

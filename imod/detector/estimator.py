@@ -28,6 +28,7 @@ from .._runtime import device_available, resolve_device, torch_threads
 from .preprocessing import PREPROCESSING_METHODS, check_numeric_frame
 from .projection import RandomProjection
 from .scoring import combine_views, offset_from
+from .ties import share_ties
 from .training import TrainingSettings, auto_hidden_sizes, train_views
 
 __all__ = ["IMDetector", "auto_hidden_sizes"]
@@ -328,7 +329,9 @@ class IMDetector(OutlierMixin, BaseEstimator):
                 random_state=self.random_state, device=resolve_device(self.device),
                 verbose=self.verbose,
             )
-        self.train_scores_ = self._combine([v.train_scores for v in self.views_])
+        # copies of a row get the first copy's score, bit for bit (see .ties)
+        self.train_scores_ = share_ties(X[self.views_[0].record_index],
+                                        self._combine([v.train_scores for v in self.views_]))
         self.offset_ = offset_from(self.train_scores_, self.contamination,
                                    self._fixed["normalization"])
         self.fit_seconds_ = time.perf_counter() - t0
@@ -365,10 +368,12 @@ class IMDetector(OutlierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        X = self._projected(self._validate_frame(X))
+        X = self._validate_frame(X)
+        Xp = self._projected(X)
         device = resolve_device(self.device)
         with torch_threads(self.n_threads):
-            scores = self._combine([-v.outlier_scores(X, device) for v in self.views_])
+            scores = self._combine([-v.outlier_scores(Xp, device) for v in self.views_])
+        scores = share_ties(X, scores)  # copies of a row: the first copy's score, bit for bit
         if not np.isfinite(scores).all():
             raise ValueError(
                 f"{int((~np.isfinite(scores)).sum())} score(s) are NaN or infinite: the "
