@@ -260,12 +260,12 @@ def _mismatch_words(exc) -> str:
 
 
 def _usage_problem(args: argparse.Namespace) -> str | None:
-    """Bad values, a --dataset path that is no file, an --out that is no writable folder."""
+    """An --out that is no writable folder, a --dataset path that is no file, bad values
+    (the folder is created only when everything else is right)."""
     from imod._runtime import output_folder
 
-    problem = _value_problem(args)
-    if problem is not None:
-        return problem
+    if args.out.exists() and not args.out.is_dir():
+        return f"--out: {args.out} is a file, not a folder"
     name = str(args.dataset)
     if name not in ("digits", "mnist1d"):
         path = Path(name)
@@ -274,6 +274,9 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
                     ".npz file with arrays X, y)")
         if path.is_dir():
             return f"--dataset {name} is a folder; give an .npz file with arrays X, y"
+    problem = _value_problem(args)
+    if problem is not None:
+        return problem
     try:
         output_folder(args.out)
     except ValueError as exc:
