@@ -6,6 +6,7 @@ Registered by the root :mod:`imod.cli` through :func:`add_parser`, as every pack
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -261,11 +262,9 @@ def _mismatch_words(exc) -> str:
 
 def _usage_problem(args: argparse.Namespace) -> str | None:
     """An --out that is no writable folder, a --dataset path that is no file, bad values
-    (the folder is created only when everything else is right)."""
+    (a folder made for the check is removed again when a value is bad)."""
     from imod._runtime import output_folder
 
-    if args.out.exists() and not args.out.is_dir():
-        return f"--out: {args.out} is a file, not a folder"
     name = str(args.dataset)
     if name not in ("digits", "mnist1d"):
         path = Path(name)
@@ -274,14 +273,17 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
                     ".npz file with arrays X, y)")
         if path.is_dir():
             return f"--dataset {name} is a folder; give an .npz file with arrays X, y"
-    problem = _value_problem(args)
-    if problem is not None:
-        return problem
+    new = [f for f in (args.out, *args.out.parents) if not f.exists()]
     try:
         output_folder(args.out)
     except ValueError as exc:
         return f"--out: {exc}"
-    return None
+    problem = _value_problem(args)
+    if problem is not None:
+        for folder in new:  # innermost first; only the empty folders made just now
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return problem
 
 
 def run(args: argparse.Namespace) -> int:
