@@ -349,7 +349,7 @@ class EnsembleJob:
 
         Raises
         ------
-        imod.distributed.store.StoreConfigError
+        imod._runtime.ConfigMismatchError
             If ``store`` holds blocks of another configuration.
         """
         if backend not in BACKENDS:

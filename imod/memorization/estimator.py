@@ -12,6 +12,11 @@ sets (:func:`imod.memorization.leakage.find_near_duplicates`). The same masks an
 recordings give C-scores and online LiRA membership scores
 (:mod:`imod.memorization.membership`).
 
+Every fit also reports how stable its scores are (``stability_``: the two halves of the
+members scored apart, :mod:`imod.memorization.stability`) and a one-run proxy, the
+cumulative training loss of the pilot's members (``cumulative_loss_``, Ravikumar et al.
+2025).
+
 Masks are generated per block of ``block_size`` members and balanced within each
 block, so every example is IN exactly ``sum_b round(rate * size_b)`` members (the
 same for all examples) and a run can be resumed or extended (``out_dir``).
@@ -27,6 +32,8 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from imod._runtime import TrainingDiverged
+from imod._version import __version__, code_digest
 from imod.engine import OptimizerSpec, balanced_mask, bernoulli_mask
 
 from .inputs import (
@@ -43,24 +50,33 @@ from .inputs import (
 )
 from .membership import lira_scores, membership_auroc
 from .runs import (
+    AUTO_MAX_EPOCHS,
     MemberResults,
     TrainingConfig,
     array_digest,
     derive_seed,
-    epochs_to_fit,
+    fit_epoch,
+    pilot_run,
     train_in_blocks,
 )
 from .scores import (
     SCORES,
+    cumulative_loss,
     detection_metrics,
     high_influence_pairs,
     influence_matrix,
     null_threshold,
     subsample_scores,
 )
+from .stability import half_assignment, split_half_stability
 
 __all__ = ["MemorizationEstimator", "NotMemorizedWarning", "check_classification_data",
            "relabel_random", "build_model", "CHANCE_AUROC", "MEMORIZED_ACCURACY"]
+
+
+# A member whose mean cross-entropy on its own rows ends above this many times the chance
+# level log(C) has diverged (training starts near log(C) and only goes down when it works).
+DIVERGED_LOSS = 10.0
 
 
 class MemorizationEstimator(BaseEstimator):
@@ -166,8 +182,21 @@ class MemorizationEstimator(BaseEstimator):
                                 the lower null side)
     memorized_mask_ : ndarray (n,) bool
     detection_ : dict           AUROC/AUPR/FPR@95%TPR of the scores on the random-label points
+                                (``difference``, ``fractional``, ``lira``, ``cumulative_loss``)
+    cumulative_loss_ : ndarray (n,)  cumulative training loss (Ravikumar et al. 2025): the
+                                sum over ``epochs_`` epochs of a row's cross-entropy, averaged
+                                over the pilot members (the run's first 4) that trained on it,
+                                NaN where none did. With ``epochs="auto"`` it comes from the
+                                pilot's recordings (no training of its own); with a fixed
+                                ``epochs`` the 4 pilot members train for it
+    stability_ : dict           split-half stability: ``spearman`` of the scores of two halves
+                                of the members (alternate blocks), ``spearman_brown`` (the
+                                correlation predicted for two runs of K members), ``jaccard``
+                                of their memorized sets, ``members_per_half``
+                                (:func:`~imod.memorization.stability.split_half_stability`)
     train_seconds_ : float      time inside the block tasks (training + correctness passes)
     fit_seconds_ : float        wall time of training or loading the members (with the pilot)
+    pilot_seconds_ : float      wall time of the pilot
     score_seconds_ : float      time to compute the scores from the matrices
 
     Examples
@@ -341,15 +370,21 @@ class MemorizationEstimator(BaseEstimator):
         model = build_model(self.model, X.shape[1], len(classes))
         make_mask = self._mask_for_block(n)
         t0 = time.perf_counter()
+        # The pilot (the run's first members, seeded alike) sets the "auto" budget and
+        # records every row's loss after every epoch: the cumulative loss comes from it.
+        size = min(int(self.block_size), int(self.n_members))
+        pilot = make_mask(0, size)[: min(4, size)]
+        rec = pilot_run(model, X, y_used, pilot, self._training(1), rate=float(self.rate),
+                        epochs=AUTO_MAX_EPOCHS if self.epochs == "auto" else int(self.epochs),
+                        progress=self.progress)
         self.pilot_curve_ = None
         if self.epochs == "auto":
-            size = min(int(self.block_size), int(self.n_members))
-            pilot = make_mask(0, size)[: min(4, size)]
-            self.epochs_, self.pilot_curve_ = epochs_to_fit(
-                model, X, y_used, pilot, [~self.is_random_label_, self.is_random_label_],
-                self._training(1), rate=float(self.rate), progress=self.progress)
+            groups = [~self.is_random_label_, self.is_random_label_]
+            self.epochs_, self.pilot_curve_ = fit_epoch(rec >= 0, pilot, groups)
         else:
             self.epochs_ = int(self.epochs)
+        self.cumulative_loss_ = cumulative_loss(np.abs(rec[: self.epochs_]), pilot)
+        self.pilot_seconds_ = time.perf_counter() - t0
         self.training_ = self._training(self.epochs_)
 
         config = {
@@ -359,6 +394,8 @@ class MemorizationEstimator(BaseEstimator):
             "random_label_fraction": float(self.random_label_fraction),
             "data": array_digest(X, y_used),
             "test": array_digest(X_test, yt_enc),
+            # blocks made by other code (another release or any edit of imod) are refused
+            "imod": {"version": __version__, "code": code_digest()},
         }
         bar = None
         if self.progress:
@@ -380,6 +417,7 @@ class MemorizationEstimator(BaseEstimator):
         finally:
             if bar is not None:
                 bar.close()
+        _check_diverged(runs, len(classes), self.training_)
         self._set_results(runs)
         self.fit_seconds_ = time.perf_counter() - t0
         return self
@@ -430,10 +468,14 @@ class MemorizationEstimator(BaseEstimator):
         self.memorized_ = np.flatnonzero(self.memorized_mask_)
         self.detection_ = {}
         if self.random_label_idx_.size:
-            for name in SCORES:
-                self.detection_[name] = detection_metrics(getattr(self, name + "_"),
-                                                          self.is_random_label_)
-            self.detection_["lira"] = detection_metrics(self.lira_scores_, self.is_random_label_)
+            for name in (*SCORES, "lira_scores", "cumulative_loss"):
+                self.detection_[name.removesuffix("_scores")] = detection_metrics(
+                    getattr(self, name + "_"), self.is_random_label_)
+        self.stability_ = split_half_stability(
+            runs.mask, runs.correct_train, rl, halves=half_assignment(
+                runs.n_members, int(self.block_size)), score=self.score,
+            threshold=None if self.threshold == "null" else float(self.threshold),
+            alpha=self.alpha, side=self.null_side, min_out=1)  # a half has half the OUT members
         self._warn_if_not_meaningful()
         self.score_seconds_ = time.perf_counter() - t0
 
@@ -444,7 +486,7 @@ class MemorizationEstimator(BaseEstimator):
             warnings.warn(
                 "; ".join(why) + ": the null threshold, memorized_ and detection_ are not "
                 "meaningful. Train longer (epochs='auto' or a larger epochs), or give the "
-                "members more capacity (model) or a larger learning rate (optimizer).",
+                "members more capacity (model).",
                 NotMemorizedWarning, stacklevel=3)
         if (self.threshold == "null" and self.null_side == "upper"
                 and not self.memorized_mask_.any() and np.isfinite(self.threshold_)
@@ -515,4 +557,23 @@ class MemorizationEstimator(BaseEstimator):
             "memorized": self.memorized_mask_,
             "c_score": self.c_scores_,
             "lira": self.lira_scores_,
+            "cumulative_loss": self.cumulative_loss_,
         })
+
+
+def _check_diverged(runs: MemberResults, n_classes: int, training: TrainingConfig) -> None:
+    """Refuse members whose training diverged: their outputs are non-finite or their mean
+    cross-entropy on their own rows ended over ``DIVERGED_LOSS`` times the chance level
+    ``log(C)`` (where training starts). Their predictions are arbitrary, and scores from
+    them would call every point memorized at chance accuracy."""
+    conf = runs.confidence_train.astype(np.float64)  # log(p_y / (1 - p_y))
+    with np.errstate(over="ignore", invalid="ignore"):
+        ce = np.logaddexp(0.0, -conf)  # -log p_y
+        own = np.where(runs.mask, ce, 0.0).sum(axis=1) / np.maximum(runs.mask.sum(axis=1), 1)
+    bad = ~np.isfinite(own) | (own > DIVERGED_LOSS * np.log(max(n_classes, 2)))
+    if bad.any():
+        raise TrainingDiverged(
+            f"training diverged: {int(bad.sum())} of {len(bad)} members ended with infinite, "
+            f"NaN or exploding losses on their own rows (optimizer "
+            f"{getattr(training.optimizer, 'name', training.optimizer)}, lr="
+            f"{getattr(training.optimizer, 'lr', '?')}); use a smaller learning rate")
