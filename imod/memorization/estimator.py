@@ -12,6 +12,11 @@ sets (:func:`imod.memorization.leakage.find_near_duplicates`). The same masks an
 recordings give C-scores and online LiRA membership scores
 (:mod:`imod.memorization.membership`).
 
+Every fit also reports how stable its scores are (``stability_``: the two halves of the
+members scored apart, :mod:`imod.memorization.stability`) and a one-run proxy, the
+cumulative training loss of the pilot's members (``cumulative_loss_``, Ravikumar et al.
+2025).
+
 Masks are generated per block of ``block_size`` members and balanced within each
 block, so every example is IN exactly ``sum_b round(rate * size_b)`` members (the
 same for all examples) and a run can be resumed or extended (``out_dir``).
