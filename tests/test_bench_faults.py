@@ -326,8 +326,10 @@ def test_ctrl_c_says_that_rerunning_resumes(tmp_path: Path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "imod", "bench", "--datasets", "wine", "--detectors", SLOW,
            "--seeds", "4", "--out", str(out), "--quiet", "--no-plots"]
+    # SIGINT as a terminal sends it (a shell's background job would inherit it ignored)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(IMOD_TEST_SLEEP="0.5"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     results = out / "results.csv"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (
