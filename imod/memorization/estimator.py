@@ -347,7 +347,7 @@ class MemorizationEstimator(BaseEstimator):
             pilot = make_mask(0, size)[: min(4, size)]
             self.epochs_, self.pilot_curve_ = epochs_to_fit(
                 model, X, y_used, pilot, [~self.is_random_label_, self.is_random_label_],
-                self._training(1), rate=float(self.rate), progress=self.progress)
+                self._training(1), progress=self.progress)
         else:
             self.epochs_ = int(self.epochs)
         self.training_ = self._training(self.epochs_)
