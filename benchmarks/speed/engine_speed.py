@@ -5,7 +5,9 @@ of width 32 and 256, Adam, 20 epochs, batch 64) three ways in one run: with
 :func:`imod.engine.train_ensemble`; with ``plain_vectorized.py`` (per-member row
 gather, ``torch.baddbmm``, ``torch.optim.Adam``, TF32); and one model at a time
 with ``torch.optim.Adam`` on the engine's initial weights and mini-batch order.
-Every run is warmed up once (imports, allocator, kernels) before it is timed; with
+Times are CPU seconds on the CPU (one thread each: a loaded machine's share of the
+cores does not enter them) and wall seconds on a GPU. Every run is warmed up once
+(imports, allocator, kernels) before it is timed; with
 ``--repeat`` the three arms are timed in turn, round after round (interleaved, so a
 shared machine's load falls on all of them), and the best round of each is kept. The
 load average is printed before and after.
@@ -53,12 +55,14 @@ def sync(device: torch.device) -> None:
 
 
 def timed(where: torch.device, fn, *args, **kwargs):
-    """Wall time of one call of ``fn(*args, **kwargs)`` and its result."""
+    """Seconds of one call of ``fn(*args, **kwargs)`` and its result: CPU seconds on the
+    CPU (one thread: what a loaded machine inflates least), wall seconds on a GPU."""
     sync(where)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
     sync(where)
-    return time.perf_counter() - t0, out
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return (cpu if where.type == "cpu" else wall), out
 
 
 def interleaved(repeat: int, arms: dict):
@@ -67,7 +71,8 @@ def interleaved(repeat: int, arms: dict):
     for _ in range(repeat):
         for name, call in arms.items():
             seconds, out = call()
-            best[name] = (min(best[name][0], seconds), out)
+            if seconds < best[name][0]:
+                best[name] = (seconds, out)
     return best
 
 
