@@ -21,6 +21,7 @@ __all__ = [
     "array_digest",
     "atomic_write",
     "cache_dir",
+    "device_available",
     "folder_lock",
     "output_folder",
     "resolve_device",
@@ -179,16 +180,19 @@ def torch_threads(n: int | None) -> Iterator[None]:
 def resolve_device(device):
     """``"auto"`` picks CUDA when available, else the CPU; other names are checked.
 
+    A device this machine lacks (``"cuda"`` without CUDA, ``"mps"`` off Apple silicon)
+    is a ``ValueError`` before any work, not a failure deep inside torch.
+
     Examples
     --------
     >>> resolve_device("cpu")
     device(type='cpu')
-    >>> resolve_device("auto").type in ("cpu", "cuda")
+    >>> resolve_device("auto").type in ("cpu", "cuda", "mps")
     True
     >>> resolve_device("tpu")
     Traceback (most recent call last):
     ...
-    ValueError: unknown device 'tpu'; use 'auto', 'cpu' or 'cuda[:i]'
+    ValueError: unknown device 'tpu'; use 'auto', 'cpu', 'cuda[:i]' or 'mps'
     """
     import torch
 
@@ -199,10 +203,35 @@ def resolve_device(device):
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:i]'") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but CUDA is not available")
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda[:i]' or "
+                         "'mps'") from exc
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda[:i]' or 'mps'")
+    if not device_available(dev):
+        raise ValueError(f"device={device!r} was requested but this machine has no "
+                         f"{dev.type.upper()} device; use 'auto' or 'cpu'")
     return dev
+
+
+def device_available(device) -> bool:
+    """Whether this machine has ``device``'s kind (the CPU always; CUDA or MPS if present).
+
+    Examples
+    --------
+    >>> device_available("cpu")
+    True
+    """
+    import torch
+
+    if isinstance(device, str) and device == "auto":
+        return True
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return bool(torch.cuda.is_available())
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return bool(mps is not None and mps.is_available())
+    return True
 
 
 def cache_dir(*parts: str) -> Path:
@@ -242,6 +271,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); give it the mode open() would: 0666
+        # less the umask, so a shared results folder stays readable as the user set it.
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -252,6 +285,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def array_digest(*arrays) -> str:

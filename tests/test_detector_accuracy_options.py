@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from detector_helpers import variant
 from sklearn.metrics import roc_auc_score
 
 from imod import IMDetector, IMPreprocessor
@@ -60,8 +61,8 @@ def test_views_of_equal_width_train_in_one_engine_call(adbench_dir, monkeypatch)
     # A constant column: the scalings keep it (as zeros), whitening drops it.
     for Xe, n_calls in ((X, 1), (np.c_[X, np.ones(len(X))], 2)):
         calls.clear()
-        det = IMDetector(n_members=8, max_updates=20, n_recordings=3, random_state=0,
-                         view_combination="max").fit(Xe)
+        det = variant(view_combination="max")(n_members=8, max_updates=20, n_recordings=3,
+                                              random_state=0).fit(Xe)
         widths = [v.preprocessor.n_features_out_ for v in det.views_]
         assert len(calls) == len(set(widths)) == n_calls
         if n_calls == 1:  # members 3 + 3 + 2, each reading its own view
@@ -84,13 +85,14 @@ def test_trim_reaches_training_and_every_row_is_still_scored():
 
 
 def test_loss_trains_and_scores(adbench_dir):
-    """``loss`` is what the members train on and what is recorded and scored."""
+    """The loss (study-only: l1) is what the members train on and what is recorded
+    and scored."""
     data = np.load(adbench_dir / "Classical" / "29_Pima.npz", allow_pickle=False)
     X, y = data["X"].astype(np.float64), data["y"]
     kw = dict(FAST, preprocessing="standard")
-    squared = IMDetector(loss="mse", **kw).fit(X)
-    absolute = IMDetector(loss="l1", **kw).fit(X)
-    assert IMDetector().loss == "l1"
+    squared = variant(loss="mse")(**kw).fit(X)
+    absolute = IMDetector(**kw).fit(X)
+    assert absolute.views_[0].loss == "l1" and squared.views_[0].loss == "mse"
     (sq,), (ab,) = squared.views_, absolute.views_
     assert not torch.allclose(sq.snapshots[-1]["0.weight"], ab.snapshots[-1]["0.weight"])
     # the recorded losses are the mean absolute residuals of the kept snapshot
@@ -108,11 +110,12 @@ def test_loss_trains_and_scores(adbench_dir):
 
 def test_log_ratio_normalization_and_max_over_views(adbench_dir):
     """``log_ratio`` scores are weighted means of log(loss / training median);
-    ``view_combination="max"`` takes, per row, the view that finds it most abnormal."""
+    the study variant ``view_combination="max"`` takes, per row, the view that finds it
+    most abnormal."""
     data = np.load(adbench_dir / "Classical" / "29_Pima.npz", allow_pickle=False)
     X, y = data["X"].astype(np.float64), data["y"]
-    det = IMDetector(view_combination="max", **FAST).fit(X)
-    assert det.normalization == "log_ratio"
+    det = variant(view_combination="max")(**FAST).fit(X)
+    assert all(v.normalization == "log_ratio" for v in det.views_)
     per_view = np.array([view_scores(v, X) for v in det.views_])
     np.testing.assert_allclose(det.score_samples(X), per_view.min(axis=0))
     np.testing.assert_allclose(det.train_scores_,
@@ -125,19 +128,18 @@ def test_log_ratio_normalization_and_max_over_views(adbench_dir):
         for t, losses in zip(view.used_recordings, view.member_losses(Xt, CPU), strict=True))
     np.testing.assert_allclose(view.outlier_scores(X, CPU), expected, rtol=1e-6, atol=1e-8)
     assert roc_auc_score(y, -det.score_samples(X)) > 0.6
-    mean = IMDetector(view_combination="mean", **FAST).fit(X)
+    mean = variant(view_combination="mean")(**FAST).fit(X)
     np.testing.assert_allclose(
         mean.score_samples(X), np.mean([view_scores(v, X) for v in mean.views_], axis=0))
 
 
 def test_scaled_max_puts_views_on_their_training_spread(adbench_dir):
-    """``view_combination="scaled_max"`` (the default): each view's scores become robust
+    """The views' scaled maximum (the fixed view combination): each view's scores become robust
     z-scores over its training rows, then the view that finds a row most abnormal wins,
     so no view dominates just because its scores spread wider."""
     data = np.load(adbench_dir / "Classical" / "29_Pima.npz", allow_pickle=False)
     X, y = data["X"].astype(np.float64), data["y"]
     det = IMDetector(**FAST).fit(X)
-    assert det.view_combination == "scaled_max"
     z, meds, iqrs = [], [], []
     for v in det.views_:
         q1, med, q3 = np.percentile(v.train_scores, [25, 50, 75])
@@ -163,12 +165,13 @@ def test_whitening_cap_and_scaled_max_on_image_embeddings(adbench_dir):
     data = np.load(path, allow_pickle=False)
     X, y = data["X"].astype(np.float64), data["y"]
 
-    def auroc(**kw) -> float:
-        det = IMDetector(random_state=0, device="cpu", projection_dim=None, **kw).fit(X)
+    def auroc(cls=IMDetector, **kw) -> float:
+        det = cls(random_state=0, device="cpu", projection_dim=None, **kw).fit(X)
         return roc_auc_score(y, -det.train_scores_)
 
-    uncapped = auroc(view_combination="max", whiten_rows_per_component=None)
-    capped = auroc(view_combination="max")
+    raw_max = variant(view_combination="max")
+    uncapped = auroc(raw_max, whiten_rows_per_component=None)
+    capped = auroc(raw_max)
     default = auroc()
     assert capped > uncapped + 0.03, (uncapped, capped)
     assert default > capped + 0.05 and default > 0.8, (capped, default)
@@ -180,7 +183,7 @@ def test_whitening_cap_and_scaled_max_on_image_embeddings(adbench_dir):
 def test_auto_threshold_is_tukeys_fence_on_the_loss_scale(adbench_dir, normalization, views):
     data = np.load(adbench_dir / "Classical" / "6_cardio.npz", allow_pickle=False)
     X, y = data["X"].astype(np.float64), data["y"]
-    det = IMDetector(normalization=normalization, view_combination=views, **FAST).fit(X)
+    det = variant(normalization=normalization, view_combination=views)(**FAST).fit(X)
     outlier = -det.train_scores_
     # log ratios are thresholded on the ratio scale, robust z-scores as they are
     log_scale = normalization == "log_ratio"

@@ -8,6 +8,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from detector_helpers import variant
 from sklearn.metrics import make_scorer, roc_auc_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -91,7 +92,7 @@ def test_loss_trajectory_and_plot(fitted_cardio, cardio):
 @pytest.mark.parametrize("scoring", ["window", "last", "odim", "holdout"])
 def test_scoring_options(cardio, scoring):
     X, y = cardio
-    det = IMDetector(scoring=scoring, **FAST).fit(X)
+    det = variant(scoring=scoring)(**FAST).fit(X)
     assert np.isfinite(det.train_scores_).all()
     assert roc_auc_score(y, -det.train_scores_) > 0.7
     assert np.isfinite(det.score_samples(X[:50])).all()
@@ -99,12 +100,12 @@ def test_scoring_options(cardio, scoring):
 
 def test_window_bounds(cardio):
     X, _ = cardio
-    det = IMDetector(scoring="window", window=(0.0, 3.0), **FAST).fit(X)
+    det = IMDetector(window=(0.0, 3.0), **FAST).fit(X)
     (view,) = det.views_
     used = view.record_epochs[view.used_recordings]
     assert (used <= 3.0).all()
     with pytest.raises(ValueError, match="holds no recording"):
-        IMDetector(scoring="window", window=(500.0, 600.0), **FAST).fit(X)
+        IMDetector(window=(500.0, 600.0), **FAST).fit(X)
 
 
 @pytest.mark.parametrize("prep", ["standard", "robust", "minmax", "whiten", "none",
@@ -115,7 +116,7 @@ def test_preprocessing_and_init_options(prep, init):
     X = np.c_[rng.normal(size=(200, 4)), np.full(200, 3.0)]  # one constant column
     X[:5] *= 10
     params = FAST | {"preprocessing": prep}
-    det = IMDetector(init=init, init_scale=0.5, **params).fit(X)
+    det = variant(init=init)(init_scale=0.5, **params).fit(X)
     s = -det.score_samples(X)
     assert np.isfinite(s).all()
     assert s[:5].mean() > s[5:].mean()
@@ -217,22 +218,17 @@ def test_bad_predict_input():
         (dict(contamination=0.7), "contamination"),
         (dict(contamination=0.0), "contamination"),
         (dict(contamination="often"), "contamination"),
-        (dict(scoring="best"), "scoring"),
         (dict(preprocessing="log"), "preprocessing"),
         (dict(preprocessing=("robust", "robust")), "distinct"),
         (dict(preprocessing=()), "preprocessing"),
         (dict(preprocessing=5), "preprocessing"),
         (dict(n_members=1), "every view needs at least one member"),
-        (dict(init="xavier"), "init"),
         (dict(init_scale=0.0), "init_scale"),
         (dict(n_members=0), "n_members"),
         (dict(window=(3, 1)), "window"),
         (dict(hidden_sizes=(8, 0)), "hidden_sizes"),
         (dict(trim=1.0), "trim"),
         (dict(trim=-0.2), "trim"),
-        (dict(loss="huber"), "'loss' parameter .* Got 'huber'"),
-        (dict(normalization="zscore"), "'normalization' parameter"),
-        (dict(view_combination="median"), "'view_combination' parameter"),
         (dict(whiten_rows_per_component=0), "'whiten_rows_per_component' parameter"),
         (dict(n_threads=0), "'n_threads' parameter"),
         (dict(lr=-1.0), "'lr' parameter"),
@@ -315,7 +311,7 @@ def test_scoring_forward_matches_the_engine():
 
     X = np.load(BUNDLED / "6_cardio.npz", allow_pickle=False)["X"]
     for loss in ("l1", "mse"):
-        det = IMDetector(loss=loss, **FAST).fit(X)
+        det = variant(loss=loss)(**FAST).fit(X)
         view = det.views_[0]
         snap = view.snapshots[-1]
         x = torch.as_tensor(view.preprocessor.transform(X), dtype=torch.float32)

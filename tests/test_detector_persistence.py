@@ -123,7 +123,7 @@ def test_older_format_is_refused(fitted, tmp_path):
         IMDetector.load(tmp_path)
 
 
-@pytest.mark.parametrize("drop", [("weights_file",), ("fitted", "views"), ("params", "loss"),
+@pytest.mark.parametrize("drop", [("weights_file",), ("fitted", "views"), ("params", "lr"),
                                   ("fitted", "offset_")])
 def test_missing_entries_name_the_file(fitted, tmp_path, drop):
     cfg, _ = _saved(fitted, tmp_path)
@@ -139,23 +139,24 @@ def test_missing_entries_name_the_file(fitted, tmp_path, drop):
         IMDetector.load(tmp_path)
 
 
-def test_saved_on_cuda_scores_on_this_cpu(fitted, tmp_path):
-    """Views hold no device: a detector saved with device="cuda" scores where CUDA is
-    missing (with a warning), and set_params(device="cpu") moves it."""
-    import torch
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_saved_on_cuda_scores_on_this_cpu(fitted, tmp_path, device):
+    """Views hold no device: a detector saved with device="cuda" (or "mps") scores where
+    that device is missing (with a warning), and set_params(device="cpu") moves it."""
+    from imod._runtime import device_available
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+    if device_available(device):
+        pytest.skip(f"this machine has {device}")
     det, X = fitted
     cfg, _ = _saved(fitted, tmp_path)
-    _rewrite(cfg, lambda p: p["params"].update(device="cuda"))
-    with pytest.warns(UserWarning, match="CUDA is not available"):
+    _rewrite(cfg, lambda p: p["params"].update(device=device))
+    with pytest.warns(UserWarning, match=f"device='{device}', which this machine lacks"):
         same = IMDetector.load(tmp_path)
     np.testing.assert_array_equal(same.score_samples(X), det.score_samples(X))
     same.set_params(device="cpu")
     np.testing.assert_array_equal(same.score_samples(X), det.score_samples(X))
-    with pytest.raises(ValueError, match="CUDA is not available"):
-        same.set_params(device="cuda").score_samples(X)
+    with pytest.raises(ValueError, match=f"has no {device.upper()} device"):
+        same.set_params(device=device).score_samples(X)
 
 
 def test_nan_weights_in_a_file_are_refused(fitted, tmp_path):
@@ -193,3 +194,64 @@ def test_interrupted_save_keeps_the_old_detector(fitted, tmp_path, monkeypatch):
     np.testing.assert_array_equal(IMDetector.load(tmp_path).score_samples(X),
                                   new.score_samples(X))
     assert len(list(tmp_path.glob("weights*.pt"))) == 1
+
+
+def test_save_never_touches_files_it_did_not_write(fitted, tmp_path):
+    """Issue 25 (1): a folder with the user's own weights.pt and config.json lost the
+    first and had the second overwritten. Saving there is refused; nothing changes."""
+    det, _ = fitted
+    (tmp_path / "weights.pt").write_bytes(b"the user's own weights")
+    (tmp_path / "config.json").write_text('{"lr": 0.1}')
+    with pytest.raises(ValueError, match="not a saved IMDetector .*config.json, weights.pt"):
+        det.save(tmp_path)
+    assert (tmp_path / "weights.pt").read_bytes() == b"the user's own weights"
+    assert (tmp_path / "config.json").read_text() == '{"lr": 0.1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "weights.pt"]
+    # A config.json of another program alone is refused too; over its own save, it works.
+    (tmp_path / "weights.pt").unlink()
+    with pytest.raises(ValueError, match=r"\(config.json\)"):
+        det.save(tmp_path)
+    (tmp_path / "config.json").unlink()
+    det.save(tmp_path)
+    det.save(tmp_path)
+    assert len(list(tmp_path.glob("weights-*.pt"))) == 1
+
+
+def _resigned_weights(cfg: Path, w: Path, data: bytes) -> None:
+    """Replace the weights file by ``data`` and record its hash, as an attacker would."""
+    import hashlib
+
+    w.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    _rewrite(cfg, lambda p: p.update(weights_sha256=digest))
+
+
+def test_replaced_weights_name_the_file_and_never_advise_an_unsafe_load(fitted, tmp_path):
+    """Issue 25 (9): a weights file holding a pickled object (hash re-recorded) surfaced
+    torch's advice to load with weights_only=False; an empty one a bare EOFError."""
+    import pickle
+
+    cfg, w = _saved(fitted, tmp_path)
+    _resigned_weights(cfg, w, pickle.dumps({"a": Path("x")}))
+    with pytest.raises(ValueError, match=f"{w.name} is not a weights file imod wrote") as exc:
+        IMDetector.load(tmp_path)
+    assert "weights_only" not in str(exc.value) and exc.value.__cause__ is None
+    _resigned_weights(cfg, w, b"")
+    with pytest.raises(ValueError, match=f"{w.name} is not a weights file imod wrote .empty"):
+        IMDetector.load(tmp_path)
+
+
+def test_saved_files_follow_the_umask(fitted, tmp_path):
+    """Issue 25 (9): files were created 0600 whatever the umask."""
+    import os
+
+    det, _ = fitted
+    old = os.umask(0o022)
+    try:
+        det.save(tmp_path / "a")
+        os.umask(0o077)
+        det.save(tmp_path / "b")
+    finally:
+        os.umask(old)
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "a").iterdir()} == {0o644}
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "b").iterdir()} == {0o600}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
-from imod import IMDetectorPyOD
+from imod import IMDetector, IMDetectorPyOD
 
 DATA = Path(__file__).resolve().parents[1] / "imod" / "data"
 
@@ -37,8 +38,8 @@ def test_pyod_face():
         np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert clf.predict_confidence(X[:20]).shape == (20,)
     params = clf.get_params()
-    assert params == dict(contamination=0.05, random_state=0, device="cpu", n_members=4,
-                          max_updates=60)
+    given = dict(contamination=0.05, random_state=0, device="cpu", n_members=4, max_updates=60)
+    assert {name: params[name] for name in given} == given
     assert clf.detector_.get_params()["n_members"] == 4
     twin = clone(clf)
     assert twin.get_params() == params and not hasattr(twin, "detector_")
@@ -46,17 +47,17 @@ def test_pyod_face():
 
 @pytest.mark.parametrize("value", [0.8, 0.0, "bad", None, True])
 def test_pyod_contamination_is_checked(value):
+    """Checked when fitting, as scikit-learn asks (construction and set_params never raise)."""
+    X = np.random.default_rng(0).normal(size=(50, 3))
     with pytest.raises(ValueError, match="contamination must be a float in"):
-        IMDetectorPyOD(contamination=value)
+        IMDetectorPyOD(contamination=value).fit(X)
     clf = IMDetectorPyOD(n_members=3).set_params(contamination=value)
-    with pytest.raises(ValueError, match="contamination"):
-        clf.fit(np.random.default_rng(0).normal(size=(50, 3)))
+    with pytest.raises(ValueError, match="contamination must be a float in"):
+        clf.fit(X)
 
 
 def test_pyod_face_passes_parameters_through():
-    """The face declares no IMDetector default: what is not given is IMDetector's own."""
-    from imod import IMDetector
-
+    """What is not given is IMDetector's own default."""
     clf = IMDetectorPyOD(contamination=0.1, n_members=3, max_updates=10, random_state=0)
     clf.fit(np.random.default_rng(0).normal(size=(80, 3)))
     expected = IMDetector(n_members=3, max_updates=10, random_state=0,
@@ -66,8 +67,26 @@ def test_pyod_face_passes_parameters_through():
     assert clf.get_params()["trim"] == 0.0
     with pytest.raises(TypeError, match="n_member"):
         IMDetectorPyOD(n_member=3)
-    with pytest.raises(ValueError, match="invalid parameter"):
+    with pytest.raises(ValueError, match="Invalid parameter colour"):
         clf.set_params(colour="red")
+
+
+def test_pyod_face_takes_imdetectors_parameters_with_its_defaults():
+    """The two faces cannot drift apart: the face's signature lists contamination (PyOD's
+    default, 0.1) and then exactly IMDetector's parameters, keyword-only, in IMDetector's
+    order and with its defaults, and get_params reads them back (PyOD's and scikit-learn's
+    tools build, clone and search detectors from the signature)."""
+    face = inspect.signature(IMDetectorPyOD).parameters
+    det = inspect.signature(IMDetector).parameters
+    assert list(face)[0] == "contamination" and face["contamination"].default == 0.1
+    assert face["contamination"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    shared = [name for name in det if name != "contamination"]
+    assert list(face)[1:] == shared
+    for name in shared:
+        assert face[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+        assert face[name].default == det[name].default, name
+    assert list(IMDetectorPyOD().get_params()) == sorted(face)
+    assert IMDetectorPyOD(lr=0.5).get_params()["lr"] == 0.5
 
 
 def test_decision_scores_cover_every_row_when_fit_records_a_subset():

@@ -15,6 +15,7 @@ import time
 import warnings
 from dataclasses import fields
 from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -23,40 +24,45 @@ from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 
-from .._runtime import resolve_device, torch_threads
-from ..engine import INIT_SCHEMES
+from .._runtime import device_available, resolve_device, torch_threads
 from .preprocessing import PREPROCESSING_METHODS, check_numeric_frame
 from .projection import RandomProjection
-from .scoring import (
-    NORMALIZATIONS,
-    SCORE_METHODS,
-    VIEW_COMBINATIONS,
-    combine_views,
-    offset_from,
-)
+from .scoring import combine_views, offset_from
+from .ties import share_ties
 from .training import TrainingSettings, auto_hidden_sizes, train_views
 
 __all__ = ["IMDetector", "auto_hidden_sizes"]
 
-# Per-example reconstruction losses the detector trains on and scores by.
-RECONSTRUCTION_LOSSES = ("l1", "mse")
+# What the accuracy study fixed (docs/accuracy_study.md): the alternatives lost or
+# made no difference beyond noise, so they are not parameters. A study varies them in
+# a subclass (``_fixed = IMDetector._fixed | {"loss": "mse"}``); a saved detector
+# records the loss and normalization of each view.
+FIXED_CHOICES: dict[str, str] = {
+    "init": "default",  # engine.init scheme of the initial weights
+    "loss": "l1",  # per-example reconstruction loss: mean absolute error
+    "normalization": "log_ratio",  # log of the loss over the member's median
+    "scoring": "window",  # the mean over the recordings in ``window``
+    "view_combination": "scaled_max",  # max over views in units of their spread
+}
 
 
 class IMDetector(OutlierMixin, BaseEstimator):
     """Unsupervised outlier detector from early autoencoder training losses.
 
     K small MLP autoencoders are trained together for a short, fixed budget of
-    updates on the (preprocessed) data. The losses of every training example are
-    recorded ``n_recordings`` times; each (recording, member) slice is normalized
-    against its median over the training rows (``normalization``), and the
-    outlier score is a weighted mean of normalized losses chosen by ``scoring``;
-    with several preprocessing views, the maximum over the views, each scaled by
-    its spread on the training rows (``view_combination``). The members'
-    parameters at the chosen recordings are kept, so new data is scored by the
-    same early snapshots (inductive) while ``train_scores_`` holds the
-    transductive scores of the training rows (of the ``max_record_samples`` rows
-    training recorded, when there are more). Evidence for each default:
-    docs/accuracy_study.md.
+    updates on the (preprocessed) data, on the mean absolute reconstruction error.
+    The losses of every training example are recorded ``n_recordings`` times; each
+    (recording, member) slice is put on a common scale (the log of the loss over the
+    member's median training loss at that recording), and the outlier score is the
+    mean of these over the recordings in ``window``; with several preprocessing
+    views, the maximum over the views, each first put in units of its spread on the
+    training rows. The members' parameters at the chosen recordings are kept, so new
+    data is scored by the same early snapshots (inductive) while ``train_scores_``
+    holds the transductive scores of the training rows (of the ``max_record_samples``
+    rows training recorded, when there are more). Evidence for each default, and for
+    the choices that are not parameters (initialization, loss, normalization, which
+    recordings score, how views combine: the alternatives lost or made no difference
+    beyond noise), in docs/accuracy_study.md.
 
     Parameters
     ----------
@@ -85,8 +91,6 @@ class IMDetector(OutlierMixin, BaseEstimator):
         18 ADBench image/text sets it cut the time from 8x to 1.5x IForest's and
         raised the mean AUROC by 1.1 points (chosen out of fold,
         docs/accuracy_study.md). ``None``: never.
-    init : {"default", "orthogonal", "normal"}, default="default"
-        Weight initialization scheme (:mod:`imod.engine.init`).
     init_scale : float, default=1.0
         Multiplies every initial weight matrix.
     lr : float, default=3e-2
@@ -105,35 +109,17 @@ class IMDetector(OutlierMixin, BaseEstimator):
         ``floor(trim * batch)`` rows with the largest loss (mostly outliers, as the
         inliers are fitted first), which keeps the inlier/outlier loss gap open.
         Losses are still recorded on every row.
-    loss : {"l1", "mse"}, default="l1"
-        Per-example reconstruction loss trained on, recorded and scored: mean
-        absolute or mean squared error over the scaled features.
-    normalization : {"log_ratio", "robust_z"}, default="log_ratio"
-        How each (recording, member) slice of losses is put on a common scale:
-        the log of the loss over the member's median training loss at that
-        recording, or minus that median over the inter-quartile range.
-    view_combination : {"scaled_max", "max", "mean"}, default="scaled_max"
-        How the views' scores become one (:func:`~imod.detector.scoring.combine_views`):
-        the maximum after each view is put in units of its training spread, the
-        raw maximum, or the mean.
     n_recordings : int, default=10
         About how many times losses are recorded (evenly spaced in updates).
-    scoring : {"window", "auto", "last", "odim", "holdout"}, default="window"
-        Which recordings make the score. ``"window"``: the mean over the
-        recordings with epoch in ``window`` (all if None). ``"auto"``: the most
-        bimodal recording (ODIM's criterion) and its neighbours. ``"last"``: the
-        final one. ``"odim"``: each member's own most bimodal recording.
-        ``"holdout"``: members train on random halves and a training row is
-        scored only by members that did not train on it.
     window : tuple (start, stop) of float, optional
-        Epoch range for ``scoring="window"`` (inclusive).
+        Epoch range of the recordings the score averages (inclusive); ``None``: all.
     max_record_samples : int, default=20_000
         Losses during training are recorded on at most this many rows (a random
         subset when n is larger).
     contamination : "auto" or float in (0, 0.5], default="auto"
         Sets ``offset_``: a float flags that fraction of training rows;
         ``"auto"``: Tukey's fence, Q3 + 1.5 IQR of the training outlier scores
-        (on the loss-ratio scale for ``"log_ratio"``).
+        (on the loss-ratio scale).
     random_state : int, RandomState or None, default=None
         Seeds initialization, batch order and subsampling.
     device : str, default="auto"
@@ -166,7 +152,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
         Rows of the training data that ``train_scores_`` scores (increasing).
     offset_ : float
         ``decision_function = score_samples - offset_``, set from ``train_scores_``
-        (``contamination``), as is each view's spread (``view_combination``).
+        (``contamination``), as is each view's spread.
     loss_trajectory_ : pandas.DataFrame
         Per view and recording: epoch, update, mean and quantiles of the
         member-mean training loss, bimodality, weight.
@@ -191,24 +177,21 @@ class IMDetector(OutlierMixin, BaseEstimator):
     [('standard', 3), ('robust', 3), ('whiten', 2)]
     """
 
+    _fixed: ClassVar[dict[str, str]] = FIXED_CHOICES
+
     _parameter_constraints: dict = {
         "n_members": [Interval(Integral, 1, None, closed="left")],
         "hidden_sizes": [StrOptions({"auto", "odim"}), "array-like"],
         "preprocessing": [StrOptions(set(PREPROCESSING_METHODS)), tuple, list],
         "whiten_rows_per_component": [Interval(Real, 0, None, closed="neither"), None],
         "projection_dim": [Interval(Integral, 1, None, closed="left"), None],
-        "init": [StrOptions(set(INIT_SCHEMES))],
         "init_scale": [Interval(Real, 0, None, closed="neither")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_updates": [Interval(Integral, 1, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "trim": [Interval(Real, 0, 1, closed="left")],
-        "loss": [StrOptions(set(RECONSTRUCTION_LOSSES))],
-        "normalization": [StrOptions(set(NORMALIZATIONS))],
-        "view_combination": [StrOptions(set(VIEW_COMBINATIONS))],
         "n_recordings": [Interval(Integral, 1, None, closed="left")],
-        "scoring": [StrOptions(set(SCORE_METHODS))],
         "window": [tuple, list, None],
         "max_record_samples": [Interval(Integral, 2, None, closed="left")],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
@@ -226,18 +209,13 @@ class IMDetector(OutlierMixin, BaseEstimator):
         preprocessing: str | tuple[str, ...] = ("standard", "robust", "whiten"),
         whiten_rows_per_component: float | None = 2.0,
         projection_dim: int | None = 64,
-        init: str = "default",
         init_scale: float = 1.0,
         lr: float = 3e-2,
         batch_size: int = 128,
         max_updates: int = 100,
         max_epochs: int = 50,
         trim: float = 0.3,
-        loss: str = "l1",
-        normalization: str = "log_ratio",
-        view_combination: str = "scaled_max",
         n_recordings: int = 10,
-        scoring: str = "window",
         window: tuple[float, float] | None = None,
         max_record_samples: int = 20_000,
         contamination: str | float = "auto",
@@ -251,18 +229,13 @@ class IMDetector(OutlierMixin, BaseEstimator):
         self.preprocessing = preprocessing
         self.whiten_rows_per_component = whiten_rows_per_component
         self.projection_dim = projection_dim
-        self.init = init
         self.init_scale = init_scale
         self.lr = lr
         self.batch_size = batch_size
         self.max_updates = max_updates
         self.max_epochs = max_epochs
         self.trim = trim
-        self.loss = loss
-        self.normalization = normalization
-        self.view_combination = view_combination
         self.n_recordings = n_recordings
-        self.scoring = scoring
         self.window = window
         self.max_record_samples = max_record_samples
         self.contamination = contamination
@@ -324,14 +297,27 @@ class IMDetector(OutlierMixin, BaseEstimator):
         imod.detector.training.TrainingDiverged
             (a ``ValueError``) Training produced non-finite losses or weights.
         """
+        before = _fitted_attributes(self)
+        try:
+            return self._fit(X)
+        except BaseException:
+            # A fit that raises leaves the estimator as it was (fitted or not): never the
+            # new n_features_in_ beside the old views.
+            for name in _fitted_attributes(self):
+                delattr(self, name)
+            vars(self).update(before)
+            raise
+
+    def _fit(self, X) -> IMDetector:
         self._check_params()
         check_numeric_frame(X)
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True,
                           ensure_min_samples=2)
         t0 = time.perf_counter()
         with torch_threads(self.n_threads):
-            settings = TrainingSettings(**{f.name: getattr(self, f.name)
-                                           for f in fields(TrainingSettings)})
+            settings = TrainingSettings(**{
+                f.name: self._fixed[f.name] if f.name in self._fixed else getattr(self, f.name)
+                for f in fields(TrainingSettings)})
             self.projection_ = None
             if self.projection_dim is not None and X.shape[1] > self.projection_dim:
                 self.projection_ = RandomProjection(
@@ -343,8 +329,11 @@ class IMDetector(OutlierMixin, BaseEstimator):
                 random_state=self.random_state, device=resolve_device(self.device),
                 verbose=self.verbose,
             )
-        self.train_scores_ = self._combine([v.train_scores for v in self.views_])
-        self.offset_ = offset_from(self.train_scores_, self.contamination, self.normalization)
+        # copies of a row get the first copy's score, bit for bit (see .ties)
+        self.train_scores_ = share_ties(X[self.views_[0].record_index],
+                                        self._combine([v.train_scores for v in self.views_]))
+        self.offset_ = offset_from(self.train_scores_, self.contamination,
+                                   self._fixed["normalization"])
         self.fit_seconds_ = time.perf_counter() - t0
         if self.verbose:
             print(f"IMDetector: fit {X.shape[0]} x {X.shape[1]} in {self.fit_seconds_:.2f} s")
@@ -354,10 +343,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
     def train_index_(self) -> np.ndarray:
         """Rows of the training data scored by ``train_scores_``."""
         check_is_fitted(self, "views_")
-        index = self.views_[0].record_index
-        if len(index) != len(self.train_scores_):  # a detector saved before recorded scores
-            return np.arange(len(self.train_scores_))
-        return index
+        return self.views_[0].record_index
 
     @property
     def loss_trajectory_(self) -> pd.DataFrame:
@@ -369,7 +355,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
     # ------------------------------------------------------------------ scoring
     def _combine(self, view_scores: list[np.ndarray]) -> np.ndarray:
         return combine_views(view_scores, [v.train_scores for v in self.views_],
-                             self.view_combination)
+                             self._fixed["view_combination"])
 
     def score_samples(self, X) -> np.ndarray:
         """Opposite of the outlier score: higher = more normal.
@@ -382,10 +368,12 @@ class IMDetector(OutlierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        X = self._projected(self._validate_frame(X))
+        X = self._validate_frame(X)
+        Xp = self._projected(X)
         device = resolve_device(self.device)
         with torch_threads(self.n_threads):
-            scores = self._combine([-v.outlier_scores(X, device) for v in self.views_])
+            scores = self._combine([-v.outlier_scores(Xp, device) for v in self.views_])
+        scores = share_ties(X, scores)  # copies of a row: the first copy's score, bit for bit
         if not np.isfinite(scores).all():
             raise ValueError(
                 f"{int((~np.isfinite(scores)).sum())} score(s) are NaN or infinite: the "
@@ -468,12 +456,17 @@ class IMDetector(OutlierMixin, BaseEstimator):
                 "refit the detector and save it again"
             )
         device = params["device"]
-        if str(device).startswith("cuda") and not torch.cuda.is_available():
-            warnings.warn(f"{path} was saved with device={device!r}, but CUDA is not available "
-                          "here: the detector uses device='auto' (the CPU)", stacklevel=2)
+        if device != "auto" and not device_available(device):
+            warnings.warn(f"{path} was saved with device={device!r}, which this machine "
+                          "lacks: the detector uses device='auto' (the CPU)", stacklevel=2)
             params["device"] = "auto"
         det = cls(**params)
         for name, value in state.items():
             setattr(det, name, value)
         return det
 
+
+
+def _fitted_attributes(est: IMDetector) -> dict:
+    """The attributes ``fit`` sets (trailing underscore), by name."""
+    return {k: v for k, v in vars(est).items() if k.endswith("_") and not k.startswith("_")}

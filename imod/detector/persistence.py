@@ -3,20 +3,24 @@
 A saved detector is a folder with two files:
 
 * ``weights-<digest>.pt``: a flat ``dict[str, Tensor]`` written by ``torch.save``
-  (each view's snapshots and training loss trajectories, keys ``v<view>/...``, and the
-  random projection matrix, key ``projection``:
-  tensors only), read back with ``torch.load(weights_only=True)`` (no code runs
-  at load time). Its name carries the first 16 hex digits of its SHA-256.
-* ``config.json``: format version, package version, constructor parameters,
-  every fitted array (preprocessing and normalization statistics, weights,
-  offset, feature names, ...), the weights file's name and SHA-256, and a SHA-256
-  of the JSON content itself, so a tampered or truncated file fails loudly
-  instead of scoring silently wrong.
+  (each view's snapshots and every array field of its
+  :class:`~imod.detector.views.View` record, keys ``v<view>/...``, and the random
+  projection matrix, key ``projection``: tensors only), read back with
+  ``torch.load(weights_only=True)`` (no code runs at load time). Its name carries
+  the first 16 hex digits of its SHA-256.
+* ``config.json``: format version, package version, constructor parameters, the
+  views' other fields and their preprocessors' statistics, the offset, feature
+  names, the weights file's name and SHA-256, and a SHA-256 of the JSON content
+  itself, so a tampered or truncated file fails loudly instead of scoring
+  silently wrong.
 
-Saving over an existing detector is atomic: the new weights go to a new file,
-then ``config.json`` is replaced in one rename (:func:`imod._runtime.atomic_write`),
-and only then are weights files no config names any more removed. An interrupted
-save leaves the old detector loadable.
+The fields of a view are read from the :class:`View` record itself, so a field
+added there is saved without a change here. Saving writes only these two names:
+a folder holding any other file (a user's own ``weights.pt``) is refused, never
+overwritten. Saving over an existing detector is atomic: the new weights go to a
+new file, then ``config.json`` is replaced in one rename
+(:func:`imod._runtime.atomic_write`), and only then are the weights files no config
+names any more removed. An interrupted save leaves the old detector loadable.
 
 This module knows no estimator: :meth:`IMDetector.save` hands it the parameters
 and the fitted state, :meth:`IMDetector.load` builds the estimator from what
@@ -26,9 +30,11 @@ and the fitted state, :meth:`IMDetector.load` builds the estimator from what
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -36,8 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
 from .._runtime import atomic_write
+from .._version import __version__
 from .preprocessing import IMPreprocessor
 from .projection import RandomProjection
 from .views import View
@@ -45,16 +51,13 @@ from .views import View
 __all__ = ["FORMAT_VERSION", "load_detector", "save_detector"]
 
 FORMAT = "imod.IMDetector"
-# 3: one plain record per view, weights file named by its digest; 4: the detector may
-# hold a random projection of its inputs (IMDetector(projection_dim=...))
-FORMAT_VERSION = 4
+# 4: the detector may hold a random projection of its inputs; 5: every array field of a
+# view goes to the weights file, the fields read from the View record
+FORMAT_VERSION = 5
 CONFIG = "config.json"
 _WEIGHTS_NAME = re.compile(r"weights-[0-9a-f]{16}\.pt")
-
-# Per-view arrays stored in the JSON (float64 unless named in _INT_ARRAYS).
-_ARRAYS = ("record_epochs", "record_updates", "center", "scale", "weights", "used_recordings",
-           "train_scores")
-_INT_ARRAYS = ("record_updates", "used_recordings")
+# View fields not stored as plain values: rebuilt from their own state
+_VIEW_SPECIAL = ("preprocessor", "snapshots")
 
 
 def _content_hash(payload: dict) -> str:
@@ -86,40 +89,68 @@ def _params_from_json(params: dict) -> dict:
 
 
 def _view_to_json(v: View, i: int, tensors: dict[str, torch.Tensor]) -> dict:
-    """One view: its tensors go to ``tensors``, the rest is returned."""
+    """One view: its snapshots and array fields go to ``tensors``, the rest is returned."""
     for j, snap in enumerate(v.snapshots):
         for name, t in snap.items():
             tensors[f"v{i}/{j}/{name}"] = t.detach().cpu().contiguous()
-    tensors[f"v{i}/train_trajectories"] = torch.as_tensor(v.train_trajectories)
-    tensors[f"v{i}/record_index"] = torch.as_tensor(np.asarray(v.record_index, dtype=np.int64))
-    out: dict[str, Any] = {name: np.asarray(getattr(v, name)).tolist() for name in _ARRAYS}
-    out |= {
-        "method": v.method, "sizes": list(v.sizes), "activation": v.activation,
-        "loss": v.loss, "normalization": v.normalization, "n_train_rows": int(v.n_train_rows),
-        "bimodality": None if v.bimodality is None else np.asarray(v.bimodality).tolist(),
+    out: dict[str, Any] = {
         "preprocessor_params": v.preprocessor.get_params(),
         "preprocessor": v.preprocessor.get_state(),
         "n_snapshots": len(v.snapshots), "param_names": sorted(v.snapshots[0]),
     }
+    for field in dataclasses.fields(View):
+        value = getattr(v, field.name)
+        if field.name in _VIEW_SPECIAL:
+            continue
+        if isinstance(value, np.ndarray):
+            tensors[f"v{i}/{field.name}"] = torch.from_numpy(np.ascontiguousarray(value))
+        elif isinstance(value, tuple):
+            out[field.name] = list(value)
+        else:  # str, int or None
+            out[field.name] = value.item() if isinstance(value, np.generic) else value
     return out
 
 
 def _view_from_json(f: dict, i: int, tensors: dict[str, torch.Tensor]) -> View:
-    arrays = {name: np.asarray(f[name], dtype=int if name in _INT_ARRAYS else np.float64)
-              for name in _ARRAYS}
-    return View(
-        method=f["method"],
-        preprocessor=IMPreprocessor.from_state(f["preprocessor_params"], f["preprocessor"]),
-        sizes=tuple(f["sizes"]), activation=f["activation"], loss=f["loss"],
-        normalization=f["normalization"],
-        snapshots=[{name: tensors[f"v{i}/{j}/{name}"] for name in f["param_names"]}
-                   for j in range(f["n_snapshots"])],
-        bimodality=None if f["bimodality"] is None else np.asarray(f["bimodality"]),
-        train_trajectories=tensors[f"v{i}/train_trajectories"].numpy(),
-        record_index=tensors[f"v{i}/record_index"].numpy(),
-        n_train_rows=int(f["n_train_rows"]),
-        **arrays,
-    )
+    values: dict[str, Any] = {
+        "preprocessor": IMPreprocessor.from_state(f["preprocessor_params"], f["preprocessor"]),
+        "snapshots": [{name: tensors[f"v{i}/{j}/{name}"] for name in f["param_names"]}
+                      for j in range(f["n_snapshots"])],
+    }
+    for field in dataclasses.fields(View):
+        key = f"v{i}/{field.name}"
+        if field.name in _VIEW_SPECIAL:
+            continue
+        if key in tensors:
+            values[field.name] = tensors[key].numpy()
+        else:
+            value = f[field.name]
+            values[field.name] = tuple(value) if isinstance(value, list) else value
+    return View(**values)
+
+
+def _check_folder(folder: Path) -> None:
+    """Refuse a folder holding anything but a saved detector: saving never touches a
+    file it did not write."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a folder")
+    foreign = sorted(p.name for p in folder.iterdir()
+                     if p.name != CONFIG and not _WEIGHTS_NAME.fullmatch(p.name))
+    cfg = folder / CONFIG
+    if cfg.exists():
+        try:
+            ours = json.loads(cfg.read_text()).get("format") == FORMAT
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            foreign = sorted([*foreign, CONFIG])
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise ValueError(
+            f"{folder} holds files that are not a saved IMDetector ({shown}); save into a "
+            "new or empty folder, or one holding only a detector saved before")
 
 
 def save_detector(path, params: dict, state: dict) -> Path:
@@ -144,6 +175,7 @@ def save_detector(path, params: dict, state: dict) -> Path:
     True
     """
     folder = Path(path)
+    _check_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     views = [_view_to_json(v, i, tensors) for i, v in enumerate(state["views_"])]
@@ -181,8 +213,8 @@ def save_detector(path, params: dict, state: dict) -> Path:
     text = json.dumps(payload, indent=1).encode()
     atomic_write(folder / CONFIG, lambda f: f.write(text))
     # Only now is the old detector replaced: drop weights files it no longer names.
-    for old in folder.glob("weights*.pt"):
-        if old.name != weights_name:
+    for old in folder.glob("weights-*.pt"):
+        if old.name != weights_name and _WEIGHTS_NAME.fullmatch(old.name):
             with contextlib.suppress(OSError):
                 old.unlink()
     return folder
@@ -240,7 +272,18 @@ def _read(folder: Path, cfg_path: Path, payload: dict) -> tuple[dict, dict]:
             f"{w_path} does not match the SHA-256 recorded in {CONFIG}: the weights were "
             "modified or belong to another save"
         )
-    tensors = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        tensors = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if not isinstance(tensors, dict) or not all(
+                isinstance(t, torch.Tensor) for t in tensors.values()):
+            raise TypeError("not a flat dict of tensors")
+    except (pickle.UnpicklingError, EOFError, RuntimeError, TypeError, ValueError,
+            AttributeError, ImportError, IndexError, KeyError) as exc:
+        # torch's own message advises loading without weights_only: never that for a
+        # file that may be hostile; say what the file is not.
+        what = "empty" if not data else type(exc).__name__
+        raise ValueError(f"{w_path} is not a weights file imod wrote ({what}): it is damaged "
+                         "or was replaced; refit the detector and save it again") from None
     bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
         raise ValueError(f"{w_path} holds NaN or infinite values in {bad[:3]}: the detector "

@@ -36,6 +36,7 @@ __all__ = [
     "offset_from",
     "robust_stats",
     "select_weights",
+    "tie_margin",
 ]
 
 
@@ -267,6 +268,21 @@ def combine_views(
     return np.min(scores, axis=0)
 
 
+def tie_margin(threshold: float) -> float:
+    """How far a threshold at ``threshold`` is moved towards the outliers: ``1e-6``,
+    relative beyond 1. Scores are means of logs of float32 losses; the same row scored
+    at another place in a batch, or from training's records instead of by
+    ``score_samples``, moved by up to 6e-8 (cardio and Pima, default detector), so a
+    difference below this margin is rounding, not evidence, and flags no row.
+
+    Examples
+    --------
+    >>> tie_margin(0.5), tie_margin(-250.0)
+    (1e-06, 0.00025)
+    """
+    return _TIE_MARGIN * max(1.0, abs(float(threshold)))
+
+
 def offset_from(train_scores: np.ndarray, contamination, normalization: str) -> float:
     """The threshold ``offset_`` on scores (higher = more normal) of the training rows.
 
@@ -286,7 +302,7 @@ def offset_from(train_scores: np.ndarray, contamination, normalization: str) -> 
     s = np.asarray(train_scores, dtype=np.float64)
     if contamination != "auto":
         p = float(np.percentile(s, 100.0 * contamination))
-        return p - _TIE_MARGIN * max(1.0, abs(p))
+        return p - tie_margin(p)
     outlier = -s
     log_scale = normalization == "log_ratio"
     values = np.exp(np.minimum(outlier, 700.0)) if log_scale else outlier
@@ -294,4 +310,4 @@ def offset_from(train_scores: np.ndarray, contamination, normalization: str) -> 
     fence = q3 + 1.5 * (q3 - q1)
     if log_scale:
         return float(-np.log(fence) - _TIE_MARGIN)
-    return float(-fence - _TIE_MARGIN * max(1.0, abs(fence)))
+    return float(-fence - tie_margin(fence))

@@ -43,21 +43,25 @@ from .inputs import (
 )
 from .membership import lira_scores, membership_auroc
 from .runs import (
+    AUTO_MAX_EPOCHS,
     MemberResults,
     TrainingConfig,
     array_digest,
     derive_seed,
-    epochs_to_fit,
+    fit_epoch,
+    pilot_run,
     train_in_blocks,
 )
 from .scores import (
     SCORES,
+    cumulative_loss,
     detection_metrics,
     high_influence_pairs,
     influence_matrix,
     null_threshold,
     subsample_scores,
 )
+from .stability import half_assignment, split_half_stability
 
 __all__ = ["MemorizationEstimator", "NotMemorizedWarning", "check_classification_data",
            "relabel_random", "build_model", "CHANCE_AUROC", "MEMORIZED_ACCURACY"]
@@ -166,8 +170,21 @@ class MemorizationEstimator(BaseEstimator):
                                 the lower null side)
     memorized_mask_ : ndarray (n,) bool
     detection_ : dict           AUROC/AUPR/FPR@95%TPR of the scores on the random-label points
+                                (``difference``, ``fractional``, ``lira``, ``cumulative_loss``)
+    cumulative_loss_ : ndarray (n,)  cumulative training loss (Ravikumar et al. 2025): the
+                                sum over ``epochs_`` epochs of a row's cross-entropy, averaged
+                                over the pilot members (the run's first 4) that trained on it,
+                                NaN where none did. With ``epochs="auto"`` it comes from the
+                                pilot's recordings (no training of its own); with a fixed
+                                ``epochs`` the 4 pilot members train for it
+    stability_ : dict           split-half stability: ``spearman`` of the scores of two halves
+                                of the members (alternate blocks), ``spearman_brown`` (the
+                                correlation predicted for two runs of K members), ``jaccard``
+                                of their memorized sets, ``members_per_half``
+                                (:func:`~imod.memorization.stability.split_half_stability`)
     train_seconds_ : float      time inside the block tasks (training + correctness passes)
     fit_seconds_ : float        wall time of training or loading the members (with the pilot)
+    pilot_seconds_ : float      wall time of the pilot
     score_seconds_ : float      time to compute the scores from the matrices
 
     Examples
@@ -341,15 +358,21 @@ class MemorizationEstimator(BaseEstimator):
         model = build_model(self.model, X.shape[1], len(classes))
         make_mask = self._mask_for_block(n)
         t0 = time.perf_counter()
+        # The pilot (the run's first members, seeded alike) sets the "auto" budget and
+        # records every row's loss after every epoch: the cumulative loss comes from it.
+        size = min(int(self.block_size), int(self.n_members))
+        pilot = make_mask(0, size)[: min(4, size)]
+        rec = pilot_run(model, X, y_used, pilot, self._training(1),
+                        epochs=AUTO_MAX_EPOCHS if self.epochs == "auto" else int(self.epochs),
+                        progress=self.progress)
         self.pilot_curve_ = None
         if self.epochs == "auto":
-            size = min(int(self.block_size), int(self.n_members))
-            pilot = make_mask(0, size)[: min(4, size)]
-            self.epochs_, self.pilot_curve_ = epochs_to_fit(
-                model, X, y_used, pilot, [~self.is_random_label_, self.is_random_label_],
-                self._training(1), progress=self.progress)
+            groups = [~self.is_random_label_, self.is_random_label_]
+            self.epochs_, self.pilot_curve_ = fit_epoch(rec >= 0, pilot, groups)
         else:
             self.epochs_ = int(self.epochs)
+        self.cumulative_loss_ = cumulative_loss(np.abs(rec[: self.epochs_]), pilot)
+        self.pilot_seconds_ = time.perf_counter() - t0
         self.training_ = self._training(self.epochs_)
 
         config = {
@@ -430,10 +453,14 @@ class MemorizationEstimator(BaseEstimator):
         self.memorized_ = np.flatnonzero(self.memorized_mask_)
         self.detection_ = {}
         if self.random_label_idx_.size:
-            for name in SCORES:
-                self.detection_[name] = detection_metrics(getattr(self, name + "_"),
-                                                          self.is_random_label_)
-            self.detection_["lira"] = detection_metrics(self.lira_scores_, self.is_random_label_)
+            for name in (*SCORES, "lira_scores", "cumulative_loss"):
+                self.detection_[name.removesuffix("_scores")] = detection_metrics(
+                    getattr(self, name + "_"), self.is_random_label_)
+        self.stability_ = split_half_stability(
+            runs.mask, runs.correct_train, rl, halves=half_assignment(
+                runs.n_members, int(self.block_size)), score=self.score,
+            threshold=None if self.threshold == "null" else float(self.threshold),
+            alpha=self.alpha, side=self.null_side, min_out=1)  # a half has half the OUT members
         self._warn_if_not_meaningful()
         self.score_seconds_ = time.perf_counter() - t0
 
@@ -515,4 +542,5 @@ class MemorizationEstimator(BaseEstimator):
             "memorized": self.memorized_mask_,
             "c_score": self.c_scores_,
             "lira": self.lira_scores_,
+            "cumulative_loss": self.cumulative_loss_,
         })

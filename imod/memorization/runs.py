@@ -64,6 +64,9 @@ __all__ = [
     "train_in_blocks",
     "evaluate_members",
     "epochs_to_fit",
+    "fit_epoch",
+    "pilot_run",
+    "signed_loss",
     "logit_confidence",
 ]
 
@@ -254,35 +257,74 @@ AUTO_FIT = 0.99
 AUTO_MARGIN = 1.25
 
 
-def epochs_to_fit(model, X, y, mask, groups, training: TrainingConfig, *,
-                  progress: bool = False) -> tuple[int, np.ndarray]:
-    """The ``epochs="auto"`` rule: train pilot members and find when they fit their rows.
+def signed_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every row, negated where the member's arg-max class is wrong.
 
-    The pilot members (the rows of ``mask``) record their correctness on every row
-    after every epoch, up to :data:`AUTO_MAX_EPOCHS`. The fit epoch is the first at
-    which the mean accuracy on the rows each member trained on reaches
-    :data:`AUTO_FIT` in every group of rows (``groups``: boolean ``(n,)`` masks, e.g.
-    natural and random-label rows); the budget is :data:`AUTO_MARGIN` times that,
-    at most :data:`AUTO_MAX_EPOCHS`. Returns ``(epochs, curve)`` with ``curve`` the
-    ``(AUTO_MAX_EPOCHS, len(groups))`` in-sample accuracies.
+    One recording (one forward pass) then gives both the correctness (``>= 0``) and the
+    loss (the absolute value): a wrong arg-max leaves ``p_y <= 1/2``, so its loss is at
+    least ``log 2`` and its sign never ambiguous. Shape ``(K, B)``.
+
+    Examples
+    --------
+    >>> out = torch.tensor([[[2.0, 0.0], [2.0, 0.0]]])
+    >>> [round(v, 3) for v in signed_loss(out, torch.tensor([0, 1]))[0].tolist()]
+    [0.127, -2.127]
+    """
+    from imod.engine.losses import cross_entropy
+
+    loss = cross_entropy(outputs, targets)
+    return torch.where(correctness(outputs, targets) > 0, loss, -loss)
+
+
+def pilot_run(model, X, y, mask, training: TrainingConfig, *, epochs: int = AUTO_MAX_EPOCHS,
+              progress: bool = False) -> np.ndarray:
+    """Train the members of ``mask`` for ``epochs`` and record every row after every epoch.
+
+    Returns the ``(epochs, k, n)`` :func:`signed_loss` recordings: ``>= 0`` where the
+    member classifies the row correctly, the absolute value its cross-entropy. The
+    members are seeded as the run's members of the same global index, so with the
+    run's first mask rows they follow the run's first members' trajectories.
     """
     from imod.engine import train_ensemble
 
     with torch_threads(training.torch_threads):
         res = train_ensemble(
             Task(model, X, y, mask=mask, loss="cross_entropy"),
-            training.engine_training(AUTO_MAX_EPOCHS),
+            training.engine_training(int(epochs)),
             Placement(device=training.device, precision=training.precision or "fp32",
                       progress=progress),
-            Recording([Recorder("c", correctness)], every="epoch"),
+            Recording([Recorder("s", signed_loss)], every="epoch"),
         )
-    c = res.records["c"].astype(bool)  # (E, k, n)
+    return res.records["s"]
+
+
+def fit_epoch(correct, mask, groups) -> tuple[int, np.ndarray]:
+    """The ``epochs="auto"`` budget from per-epoch correctness ``(E, k, n)`` of pilot members.
+
+    The fit epoch is the first at which the mean accuracy on the rows each member
+    trained on reaches :data:`AUTO_FIT` in every group of rows (``groups``: boolean
+    ``(n,)`` masks, e.g. natural and random-label rows); the budget is
+    :data:`AUTO_MARGIN` times that, at most the recorded epochs. Returns ``(epochs,
+    curve)`` with ``curve`` the ``(E, len(groups))`` in-sample accuracies.
+    """
+    c = np.asarray(correct, dtype=bool)
     groups = [g for g in groups if (mask & g[None]).any()]
     curve = np.stack([c[:, mask & g[None]].mean(axis=1) for g in groups], axis=1)
     fit = np.flatnonzero((curve >= AUTO_FIT).all(axis=1))
     if fit.size == 0:
-        return AUTO_MAX_EPOCHS, curve
-    return min(AUTO_MAX_EPOCHS, int(np.ceil(AUTO_MARGIN * (fit[0] + 1)))), curve
+        return len(c), curve
+    return min(len(c), int(np.ceil(AUTO_MARGIN * (fit[0] + 1)))), curve
+
+
+def epochs_to_fit(model, X, y, mask, groups, training: TrainingConfig, *,
+                  progress: bool = False) -> tuple[int, np.ndarray]:
+    """The ``epochs="auto"`` rule: train pilot members and find when they fit their rows.
+
+    The pilot members (the rows of ``mask``) train :data:`AUTO_MAX_EPOCHS` epochs
+    (:func:`pilot_run`), then :func:`fit_epoch` picks the budget.
+    """
+    rec = pilot_run(model, X, y, mask, training, progress=progress)
+    return fit_epoch(rec >= 0, mask, groups)
 
 
 def train_in_blocks(

@@ -1,0 +1,71 @@
+"""Identical rows get one score: the first copy's, bit for bit.
+
+The networks score rows in batches, and a matrix product's rounding depends on where a
+row sits in its batch (the BLAS kernels block and vectorize columns differently at the
+edges). Copies of one row therefore got scores a few 1e-9 apart, and a percentile
+threshold drawn through such a tie flagged some copies and not others (8 of 200
+identical rows). :func:`first_copies` finds, for every row, the first row equal to it
+(hashing the rows' bytes, then comparing the rows a hash pairs), and :func:`share_ties`
+gives every copy that row's value, so a score, a label or an explanation never depends
+on where a copy sat.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["first_copies", "share_ties"]
+
+# splitmix64's constants: each 64-bit word is mixed before the words of a row are summed,
+# so that rows differing in a structured way (a swap, a sign) hash apart.
+_GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _row_hashes(X: np.ndarray) -> np.ndarray:
+    """One uint64 per row; equal rows (``-0.0`` and ``0.0`` counted equal) hash equal."""
+    words = np.ascontiguousarray(X, dtype=np.float64) + 0.0  # -0.0 -> 0.0
+    z = words.view(np.uint64) + np.arange(1, X.shape[1] + 1, dtype=np.uint64) * np.uint64(
+        _GOLDEN)  # the column enters the hash
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
+    z ^= z >> np.uint64(31)
+    return z.sum(axis=1, dtype=np.uint64)  # wraps modulo 2**64
+
+
+def first_copies(X: np.ndarray) -> np.ndarray:
+    """For each row of ``X`` (2-D, finite), the index of the first row equal to it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> first_copies(np.array([[1.0, 2.0], [0.0, 1.0], [1.0, 2.0], [-0.0, 1.0]])).tolist()
+    [0, 1, 0, 1]
+    """
+    X = np.asarray(X)
+    n = X.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.intp)
+    _, first, inverse = np.unique(_row_hashes(X), return_index=True, return_inverse=True)
+    first = first[inverse.ravel()]
+    # a hash shared by unequal rows (a collision, ~n^2 / 2^65) must not tie them
+    moved = np.flatnonzero(first != np.arange(n))
+    unequal = moved[(X[first[moved]] != X[moved]).any(axis=1)]
+    first[unequal] = unequal
+    return first
+
+
+def share_ties(X: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` (one entry or row per row of ``X``) with every copy of a row given the
+    first copy's entry, bit for bit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> share_ties(np.array([[3.0], [3.0], [1.0]]), np.array([0.5, 0.5 + 1e-12, 0.1]))
+    array([0.5, 0.5, 0.1])
+    """
+    values = np.asarray(values)
+    first = first_copies(X)
+    if (first == np.arange(len(first))).all():
+        return values
+    return values[first]
