@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "ConfigMismatchError",
     "FolderInUseError",
+    "TrainingDiverged",
     "array_digest",
     "atomic_write",
     "cache_dir",
@@ -47,14 +48,16 @@ class ConfigMismatchError(ValueError):
     Use another --out, or --overwrite to discard them.
     """
 
-    def __init__(self, folder: str | os.PathLike, problems: list[str] | str) -> None:
+    def __init__(self, folder: str | os.PathLike, problems: list[str] | str,
+                 changed: tuple[str, ...] | list[str] = ()) -> None:
         self.folder = Path(folder)
         self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.changed = tuple(changed)  # dotted configuration keys, for a command's own words
         super().__init__(f"{self._what()} Use another folder, or overwrite=True (--overwrite on "
                          "the command line) to discard them.")
 
-    def __reduce__(self):  # picklable with its two arguments (Dask sends exceptions)
-        return type(self), (self.folder, self.problems)
+    def __reduce__(self):  # picklable with its arguments (Dask sends exceptions)
+        return type(self), (self.folder, self.problems, self.changed)
 
     def _what(self) -> str:
         return (f"{self.folder} holds results from a different configuration: "
@@ -63,6 +66,12 @@ class ConfigMismatchError(ValueError):
     def cli_message(self, flag: str = "--out") -> str:
         """The message in command-line words."""
         return f"{self._what()} Use another {flag}, or --overwrite to discard them."
+
+
+class TrainingDiverged(ValueError):
+    """Training produced non-finite losses, weights or outputs (a learning rate or initial
+    scale far too large). The detector and the memorization estimator raise it; the
+    command line says it in its own words."""
 
 
 class FolderInUseError(RuntimeError):

@@ -151,6 +151,82 @@ def test_memorize_config_mismatch_speaks_command_line(tmp_path: Path, capsys, on
     tiny2[tiny2.index("--epochs") + 1] = "2"
     assert main(["memorize", *tiny2, "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "differs in: train.epochs" in err
+    assert "trained with other settings (--epochs changed)" in err  # issue 25 (6)
     assert "Use another --out, or --overwrite" in err and "overwrite=True" not in err
     assert main(["memorize", *tiny2, "--out", str(out), "--overwrite"]) == 0
+
+
+# --------------------------------------------------------------------------- issue 25
+
+
+def test_memorize_diverging_training_is_an_error(tmp_path: Path):
+    """Issue 25 (4): --lr 1e9 exited 0 calling 1,194 of 1,194 points memorized at chance
+    accuracy, and advised "a larger --lr"."""
+    res = _imod("memorize", "--members", "16", "--block-size", "4", "--epochs", "2",
+                "--hidden", "8", "--lr", "1e9", "--no-progress", "--out", str(tmp_path / "x"),
+                cwd=tmp_path)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "training diverged" in res.stderr and "use a smaller --lr" in res.stderr
+    assert "Traceback" not in res.stderr and "larger --lr" not in res.stderr
+    assert not (tmp_path / "x" / "scores.csv").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--members", "0"], "--members must be 1 or more, got 0"),
+    (["--threads", "-1"], "--threads must be 1 or more, got -1"),
+    (["--device", "mps"], "--device mps: this machine has no MPS device"),
+    (["--members", "4", "--min-out", "3"], "--members 4 is too few for --rate 0.5"),
+    (["--out", ""], "--out: give a folder name"),
+])
+def test_memorize_bad_values_speak_command_line(tmp_path: Path, args, message):
+    """Issue 25 (5, 6, 9): tracebacks (--threads -1, --device mps), Python words
+    ('n_members' parameter of MemorizationEstimator, min_in=1 and min_out=3) and an
+    empty --out writing into the current folder."""
+    from imod._runtime import device_available
+
+    if "mps" in args and device_available("mps"):
+        pytest.skip("this machine has MPS")
+    out = [] if "--out" in args else ["--out", str(tmp_path / "o")]
+    res = _imod("memorize", *TINY, *args, *out, cwd=tmp_path)
+    assert res.returncode == 2 and message in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    assert not any(w in res.stderr for w in ("n_members", "min_in", "MemorizationEstimator"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written anywhere
+
+
+def test_memorize_single_class_names_the_label_plainly(tmp_path: Path):
+    """Issue 25 (6): 'y has a single class (np.int64(0))'."""
+    import numpy as np
+
+    path = tmp_path / "one.npz"
+    np.savez(path, X=np.random.default_rng(0).normal(size=(40, 3)), y=np.zeros(40, int))
+    res = _imod("memorize", *TINY, "--dataset", str(path), "--out", str(tmp_path / "o"),
+                cwd=tmp_path)
+    assert res.returncode == 2 and "y has a single class (0)" in res.stderr, res.stderr
+    assert "np.int64" not in res.stderr
+
+
+def test_memorize_damaged_manifest_is_rebuilt_and_other_code_refused(tmp_path: Path):
+    """Issue 25 (9): a damaged members/manifest.json offered only --overwrite; it is
+    rebuilt from the blocks. Issue 25 (3): the manifest recorded no versions, so blocks
+    made by other code were mixed in; a resume under another code digest is refused."""
+    import json
+
+    from imod.distributed.store import config_hash
+
+    out = tmp_path / "run"
+    assert _imod("memorize", *TINY, "--out", str(out), cwd=tmp_path).returncode == 0
+    manifest = out / "members" / "manifest.json"
+    assert json.loads(manifest.read_text())["config"]["extra"]["imod"]["version"]
+    manifest.write_text('{"format_version": 1, "conf')  # cut by a full disk
+    again = _imod("memorize", *TINY, "--out", str(out), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "members trained in this call: 0" in again.stdout
+    # Blocks recorded under another code state: refused, in command-line words.
+    m = json.loads(manifest.read_text())
+    m["config"]["extra"]["imod"]["code"] = "0123456789abcdef"
+    m["config_hash"] = config_hash(m["config"])
+    manifest.write_text(json.dumps(m))
+    other = _imod("memorize", *TINY, "--out", str(out), cwd=tmp_path)
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert "the imod code (another version or edit) changed" in other.stderr, other.stderr

@@ -13,9 +13,9 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from imod._runtime import ConfigMismatchError
 from imod.distributed import (
     EnsembleJob,
-    StoreConfigError,
     missing_ranges,
     run_tasks,
     train_blocks,
@@ -110,7 +110,7 @@ def test_missing_ranges_and_local_backend_match_one_run(tmp_path, data, recorder
     with np.load(tmp_path / "block_0000000_0000005.npz", allow_pickle=False) as z:
         assert z["mask"].shape == (5, N) and z["rec__loss"].shape == (3, 5, 50)
     # Another configuration is refused with a clear error.
-    with pytest.raises(StoreConfigError, match="differs in: train.epochs"):
+    with pytest.raises(ConfigMismatchError, match="differs in: train.epochs"):
         train_blocks(MODEL, X, y, mask=mask, block_size=5, recording=Recording(recorders),
                      store=tmp_path, **{**KW, "training": Training(epochs=4, batch_size=32,
                                                                   random_state=5)})

@@ -35,7 +35,6 @@ from tqdm.auto import tqdm
 
 from imod._runtime import (
     ConfigMismatchError,
-    FolderInUseError,
     atomic_write,
     folder_lock,
     output_folder,
@@ -45,8 +44,7 @@ from imod.bench.datasets import DatasetRef
 from imod.bench.download import sha256_file
 from imod.bench.protocol import ProtocolConfig
 
-__all__ = ["RESULT_COLUMNS", "ConfigMismatchError", "FolderInUseError", "read_results",
-           "run_benchmark"]
+__all__ = ["RESULT_COLUMNS", "read_results", "run_benchmark"]
 
 _FORMAT_VERSION = 1
 _INT_COLUMNS = ("seed", "n_train", "n_test", "n_features")
@@ -112,9 +110,11 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 def _versions() -> dict[str, str]:
     """Versions of imod and the libraries whose numbers end up in the results."""
-    from imod import __version__
+    from imod._version import __version__, code_digest
 
-    out = {"imod": __version__, "python": platform.python_version()}
+    # the code digest tells apart code states that share a version number
+    out = {"imod": __version__, "imod_code": code_digest(),
+           "python": platform.python_version()}
     for mod in ("numpy", "scipy", "sklearn", "pandas", "pyod", "torch"):
         m = sys.modules.get(mod)
         if m is None:

@@ -294,7 +294,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
 
         Raises
         ------
-        imod.detector.training.TrainingDiverged
+        imod._runtime.TrainingDiverged
             (a ``ValueError``) Training produced non-finite losses or weights.
         """
         before = _fitted_attributes(self)

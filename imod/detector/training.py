@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
+from .._runtime import TrainingDiverged
 from ..engine import (
     EnsembleResult,
     OptimizerSpec,
@@ -65,11 +66,6 @@ class TrainingSettings:
     scoring: str
     window: tuple[float, float] | None
     max_record_samples: int
-
-
-class TrainingDiverged(ValueError):
-    """Training produced non-finite losses or weights (a learning rate or initial
-    scale far too large)."""
 
 
 def auto_hidden_sizes(n_features: int, style: str = "auto") -> tuple[int, ...]:

@@ -275,9 +275,9 @@ class EnsembleJob:
                 for r in self.recorders]
         out = {"format_version": 2, "model": _describe(self.model),
                "data": array_digest(self.X, self.y)[:16], "recorders": recs,
-               "loss": _describe(self.loss), "train": _describe(self.training),
-               "record": {"every": rec.every, "initial": rec.initial},
-               "precision": self.placement.precision}
+               "loss": _describe(self.loss),
+               "train": {**_describe(self.training), "precision": self.placement.precision},
+               "record": {"every": rec.every, "initial": rec.initial}}
         if self.grid_only:
             out["block_grid"] = self.block_size
         if self.extra_config:
@@ -351,7 +351,7 @@ class EnsembleJob:
 
         Raises
         ------
-        imod.distributed.store.StoreConfigError
+        imod._runtime.ConfigMismatchError
             If ``store`` holds blocks of another configuration.
         """
         if backend not in BACKENDS:

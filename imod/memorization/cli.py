@@ -6,6 +6,7 @@ Registered by the root :mod:`imod.cli` through :func:`add_parser`, as every pack
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -38,6 +39,14 @@ examples:
   imod memorize --dataset mnist1d --members 4000 --block-size 500 --device cuda --out mem-m1d
   imod memorize --dataset digits --ablation --members 64 --utility-members 20 --out abl
 """
+
+
+def _folder(v: str) -> Path:
+    """An output folder: an empty name would write into the current folder."""
+    if not v.strip():
+        raise argparse.ArgumentTypeError("give a folder name (an empty one would write into the "
+                                         "current folder)")
+    return Path(v)
 
 
 def _float_or_null(v: str):
@@ -113,7 +122,7 @@ def add_parser(subparsers, name: str = "memorize", help: str | None = None
                         "--null-side)")
     g.add_argument("--ablation-members-095", type=int, default=None,
                    help="members of the rate-0.95 scoring run (default: --members)")
-    p.add_argument("--out", type=Path, default=Path("imod-memorization"), help="output folder")
+    p.add_argument("--out", type=_folder, default=Path("imod-memorization"), help="output folder")
     p.add_argument("--overwrite", action="store_true",
                    help="replace runs with another configuration in --out")
     p.add_argument("--no-progress", action="store_true")
@@ -146,7 +155,7 @@ def _not_meaningful(est, args) -> str:
     if why:
         return ("; ".join(why) + ": the null threshold and the memorized count below are not "
                 "meaningful. Train longer: --epochs auto (the default) or a larger --epochs; "
-                "or a wider --hidden or a larger --lr.")
+                "or a wider --hidden.")
     if (args.threshold == "null" and args.null_side == "upper" and not len(est.memorized_)
             and est.threshold_ >= np.nanmax(est.scores_)):
         return ("the upper null threshold is the largest score (memorized random-label "
@@ -168,8 +177,92 @@ def _md_table(df) -> str:
     return "\n".join(lines)
 
 
+# Flags that must be whole numbers >= 1 (attribute, flag).
+_POSITIVE_INTS = (("members", "--members"), ("block_size", "--block-size"),
+                  ("batch_size", "--batch-size"), ("threads", "--threads"),
+                  ("loo_examples", "--loo-examples"), ("loo_seeds", "--loo-seeds"),
+                  ("utility_members", "--utility-members"),
+                  ("ablation_members_095", "--ablation-members-095"))
+# Configuration keys of a stored run -> the flags that set them (for a refused resume).
+_FLAG_OF_KEY = {
+    "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.optimizer.lr": "--lr",
+    "train.optimizer.weight_decay": "--weight-decay", "train.random_state": "--seed",
+    "train.precision": "--precision", "rate": "--rate", "extra.rate": "--rate",
+    "model.sizes": "--hidden", "extra.model.sizes": "--hidden",
+    "extra.random_label_fraction": "--random-label-fraction",
+    "data": "--dataset",
+    "extra.data": "--dataset", "extra.test": "--dataset", "recorders": "--dataset",
+    "block_grid": "--block-size", "extra.block_size": "--block-size",
+}
+
+
+def _value_problem(args: argparse.Namespace) -> str | None:
+    """Values argparse cannot check, in command-line words, before any work."""
+    from imod._runtime import resolve_device
+
+    for attr, flag in _POSITIVE_INTS:
+        v = getattr(args, attr)
+        if v is not None and v < 1:
+            return f"{flag} must be 1 or more, got {v}"
+    if isinstance(args.epochs, int) and args.epochs < 1:
+        return f"--epochs must be 'auto' or 1 or more, got {args.epochs}"
+    if any(h < 1 for h in args.hidden):
+        return f"--hidden widths must be 1 or more, got {' '.join(map(str, args.hidden))}"
+    for flag, v in (("--rate", args.rate), *(("--rates", r) for r in args.rates)):
+        if not 0.0 < v < 1.0:
+            return f"{flag} must be between 0 and 1 (both excluded), got {v:g}"
+    if not 0.0 < args.alpha < 1.0:
+        return f"--alpha must be between 0 and 1 (both excluded), got {args.alpha:g}"
+    if not 0.0 <= args.random_label_fraction < 1.0:
+        return f"--random-label-fraction must be in [0, 1), got {args.random_label_fraction:g}"
+    if args.threshold == "null" and args.random_label_fraction == 0:
+        return "--threshold null needs --random-label-fraction above 0 (the null points)"
+    if not args.lr > 0:
+        return f"--lr must be above 0, got {args.lr:g}"
+    if args.weight_decay < 0 or args.min_out < 0:
+        return "--weight-decay and --min-out must be 0 or more"
+    try:
+        resolve_device(args.device)
+    except ValueError:
+        kind = args.device.split(":")[0]
+        if kind in ("cuda", "mps"):
+            return f"--device {args.device}: this machine has no {kind.upper()} device; use " \
+                   "--device auto or cpu"
+        return f"--device {args.device} is not a device; use auto, cpu, cuda[:i] or mps"
+    return _members_problem(args)
+
+
+def _members_problem(args: argparse.Namespace) -> str | None:
+    """Every example needs --min-out OUT members (and one IN): too few --members is an
+    error before training, said with the flags."""
+    from .inputs import member_counts
+
+    n_in, n_out, need = member_counts(args.members, args.block_size, args.rate, 1, args.min_out)
+    if n_in >= 1 and n_out >= args.min_out:
+        return None
+    return (f"--members {args.members} is too few for --rate {args.rate:g}: every example would "
+            f"be held out of {n_out} members, and --min-out {args.min_out} are needed (and "
+            f"trained on by at least 1); use --members {need} or more (in blocks of "
+            f"--block-size {args.block_size})")
+
+
+def _mismatch_words(exc) -> str:
+    """A refused resume in command-line words: the flags whose values changed."""
+    flags = []
+    for key in exc.changed:
+        flag = ("the imod code (another version or edit)" if key.startswith("extra.imod")
+                else _FLAG_OF_KEY.get(key))
+        if flag is not None and flag not in flags:
+            flags.append(flag)
+    if not flags:
+        return exc.cli_message()
+    return (f"{exc.folder} holds members trained with other settings ({', '.join(flags)} "
+            "changed). Use another --out, or --overwrite to discard them.")
+
+
 def _usage_problem(args: argparse.Namespace) -> str | None:
-    """--out must be a writable folder and a --dataset path an existing file."""
+    """An --out that is no writable folder, a --dataset path that is no file, bad values
+    (a folder made for the check is removed again when a value is bad)."""
     from imod._runtime import output_folder
 
     name = str(args.dataset)
@@ -180,15 +273,27 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
                     ".npz file with arrays X, y)")
         if path.is_dir():
             return f"--dataset {name} is a folder; give an .npz file with arrays X, y"
+    new = [f for f in (args.out, *args.out.parents) if not f.exists()]
     try:
         output_folder(args.out)
     except ValueError as exc:
         return f"--out: {exc}"
-    return None
+    problem = _value_problem(args)
+    if problem is not None:
+        for folder in new:  # innermost first; only the empty folders made just now
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return problem
 
 
 def run(args: argparse.Namespace) -> int:
-    from imod._runtime import ConfigMismatchError, FolderInUseError, folder_lock, torch_threads
+    from imod._runtime import (
+        ConfigMismatchError,
+        FolderInUseError,
+        TrainingDiverged,
+        folder_lock,
+        torch_threads,
+    )
 
     problem = _usage_problem(args)
     if problem is not None:
@@ -196,11 +301,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"imod memorize: error: {problem}", file=sys.stderr)
         return 2
     try:
-        with folder_lock(args.out), torch_threads(args.threads or None):
+        with folder_lock(args.out), torch_threads(args.threads):
             return _run(args)
-    except (ConfigMismatchError, FolderInUseError) as exc:
+    except ConfigMismatchError as exc:
+        print(f"imod memorize: error: {_mismatch_words(exc)}", file=sys.stderr)
+        return 2
+    except FolderInUseError as exc:
         print(f"imod memorize: error: {exc.cli_message()}", file=sys.stderr)
         return 2
+    except TrainingDiverged:
+        print(f"imod memorize: error: training diverged: the members' losses on their own rows "
+              f"became infinite, NaN or exploded (--lr {args.lr:g}); use a smaller --lr",
+              file=sys.stderr)
+        return 1
     except (ValueError, ImportError, OSError) as exc:
         print(f"imod memorize: error: {exc}", file=sys.stderr)
         return 2

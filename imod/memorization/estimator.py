@@ -12,6 +12,11 @@ sets (:func:`imod.memorization.leakage.find_near_duplicates`). The same masks an
 recordings give C-scores and online LiRA membership scores
 (:mod:`imod.memorization.membership`).
 
+Every fit also reports how stable its scores are (``stability_``: the two halves of the
+members scored apart, :mod:`imod.memorization.stability`) and a one-run proxy, the
+cumulative training loss of the pilot's members (``cumulative_loss_``, Ravikumar et al.
+2025).
+
 Masks are generated per block of ``block_size`` members and balanced within each
 block, so every example is IN exactly ``sum_b round(rate * size_b)`` members (the
 same for all examples) and a run can be resumed or extended (``out_dir``).
@@ -27,6 +32,8 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from imod._runtime import TrainingDiverged
+from imod._version import __version__, code_digest
 from imod.engine import OptimizerSpec, balanced_mask, bernoulli_mask
 
 from .inputs import (
@@ -65,6 +72,11 @@ from .stability import half_assignment, split_half_stability
 
 __all__ = ["MemorizationEstimator", "NotMemorizedWarning", "check_classification_data",
            "relabel_random", "build_model", "CHANCE_AUROC", "MEMORIZED_ACCURACY"]
+
+
+# A member whose mean cross-entropy on its own rows ends above this many times the chance
+# level log(C) has diverged (training starts near log(C) and only goes down when it works).
+DIVERGED_LOSS = 10.0
 
 
 class MemorizationEstimator(BaseEstimator):
@@ -382,6 +394,8 @@ class MemorizationEstimator(BaseEstimator):
             "random_label_fraction": float(self.random_label_fraction),
             "data": array_digest(X, y_used),
             "test": array_digest(X_test, yt_enc),
+            # blocks made by other code (another release or any edit of imod) are refused
+            "imod": {"version": __version__, "code": code_digest()},
         }
         bar = None
         if self.progress:
@@ -403,6 +417,7 @@ class MemorizationEstimator(BaseEstimator):
         finally:
             if bar is not None:
                 bar.close()
+        _check_diverged(runs, len(classes), self.training_)
         self._set_results(runs)
         self.fit_seconds_ = time.perf_counter() - t0
         return self
@@ -471,7 +486,7 @@ class MemorizationEstimator(BaseEstimator):
             warnings.warn(
                 "; ".join(why) + ": the null threshold, memorized_ and detection_ are not "
                 "meaningful. Train longer (epochs='auto' or a larger epochs), or give the "
-                "members more capacity (model) or a larger learning rate (optimizer).",
+                "members more capacity (model).",
                 NotMemorizedWarning, stacklevel=3)
         if (self.threshold == "null" and self.null_side == "upper"
                 and not self.memorized_mask_.any() and np.isfinite(self.threshold_)
@@ -544,3 +559,21 @@ class MemorizationEstimator(BaseEstimator):
             "lira": self.lira_scores_,
             "cumulative_loss": self.cumulative_loss_,
         })
+
+
+def _check_diverged(runs: MemberResults, n_classes: int, training: TrainingConfig) -> None:
+    """Refuse members whose training diverged: their outputs are non-finite or their mean
+    cross-entropy on their own rows ended over ``DIVERGED_LOSS`` times the chance level
+    ``log(C)`` (where training starts). Their predictions are arbitrary, and scores from
+    them would call every point memorized at chance accuracy."""
+    conf = runs.confidence_train.astype(np.float64)  # log(p_y / (1 - p_y))
+    with np.errstate(over="ignore", invalid="ignore"):
+        ce = np.logaddexp(0.0, -conf)  # -log p_y
+        own = np.where(runs.mask, ce, 0.0).sum(axis=1) / np.maximum(runs.mask.sum(axis=1), 1)
+    bad = ~np.isfinite(own) | (own > DIVERGED_LOSS * np.log(max(n_classes, 2)))
+    if bad.any():
+        raise TrainingDiverged(
+            f"training diverged: {int(bad.sum())} of {len(bad)} members ended with infinite, "
+            f"NaN or exploding losses on their own rows (optimizer "
+            f"{getattr(training.optimizer, 'name', training.optimizer)}, lr="
+            f"{getattr(training.optimizer, 'lr', '?')}); use a smaller learning rate")

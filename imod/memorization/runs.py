@@ -22,7 +22,7 @@ its hash) and one ``block_<first>_<stop>.npz`` per finished block with the mask 
 the recordings ``rec__correct_train``, ``rec__margin_train``, ``rec__confidence_train``
 (and ``rec__correct_test``, ``rec__margin_test`` with a test set), written atomically and read with
 ``allow_pickle=False``. A folder made with another configuration is refused
-(:class:`ConfigMismatchError`).
+(:class:`~imod._runtime.ConfigMismatchError`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 from imod.distributed import EnsembleJob
-from imod.distributed.store import StoreConfigError
 from imod.engine import (
     OptimizerSpec,
     Placement,
@@ -53,7 +52,6 @@ from imod.engine.members import ModuleMembers
 from .._runtime import array_digest, torch_threads
 
 __all__ = [
-    "ConfigMismatchError",
     "DEFAULT_HIDDEN",
     "TrainingConfig",
     "MemberResults",
@@ -69,9 +67,6 @@ __all__ = [
     "signed_loss",
     "logit_confidence",
 ]
-
-#: The output folder holds a run made with a different configuration.
-ConfigMismatchError = StoreConfigError
 
 #: Hidden widths of the default member MLP (from benchmarks/studies/memorization_defaults.py).
 DEFAULT_HIDDEN: tuple[int, ...] = (512,)
@@ -378,7 +373,7 @@ def train_in_blocks(
 
     Raises
     ------
-    ConfigMismatchError
+    imod._runtime.ConfigMismatchError
         If ``out_dir`` holds a run with another configuration.
 
     Examples

@@ -280,8 +280,10 @@ def ablation_study(
     ``diff`` = mean accuracy(removed memorized) - accuracy(removed random) in
     percentage points, its std and the paired t-test p-value; ``delta`` and
     ``p_vs_baseline`` compare each row's per-seed differences with the first
-    row's (paired by seed, two-sided). ``training`` (a :class:`TrainingConfig`) says
-    how every member of the scoring runs and of the utility ensembles trains.
+    row's (paired by seed, two-sided). A setting that flags no point has
+    ``n_memorized`` 0 and NaN utility (nothing is trained for it). ``training`` (a
+    :class:`TrainingConfig`) says how every member of the scoring runs and of the utility
+    ensembles trains.
     """
     import pandas as pd
 
@@ -326,6 +328,10 @@ def ablation_study(
         mem_idx = np.flatnonzero(est.memorized_for(
             s, thr, inclusive=thr_kind.startswith("null") and side == "lower"))
         key = mem_idx.tobytes()
+        if not mem_idx.size:  # nothing flagged: no utility to measure, nothing to train
+            table.append({"setting": label, "rate": rate, "score": score, "threshold": thr,
+                          "threshold_kind": thr_kind, "n_memorized": 0})
+            continue
         if key not in util_cache:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
