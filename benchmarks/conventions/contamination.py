@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _table import markdown
 from sklearn.metrics import precision_recall_fscore_support
 from tqdm import tqdm
 
@@ -87,11 +88,11 @@ def summary(df: pd.DataFrame) -> str:
     wide.columns = [f"{m} ({r})" for m, r in wide.columns]
     wide = wide.reset_index().sort_values("dataset", key=lambda s: s.str.split("_").str[0]
                                           .astype(int))
-    lines = [wide.round(3).to_markdown(index=False), ""]
+    lines = [markdown(wide), ""]
     means = per.groupby("rule")[["precision", "recall", "f1", "flagged"]].mean()
-    lines += ["Mean over the datasets:", "", means.round(3).to_markdown(), ""]
+    lines += ["Mean over the datasets:", "", markdown(means, index=True), ""]
     folds = per.pivot_table(index="fold", columns="rule", values="f1")
-    lines += ["Mean F1 per fold:", "", folds.round(3).to_markdown(), ""]
+    lines += ["Mean F1 per fold:", "", markdown(folds, index=True), ""]
     wins = (wide["f1 (auto)"] > wide["f1 (0.1)"]).sum()
     lines.append(f"auto has the higher F1 on {wins} of {len(wide)} datasets.")
     return "\n".join(lines)

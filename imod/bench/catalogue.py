@@ -308,7 +308,8 @@ def resolve_name(name: str, local: Sequence[DatasetRef]) -> DatasetRef:
     Parameters
     ----------
     name : str
-        What the user typed (a trailing ``.npz`` is ignored).
+        What the user typed (a trailing ``.npz``, and the ``*``/``?`` marks ``imod list``
+        prints after names, are ignored).
     local : sequence of DatasetRef
         Local files (see `discover_local`); upstream-only names resolve to a ref without path.
 
@@ -338,7 +339,8 @@ def resolve_name(name: str, local: Sequence[DatasetRef]) -> DatasetRef:
     imod.bench.catalogue.DatasetNameError: unknown dataset 'cardoi'. Did you mean: 6_cardio, ...
     """
     cands = _candidates(local)
-    query = name.strip().removesuffix(".npz")
+    # `imod list` marks names with * (local) and ? (no known SHA-256): pasted back, they work
+    query = name.strip().rstrip("*?").removesuffix(".npz")
     if "/" in query:
         folder, stem = query.split("/", 1)
         hits = [r for r in cands if r.folder.casefold() == folder.casefold()]

@@ -37,6 +37,7 @@ __all__ = [
     "robust_stats",
     "select_weights",
     "tie_margin",
+    "view_maps",
 ]
 
 
@@ -255,17 +256,29 @@ def combine_views(
         return np.asarray(scores[0], dtype=np.float64)
     if method == "mean":
         return np.mean(scores, axis=0)
-    if method == "scaled_max":
-        c, w = np.array([robust_stats(t) for t in train_scores]).T
-        # A view without spread (rounding noise only) keeps its own units: dividing by
-        # its spread would blow the noise up to the scale of the other views.
-        spread = w >= _MIN_SPREAD
-        unit = w[spread].mean() if spread.any() else 1.0
-        factor = np.where(spread, unit / np.where(spread, w, 1.0), 1.0)
-        scores = [c.mean() + (s - ci) * fi for s, ci, fi in zip(scores, c, factor, strict=True)]
-    elif method != "max":
+    target, center, factor = view_maps(train_scores, method)
+    return np.min([target + (s - ci) * fi for s, ci, fi in zip(scores, center, factor,
+                                                                strict=True)], axis=0)
+
+
+def view_maps(
+    train_scores: list[np.ndarray], method: str
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """The affine maps ``target + (s - center[v]) * factor[v]`` that put each view's
+    scores on one scale before :func:`combine_views` takes their minimum (``"max"``:
+    the identity; ``"scaled_max"``: see :func:`combine_views`)."""
+    n_views = len(train_scores)
+    if method == "max":
+        return 0.0, np.zeros(n_views), np.ones(n_views)
+    if method != "scaled_max":
         raise ValueError(f"unknown view_combination {method!r}; choose one of {VIEW_COMBINATIONS}")
-    return np.min(scores, axis=0)
+    c, w = np.array([robust_stats(t) for t in train_scores]).T
+    # A view without spread (rounding noise only) keeps its own units: dividing by
+    # its spread would blow the noise up to the scale of the other views.
+    spread = w >= _MIN_SPREAD
+    unit = w[spread].mean() if spread.any() else 1.0
+    factor = np.where(spread, unit / np.where(spread, w, 1.0), 1.0)
+    return float(c.mean()), c, factor
 
 
 def tie_margin(threshold: float) -> float:

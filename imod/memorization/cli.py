@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from imod._runtime import folder_argument
+
 __all__ = ["add_parser", "run", "build_parser", "main"]
 
 _EPILOG = """\
@@ -39,14 +41,6 @@ examples:
   imod memorize --dataset mnist1d --members 4000 --block-size 500 --device cuda --out mem-m1d
   imod memorize --dataset digits --ablation --members 64 --utility-members 20 --out abl
 """
-
-
-def _folder(v: str) -> Path:
-    """An output folder: an empty name would write into the current folder."""
-    if not v.strip():
-        raise argparse.ArgumentTypeError("give a folder name (an empty one would write into the "
-                                         "current folder)")
-    return Path(v)
 
 
 def _float_or_null(v: str):
@@ -122,7 +116,8 @@ def add_parser(subparsers, name: str = "memorize", help: str | None = None
                         "--null-side)")
     g.add_argument("--ablation-members-095", type=int, default=None,
                    help="members of the rate-0.95 scoring run (default: --members)")
-    p.add_argument("--out", type=_folder, default=Path("imod-memorization"), help="output folder")
+    p.add_argument("--out", type=folder_argument, default=Path("imod-memorization"),
+                   help="output folder")
     p.add_argument("--overwrite", action="store_true",
                    help="replace runs with another configuration in --out")
     p.add_argument("--no-progress", action="store_true")
@@ -221,6 +216,13 @@ def _value_problem(args: argparse.Namespace) -> str | None:
         return f"--lr must be above 0, got {args.lr:g}"
     if args.weight_decay < 0 or args.min_out < 0:
         return "--weight-decay and --min-out must be 0 or more"
+    if args.scheduler is not None:
+        from imod.distributed.backend import check_scheduler
+
+        try:
+            check_scheduler(args.scheduler)
+        except ValueError as exc:
+            return f"--scheduler: {exc}"
     try:
         resolve_device(args.device)
     except ValueError:
