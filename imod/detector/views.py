@@ -9,9 +9,9 @@ and are moved to the device named at scoring time.
 
 Scoring (:meth:`View.outlier_scores`) moves the data and the parameters to the
 device once and runs every member of every kept snapshot at once, on row batches
-sized from a memory budget (:func:`memory_budget`, :func:`batch_rows`): a few
-large batches on a GPU, cache-sized ones on the CPU. The scores stay on the device
-until the end.
+sized from the engine's scoring budget (:func:`~imod.engine.runtime.memory_budget`,
+:func:`batch_rows`): a few large batches on a GPU, cache-sized ones on the CPU. The
+scores stay on the device until the end.
 """
 
 from __future__ import annotations
@@ -24,30 +24,16 @@ import pandas as pd
 import torch
 
 from ..engine import StackedMLP
+from ..engine.runtime import memory_budget
 from .preprocessing import IMPreprocessor
 from .scoring import normalize
 
-__all__ = ["View", "batch_rows", "memory_budget"]
+__all__ = ["View", "batch_rows"]
 
 Params = dict[str, torch.Tensor]
 
-# Bytes a scoring batch may use on the CPU. Measured on one thread (1M x 20, the default
-# detector's 30 member-snapshots per view): batches whose activations stay in the
-# cache (256-1024 rows, ~16 MiB) were 1.3-1.5x faster than 65,536-row batches, since
-# the element-wise layers are memory-bound. A GPU gets a share of its free memory.
-CPU_SCORING_BUDGET = 16 * 1024**2
-GPU_SCORING_SHARE = 0.25
 # Rows scaled at a time before CPU scoring (8 MiB of float64 at 20 features).
 CPU_SCALING_BLOCK = 65_536
-
-
-def memory_budget(device: torch.device) -> int:
-    """Bytes one scoring batch may use: a fixed 16 MiB on the CPU (cache-sized), a
-    quarter of the free memory on a GPU."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(GPU_SCORING_SHARE * free)
-    return CPU_SCORING_BUDGET
 
 
 def batch_rows(sizes: tuple[int, ...], n_members: int, budget: int) -> int:
@@ -163,7 +149,8 @@ class View:
         after batch of rows: the data and the parameters go to the device once."""
         params = {name: torch.cat([snap[name] for snap in self.snapshots]).to(device)
                   for name in self.snapshots[0]}
-        step = batch_rows(self.sizes, len(self.snapshots) * self.n_members, memory_budget(device))
+        step = batch_rows(self.sizes, len(self.snapshots) * self.n_members,
+                          memory_budget(device, "score"))
         members = StackedMLP(self.sizes, activation=self.activation)
         # feature-major once (one float32 copy): every batch's residual is then contiguous
         xt = torch.as_tensor(np.ascontiguousarray(Xt.T, dtype=np.float32), device=device)

@@ -358,7 +358,7 @@ class MemorizationEstimator(BaseEstimator):
         # records every row's loss after every epoch: the cumulative loss comes from it.
         size = min(int(self.block_size), int(self.n_members))
         pilot = make_mask(0, size)[: min(4, size)]
-        rec = pilot_run(model, X, y_used, pilot, self._training(1), rate=float(self.rate),
+        rec = pilot_run(model, X, y_used, pilot, self._training(1),
                         epochs=AUTO_MAX_EPOCHS if self.epochs == "auto" else int(self.epochs),
                         progress=self.progress)
         self.pilot_curve_ = None
