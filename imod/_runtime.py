@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write",
     "cache_dir",
     "device_available",
+    "folder_argument",
     "folder_lock",
     "output_folder",
     "resolve_device",
@@ -80,6 +81,23 @@ class FolderInUseError(RuntimeError):
     def cli_message(self, flag: str = "--out") -> str:
         """The message in command-line words, naming the flag that gave the folder."""
         return f"{flag} {self}"
+
+
+def folder_argument(text: str) -> Path:
+    """``argparse`` type of an output folder flag: an empty name is refused (it would
+    write into the current folder).
+
+    Examples
+    --------
+    >>> folder_argument("runs/a").as_posix()
+    'runs/a'
+    """
+    import argparse
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a folder name (an empty one would write into the "
+                                         "current folder)")
+    return Path(text)
 
 
 def output_folder(path: str | os.PathLike) -> Path:

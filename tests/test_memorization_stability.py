@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 from imod.engine import (
+    Placement,
     Recorder,
+    Recording,
     StackedMLP,
+    Task,
+    Training,
     balanced_mask,
     correctness,
     per_example_loss,
@@ -31,13 +35,14 @@ def test_pilot_records_loss_and_correctness_in_one_signed_value(digits300):
     X, y = digits300
     mask = balanced_mask(3, len(y), 0.7, random_state=0)
     model = StackedMLP((64, 32, 10))
-    rec = pilot_run(model, X, y, mask, TrainingConfig(epochs=1), rate=0.7, epochs=4)
+    rec = pilot_run(model, X, y, mask, TrainingConfig(epochs=1), epochs=4)
     # the reference: the engine's own loss and correctness recorders on the same run
     opt = TrainingConfig().optimizer
-    ref = train_ensemble(model, X, y, mask=mask, loss="cross_entropy", optimizer=opt,
-                         epochs=4, batch_size=32, rate=0.7, random_state=0, device="cpu",
-                         recorders=[Recorder("l", per_example_loss("cross_entropy")),
-                                    Recorder("c", correctness)], record_every="epoch")
+    ref = train_ensemble(Task(model, X, y, mask=mask, loss="cross_entropy"),
+                         Training(optimizer=opt, epochs=4, batch_size=32, random_state=0),
+                         Placement(device="cpu"),
+                         Recording([Recorder("l", per_example_loss("cross_entropy")),
+                                    Recorder("c", correctness)], every="epoch"))
     assert rec.shape == (4, 3, 300)
     np.testing.assert_allclose(np.abs(rec), ref.records["l"], rtol=1e-5, atol=1e-6)
     assert ((rec >= 0) == (ref.records["c"] > 0)).all()

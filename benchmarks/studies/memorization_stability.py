@@ -86,8 +86,7 @@ def prepare(name: str, out: Path):
         t0 = time.perf_counter()
         pilot = balanced_mask(BLOCK, len(y), RATE, random_state=derive_seed(0, 1, 0))[:4]
         epochs, _ = epochs_to_fit(model, X, y, pilot, [~rl, rl],
-                                  TrainingConfig(epochs=1, device="cpu", torch_threads=1),
-                                  rate=RATE)
+                                  TrainingConfig(epochs=1, device="cpu", torch_threads=1))
         write_json(path, {"epochs": int(epochs), "seconds": time.perf_counter() - t0})
     return X, y, rl, model, int(epochs)
 

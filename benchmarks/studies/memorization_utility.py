@@ -77,8 +77,7 @@ def auto_epochs(X, y, n_classes: int) -> int:
     rl[idx] = True
     pilot = balanced_mask(16, len(y), 0.7, random_state=derive_seed(0, 1, 0))[:4]
     e, _ = epochs_to_fit(StackedMLP((X.shape[1], *DEFAULT_HIDDEN, n_classes)), X, yr, pilot,
-                         [~rl, rl], TrainingConfig(epochs=1, device="cpu", torch_threads=1),
-                         rate=0.7)
+                         [~rl, rl], TrainingConfig(epochs=1, device="cpu", torch_threads=1))
     return int(e)
 
 

@@ -39,8 +39,8 @@ from imod._runtime import (
     folder_lock,
     output_folder,
 )
+from imod.bench.catalogue import DatasetRef
 from imod.bench.cells import RESULT_COLUMNS, run_cell
-from imod.bench.datasets import DatasetRef
 from imod.bench.download import sha256_file
 from imod.bench.protocol import ProtocolConfig
 
@@ -126,6 +126,24 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _detector_params(detectors: Sequence[str], n_jobs: int | None) -> dict[str, Any]:
+    """Each detector's constructor parameters as a cell builds it (``random_state`` apart,
+    which is the seed): a changed default or import-path class shows here on resume."""
+    from imod.bench.detectors import make_detector
+
+    out: dict[str, Any] = {}
+    for name in detectors:
+        try:
+            det = make_detector(name, seed=0, n_features=2, n_jobs=n_jobs)
+            params = det.get_params(deep=False) if hasattr(det, "get_params") else vars(det)
+        except Exception as exc:  # noqa: BLE001 - its cells record the error
+            out[name] = {"error": type(exc).__name__}
+            continue
+        out[name] = {k: repr(v) for k, v in sorted(params.items())
+                     if k not in ("random_state", "n_jobs", "verbose") and not k.startswith("_")}
+    return out
+
+
 def _check_run_json(run_json: Path, config: dict[str, Any]) -> None:
     """Refuse to mix results made under another protocol, other files or other versions."""
     folder = run_json.parent
@@ -148,6 +166,12 @@ def _check_run_json(run_json: Path, config: dict[str, Any]) -> None:
                for k in sorted(set(old_v) | set(new_v)) if old_v.get(k) != new_v.get(k)]
     if changed:
         problems.append("versions changed since its results were made: " + ", ".join(changed))
+    old_p = old.get("detector_params", {})
+    for det, params in config["detector_params"].items():
+        if det in old_p and old_p[det] != params:
+            keys = sorted(k for k in set(old_p[det]) | set(params)
+                          if old_p[det].get(k) != params.get(k))
+            problems.append(f"{det}'s parameters changed ({', '.join(keys)})")
     if problems:
         raise ConfigMismatchError(folder, problems)
 
@@ -239,7 +263,7 @@ def run_benchmark(
     Two bundled datasets, two fast detectors, one seed:
 
     >>> import tempfile
-    >>> from imod.bench.datasets import resolve_datasets
+    >>> from imod.bench.catalogue import resolve_datasets
     >>> empty, out = tempfile.mkdtemp(), tempfile.mkdtemp()
     >>> refs, missing = resolve_datasets(["wine", "vertebral"], empty, empty)
     >>> res = run_benchmark(refs, ["PCA", "KNN"], seeds=[1], out_dir=out, progress=False)
@@ -283,6 +307,7 @@ def _run_locked(datasets: Sequence[DatasetRef], detectors: Sequence[str], seeds:
         "dataset_sha256": {d.name: sha256_file(d.path) for d in datasets if d.path},
         "dataset_files": {d.name: str(d.path) for d in datasets},
         "versions": _versions(),
+        "detector_params": _detector_params(detectors, n_jobs),
         **(extra_config or {}),
     }
     if overwrite:

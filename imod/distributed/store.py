@@ -2,7 +2,7 @@
 
 A store is a folder::
 
-    manifest.json                    {"format_version", "config", "config_hash", "rate",
+    manifest.json                    {"format_version", "config", "config_hash",
                                       "reductions", "blocks": [...]}
     block_0000000_0000064.npz        members [0, 64): mask (B, n) bool, one array per
                                       recorder ("rec__<name>", members on the recorder's
@@ -172,21 +172,19 @@ class BlockStore:
         (which deletes the blocks).
     reductions : dict of str to str
         Recorder name -> ``reduce`` (``"stack"``, ``"mean"`` or ``"last"``).
-    rate : float
-        The ensemble-wide subset rate every block is trained with.
     overwrite : bool
 
     Examples
     --------
     >>> import tempfile, numpy as np
     >>> d = tempfile.mkdtemp()
-    >>> store = BlockStore(d, {"epochs": 3}, {"loss": "last"}, rate=0.5)
+    >>> store = BlockStore(d, {"epochs": 3}, {"loss": "last"})
     >>> blk = BlockData(0, 2, np.ones((2, 4), bool), {"loss": np.zeros((2, 4))},
     ...                 np.array([3.0]), np.array([6]))
     >>> store.save(blk)
     >>> store.ranges()
     [(0, 2)]
-    >>> BlockStore(d, {"epochs": 4}, {"loss": "last"}, rate=0.5)
+    >>> BlockStore(d, {"epochs": 4}, {"loss": "last"})
     Traceback (most recent call last):
     ...
     imod._runtime.ConfigMismatchError: ...differs in: epochs...
@@ -197,7 +195,6 @@ class BlockStore:
         path: str | os.PathLike[str],
         config: dict[str, Any],
         reductions: dict[str, str],
-        rate: float,
         overwrite: bool = False,
     ) -> None:
         self.path = Path(path)
@@ -205,7 +202,6 @@ class BlockStore:
         self.config = json.loads(json.dumps(config, default=str))
         self.hash = config_hash(self.config)
         self.reductions = dict(reductions)
-        self.rate = float(rate)
         man = self.path / MANIFEST
         if man.is_file():
             try:
@@ -241,15 +237,6 @@ class BlockStore:
                 "another configuration", changed=["?"]) from exc
         return {"config_hash": self.hash if not hashes - {self.hash} else None}
 
-    @staticmethod
-    def read_rate(path: str | os.PathLike[str]) -> float | None:
-        """The rate recorded in an existing store's manifest, or None."""
-        man = Path(path) / MANIFEST
-        try:
-            return float(json.loads(man.read_text(encoding="utf-8"))["rate"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
     # ------------------------------------------------------------------ files
     def _block_path(self, first: int, stop: int) -> Path:
         return self.path / f"block_{first:07d}_{stop:07d}.npz"
@@ -262,7 +249,6 @@ class BlockStore:
             "format_version": FORMAT_VERSION,
             "config": self.config,
             "config_hash": self.hash,
-            "rate": self.rate,
             "reductions": self.reductions,
             "blocks": [{"first": a, "stop": b, "file": self._block_path(a, b).name}
                        for a, b in self.ranges()],

@@ -36,7 +36,17 @@ import numpy as np
 import torch
 
 from imod.distributed import EnsembleJob
-from imod.engine import OptimizerSpec, Recorder, StackedMLP, correctness, margin
+from imod.engine import (
+    OptimizerSpec,
+    Placement,
+    Recorder,
+    Recording,
+    StackedMLP,
+    Task,
+    Training,
+    correctness,
+    margin,
+)
 from imod.engine.members import ModuleMembers
 
 from .._runtime import array_digest, torch_threads
@@ -118,6 +128,12 @@ class TrainingConfig:
     @property
     def uses_dask(self) -> bool:
         return self.scheduler not in (None, "local")
+
+    def engine_training(self, epochs: int | None = None) -> Training:
+        """The engine's :class:`~imod.engine.Training` record of this configuration."""
+        return Training(optimizer=self.optimizer, batch_size=self.batch_size,
+                        epochs=int(self.epochs if epochs is None else epochs),
+                        random_state=self.random_state)
 
 
 @dataclass
@@ -255,8 +271,8 @@ def signed_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.where(correctness(outputs, targets) > 0, loss, -loss)
 
 
-def pilot_run(model, X, y, mask, training: TrainingConfig, *, rate: float,
-              epochs: int = AUTO_MAX_EPOCHS, progress: bool = False) -> np.ndarray:
+def pilot_run(model, X, y, mask, training: TrainingConfig, *, epochs: int = AUTO_MAX_EPOCHS,
+              progress: bool = False) -> np.ndarray:
     """Train the members of ``mask`` for ``epochs`` and record every row after every epoch.
 
     Returns the ``(epochs, k, n)`` :func:`signed_loss` recordings: ``>= 0`` where the
@@ -268,11 +284,11 @@ def pilot_run(model, X, y, mask, training: TrainingConfig, *, rate: float,
 
     with torch_threads(training.torch_threads):
         res = train_ensemble(
-            model, X, y, mask=mask, loss="cross_entropy", optimizer=training.optimizer,
-            epochs=int(epochs), batch_size=training.batch_size, rate=rate,
-            random_state=training.random_state, device=training.device,
-            precision=training.precision or "fp32",
-            recorders=[Recorder("s", signed_loss)], record_every="epoch", progress=progress,
+            Task(model, X, y, mask=mask, loss="cross_entropy"),
+            training.engine_training(int(epochs)),
+            Placement(device=training.device, precision=training.precision or "fp32",
+                      progress=progress),
+            Recording([Recorder("s", signed_loss)], every="epoch"),
         )
     return res.records["s"]
 
@@ -295,14 +311,14 @@ def fit_epoch(correct, mask, groups) -> tuple[int, np.ndarray]:
     return min(len(c), int(np.ceil(AUTO_MARGIN * (fit[0] + 1)))), curve
 
 
-def epochs_to_fit(model, X, y, mask, groups, training: TrainingConfig, *, rate: float,
+def epochs_to_fit(model, X, y, mask, groups, training: TrainingConfig, *,
                   progress: bool = False) -> tuple[int, np.ndarray]:
     """The ``epochs="auto"`` rule: train pilot members and find when they fit their rows.
 
     The pilot members (the rows of ``mask``) train :data:`AUTO_MAX_EPOCHS` epochs
     (:func:`pilot_run`), then :func:`fit_epoch` picks the budget.
     """
-    rec = pilot_run(model, X, y, mask, training, rate=rate, progress=progress)
+    rec = pilot_run(model, X, y, mask, training, progress=progress)
     return fit_epoch(rec >= 0, mask, groups)
 
 
@@ -334,8 +350,8 @@ def train_in_blocks(
     n_members : int
         K.
     rate : float
-        The ensemble-wide subset rate; sets the shared batch size of the engine
-        (``ceil(batch_size / rate)`` rows per step, rounded up to a multiple of 8).
+        The ensemble-wide subset rate the masks are drawn with (hashed with the
+        configuration; each member trains on batches of its own rows whatever it is).
     training : TrainingConfig, optional
         Epochs, batch size, optimizer, seed, device, block size (members per engine
         call, saved block and Dask task), scheduler, overwrite (default: its defaults).
@@ -396,14 +412,15 @@ def train_in_blocks(
     if y_test is not None:
         recorders += [Recorder("correct_test", correctness, X=X_test, y=y_test, reduce="last"),
                       Recorder("margin_test", margin, X=X_test, y=y_test, reduce="last")]
-    extra = {"model": model_description(model), "block_size": block_size, **(config or {})}
+    extra = {"model": model_description(model), "block_size": block_size, "rate": float(rate),
+             **(config or {})}
     job = EnsembleJob(
         model, X, y, mask=mask_rows, n_members=n_members, block_size=block_size,
-        rate=float(rate), recorders=recorders, torch_threads=t.torch_threads, grid_only=True,
-        config=extra, loss="cross_entropy", optimizer=t.optimizer, epochs=int(t.epochs),
-        batch_size=t.batch_size, random_state=t.random_state, device=t.device,
-        chunk_size=block_size if t.chunk_size is None else t.chunk_size,
-        precision=t.precision or "fp32", record_every="end",
+        loss="cross_entropy", training=t.engine_training(),
+        placement=Placement(device=t.device, precision=t.precision or "fp32",
+                            chunk_size=block_size if t.chunk_size is None else t.chunk_size),
+        recording=Recording(recorders, every="end"),
+        torch_threads=t.torch_threads, grid_only=True, config=extra,
     )
 
     def on_block(blk, done: int, total: int) -> None:
