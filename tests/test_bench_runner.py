@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from imod._runtime import ConfigMismatchError
-from imod.bench.datasets import resolve_datasets
+from imod.bench.catalogue import resolve_datasets
 from imod.bench.protocol import ProtocolConfig
 from imod.bench.runner import read_results, run_benchmark
 from imod.bench.summary import summarize, write_summary

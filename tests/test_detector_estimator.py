@@ -151,8 +151,9 @@ def test_contamination():
     assert abs((det.predict(X) == -1).mean() - 0.1) < 0.02
     labels = IMDetector(contamination=0.1, **FAST).fit_predict(X)
     assert abs((labels == -1).mean() - 0.1) < 0.02
-    auto = IMDetector(**FAST).fit(X)
+    auto = IMDetector(contamination="auto", **FAST).fit(X)
     assert (auto.predict(X) == -1).mean() < 0.1
+    assert IMDetector().contamination == 0.1  # the default (docs/conventions.md)
 
 
 def test_huge_values_give_finite_scores():

@@ -184,7 +184,7 @@ def test_extension_trains_only_new_members(tmp_path, client, data, recorders, ma
 
 
 def test_bench_cells_as_tasks_write_the_same_rows(tmp_path, client):
-    from imod.bench.datasets import resolve_datasets
+    from imod.bench.catalogue import resolve_datasets
     from imod.bench.runner import read_results, run_benchmark
     from imod.cli import build_parser
 

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 from imod import IMDetector  # noqa: E402
-from imod.bench.datasets import BUNDLED_DIR, load_npz  # noqa: E402
+from imod.bench.catalogue import BUNDLED_DIR, load_npz  # noqa: E402
 from imod.detector import plot_explanation  # noqa: E402
 
 

@@ -36,10 +36,11 @@ protocol (ADBench, Han et al. NeurIPS 2022, official defaults):
 datasets:
   Suites: mini (bundled, offline), classical, cv (CV_by_ResNet18), nlp (NLP_by_BERT), all.
   Names as users know them: 'cardio' or '6_cardio' (case-insensitive; 'Cardiotocography' is
-  7_Cardiotocography); 'CV_by_ViT/MVTec-AD_bottle' for a folder variant. Files are looked
-  up in --data-dir (or $IMOD_ADBENCH_DIR, with subfolders Classical, CV_by_ResNet18,
-  CV_by_ViT, NLP_by_BERT, NLP_by_RoBERTa), the cache (--cache-dir, else
-  $IMOD_CACHE_DIR/adbench, default ~/.cache/imod/adbench) and the bundled mini set.
+  7_Cardiotocography; names copied from 'imod list' work with their * and ? marks);
+  'CV_by_ViT/MVTec-AD_bottle' for a folder variant. Files are looked up in --data-dir
+  (or $IMOD_ADBENCH_DIR, with subfolders Classical, CV_by_ResNet18, CV_by_ViT, NLP_by_BERT,
+  NLP_by_RoBERTa), the cache (--cache-dir, else $IMOD_CACHE_DIR/adbench, default
+  ~/.cache/imod/adbench) and the bundled mini set.
   --download fetches missing official files into the cache from $IMOD_ADBENCH_URL (default
   the ADBench GitHub repository), checking their SHA-256; files without a known SHA-256
   are never downloaded (put them in --data-dir yourself).
@@ -48,8 +49,9 @@ output:
   OUT/results.csv (one row per dataset/detector/seed cell, appended as cells finish),
   OUT/run.json (configuration), OUT/summary.md, OUT/summary.csv, OUT/auroc_heatmap.png,
   OUT/rank_plot.png. Re-running with the same --out resumes: finished cells are skipped,
-  failed ones retried; a different protocol, changed dataset files or other versions of
-  imod or its libraries are refused unless --overwrite. One run at a time per --out: a
+  failed ones retried; a different protocol, changed dataset files, other versions of
+  imod or its libraries, other imod code or other detector parameters are refused unless
+  --overwrite. One run at a time per --out: a
   second run on the same folder is refused while the first works. The heatmap marks with *
   a value averaged over fewer seeds than the run asked for. A run in which every cell
   failed exits with status 1 and ranks nothing.

@@ -171,7 +171,8 @@ def prepare_split(X: np.ndarray, y: np.ndarray, seed: int, config: ProtocolConfi
 
     Examples
     --------
-    >>> from imod.bench.datasets import BUNDLED_DIR, load_npz
+    >>> from imod.bench.catalogue import BUNDLED_DIR
+    >>> from imod.bench.datasets import load_npz
     >>> wine = load_npz(BUNDLED_DIR / "45_wine.npz")  # 129 rows
     >>> s = prepare_split(wine.X, wine.y, seed=1, config=ProtocolConfig())
     >>> len(s.y_train), len(s.y_test)  # resampled to 1000 rows, then split 70/30
@@ -261,7 +262,8 @@ def evaluate(detector_name: str, split: Split, seed: int, n_jobs: int | None = N
 
     Examples
     --------
-    >>> from imod.bench.datasets import BUNDLED_DIR, load_npz
+    >>> from imod.bench.catalogue import BUNDLED_DIR
+    >>> from imod.bench.datasets import load_npz
     >>> wine = load_npz(BUNDLED_DIR / "45_wine.npz")
     >>> split = prepare_split(wine.X, wine.y, seed=1, config=ProtocolConfig())
     >>> res = evaluate("PCA", split, seed=1)

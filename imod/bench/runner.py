@@ -39,8 +39,8 @@ from imod._runtime import (
     folder_lock,
     output_folder,
 )
+from imod.bench.catalogue import DatasetRef
 from imod.bench.cells import RESULT_COLUMNS, run_cell
-from imod.bench.datasets import DatasetRef
 from imod.bench.download import sha256_file
 from imod.bench.protocol import ProtocolConfig
 
@@ -263,7 +263,7 @@ def run_benchmark(
     Two bundled datasets, two fast detectors, one seed:
 
     >>> import tempfile
-    >>> from imod.bench.datasets import resolve_datasets
+    >>> from imod.bench.catalogue import resolve_datasets
     >>> empty, out = tempfile.mkdtemp(), tempfile.mkdtemp()
     >>> refs, missing = resolve_datasets(["wine", "vertebral"], empty, empty)
     >>> res = run_benchmark(refs, ["PCA", "KNN"], seeds=[1], out_dir=out, progress=False)

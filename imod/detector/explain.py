@@ -97,18 +97,25 @@ class Explanation:
 def explain_rows(detector, X: np.ndarray, device: torch.device) -> Explanation:
     """:class:`Explanation` of the validated rows ``X`` by a fitted ``IMDetector``."""
     n, d = X.shape
-    parts = [_explain_block(detector, X[i : i + _ROW_BLOCK], device)
-             for i in range(0, n, _ROW_BLOCK)] or [_explain_block(detector, X, device)]
-    contributions, scores, reference, views = (np.concatenate(p) for p in zip(*parts,
-                                                                                strict=True))
-    first = first_copies(X)  # copies of a row: the first copy's numbers, bit for bit
+    # copies of a row get the first copy's numbers, bit for bit: only first copies are
+    # explained
+    first = first_copies(X)
+    own = np.flatnonzero(first == np.arange(n))
+    contributions, scores, reference = np.empty((n, d)), np.empty(n), np.empty(n)
+    views = np.empty(n, dtype=object)
+    for i in range(0, len(own), _ROW_BLOCK):  # written in place: the contributions are n x d
+        rows = own[i : i + _ROW_BLOCK]
+        (contributions[rows], scores[rows], reference[rows],
+         views[rows]) = _explain_block(detector, X[rows], device)
+    copies = np.flatnonzero(first != np.arange(n))
+    for values in (contributions, scores, reference, views):
+        values[copies] = values[first[copies]]
     names = getattr(detector, "feature_names_in_", None)
     return Explanation(
-        contributions=contributions[first], scores=scores[first],
-        reference=reference[first],
+        contributions=contributions, scores=scores, reference=reference,
         feature_names=np.asarray([f"x{j}" for j in range(d)] if names is None else names,
                                  dtype=object),
-        views=views[first])
+        views=views)
 
 
 def _explain_block(detector, X: np.ndarray, device: torch.device):
@@ -179,7 +186,11 @@ def _view_contributions(view: View, Xp: np.ndarray, device: torch.device):
                 q = w[:, None] * (total.double() / d - center) / scale
                 per = (w[:, None] / scale / d).expand_as(q)
                 even = -(w[:, None] * center / scale).sum(dim=0, keepdim=True).T / d
-            cols = (e.mul_(per.float()[:, :, None])).sum(dim=0).double() + even
+            weights = per.float()[:, :, None]
+            cols = e[0] * weights[0]
+            for m in range(1, e.shape[0]):  # 2x faster than a weighted sum over dim 0
+                cols.addcmul_(e[m], weights[m])
+            cols = cols.double() + even
             scores.append(q.sum(dim=0))
             columns.append(cols)
     scores_np = torch.cat(scores).cpu().numpy()

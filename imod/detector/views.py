@@ -26,7 +26,7 @@ import torch
 from ..engine import StackedMLP
 from ..engine.runtime import memory_budget
 from .preprocessing import IMPreprocessor
-from .scoring import _LOG_FLOOR
+from .scoring import normalize
 
 __all__ = ["View", "batch_rows"]
 
@@ -184,15 +184,15 @@ class View:
         T, K = len(used), self.n_members
         f64 = dict(dtype=torch.float64, device=device)
         w = torch.as_tensor(self.weights[used], **f64)  # (T, K)
-        center = torch.as_tensor(self.center[used], **f64).reshape(-1, 1)
-        scale = torch.as_tensor(self.scale[used], **f64).reshape(-1, 1)
+        center = torch.as_tensor(self.center[used], **f64).reshape(-1)  # one per (t, k) row
+        scale = torch.as_tensor(self.scale[used], **f64).reshape(-1)
         out_of_bag = None if membership is None else torch.as_tensor(~membership, device=device)
         # One output buffer, filled batch by batch (many small results kept alive between
         # large temporaries fragment the CPU heap: peak memory grew several-fold).
         scores = torch.empty(Xt.shape[0], **f64)
         i = 0
         for losses in self._stacked_losses(Xt, device):
-            z = self._normalize(losses, center, scale)  # (T * K, rows) float64
+            z = normalize(losses, center, scale, self.normalization)  # (T * K, rows) float64
             rows = losses.shape[1]
             if out_of_bag is None:
                 torch.mv(z.T, w.reshape(-1), out=scores[i : i + rows])
@@ -204,13 +204,3 @@ class View:
                     dim=(0, 1))
             i += rows
         return scores.cpu().numpy()
-
-    def _normalize(
-        self, losses: torch.Tensor, center: torch.Tensor, scale: torch.Tensor
-    ) -> torch.Tensor:
-        """:func:`imod.detector.scoring.normalize` on the device, in float64 (in place on
-        the float64 copy: ``log(x + eps) - log(center + eps)`` for ``"log_ratio"``)."""
-        x = losses.double()
-        if self.normalization == "log_ratio":
-            return x.add_(_LOG_FLOOR).log_().sub_(torch.log(center + _LOG_FLOOR))
-        return x.sub_(center).div_(scale)

@@ -350,7 +350,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace):
     """The data set and its training and test inputs as flat float32 rows."""
-    from . import load_dataset
+    from .data import load_dataset
 
     data = load_dataset(args.dataset, cache_dir=args.cache_dir, random_state=args.seed)
     X = data.X.reshape(len(data.X), -1).astype(np.float32)
@@ -368,16 +368,14 @@ def _fit(args: argparse.Namespace, data, X, Xt):
     """The estimator from the command line, fitted (members saved in --out/members)."""
     import warnings
 
-    from . import MemorizationEstimator
-    from .estimator import NotMemorizedWarning
+    from .estimator import MemorizationEstimator, NotMemorizedWarning
 
     est = MemorizationEstimator(
         model=tuple(args.hidden), n_members=args.members, rate=args.rate, epochs=args.epochs,
         batch_size=args.batch_size, optimizer=_optimizer(args), score=args.score,
         random_label_fraction=args.random_label_fraction, alpha=args.alpha,
         threshold=args.threshold, null_side=args.null_side, min_out=args.min_out,
-        block_size=args.block_size, mem_threshold=args.mem_threshold,
-        infl_threshold=args.infl_threshold, random_state=args.seed, device=args.device,
+        block_size=args.block_size, random_state=args.seed, device=args.device,
         precision=args.precision, out_dir=args.out / "members", scheduler=args.scheduler,
         n_threads=args.threads, overwrite=args.overwrite, progress=not args.no_progress,
     )
@@ -391,12 +389,12 @@ def _fit(args: argparse.Namespace, data, X, Xt):
 
 def _write_tables(args: argparse.Namespace, est, X, Xt):
     """scores.csv, high_influence_pairs.csv, leakage_pairs.csv and the two plots."""
-    from . import find_near_duplicates
+    from .leakage import find_near_duplicates
     from .plots import plot_random_label_roc, plot_score_distribution
 
     out = args.out
     est.to_frame().to_csv(out / "scores.csv", index=False)
-    pairs = est.high_influence_pairs()
+    pairs = est.high_influence_pairs(args.mem_threshold, args.infl_threshold)
     pairs.to_csv(out / "high_influence_pairs.csv", index=False)
     leak = find_near_duplicates(X, Xt, threshold=args.dup_threshold)
     leak.pairs.to_csv(out / "leakage_pairs.csv", index=False)

@@ -34,17 +34,16 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from imod._runtime import TrainingDiverged
 from imod._version import __version__, code_digest
-from imod.engine import OptimizerSpec, balanced_mask, bernoulli_mask
+from imod.engine import OptimizerSpec, balanced_mask
 
 from .inputs import (
     CHANCE_AUROC,
-    MASK_KINDS,
     MEMORIZED_ACCURACY,
     NotMemorizedWarning,
-    _is_widths,
     build_model,
     check_classification_data,
     check_member_counts,
+    is_widths,
     null_problems,
     relabel_random,
 )
@@ -73,6 +72,10 @@ from .stability import half_assignment, split_half_stability
 __all__ = ["MemorizationEstimator", "NotMemorizedWarning", "check_classification_data",
            "relabel_random", "build_model", "CHANCE_AUROC", "MEMORIZED_ACCURACY"]
 
+
+# An example needs one member that trained on it for p_in (its other member counts are
+# min_out's business): the one possible value, so not a parameter.
+MIN_IN = 1
 
 # A member whose mean cross-entropy on its own rows ends above this many times the chance
 # level log(C) has diverged (training starts near log(C) and only goes down when it works).
@@ -122,17 +125,13 @@ class MemorizationEstimator(BaseEstimator):
         ``"null"`` or a fixed score threshold (F&Z: 0.25 on the difference score).
     null_side : {"lower", "upper"}
         See ``alpha``.
-    min_in, min_out : int
-        Examples with fewer IN / OUT members get NaN scores (and a warning);
-        with balanced masks too few members is an error raised before training.
-    mask : {"balanced", "bernoulli"}
-        Balanced within each block (default) or independent coin flips.
+    min_out : int
+        Examples held out of fewer members get NaN scores; too few members for it is an
+        error raised before training (every example is IN at least one member too).
     block_size : int
         Members per engine call, per saved block and per progress-bar step.
     influence : bool
         Compute the ``(n_train, n_test)`` influence matrix when a test set is given.
-    mem_threshold, infl_threshold : float
-        Defaults of :meth:`high_influence_pairs` (F&Z: 0.25 and 0.15).
     random_state : int
         Seeds masks, relabelling, initialization and batch order.
     device : str
@@ -223,13 +222,9 @@ class MemorizationEstimator(BaseEstimator):
         "alpha": [Interval(numbers.Real, 0, 1, closed="neither")],
         "threshold": [StrOptions({"null"}), numbers.Real],
         "null_side": [StrOptions({"lower", "upper"})],
-        "min_in": [Interval(numbers.Integral, 1, None, closed="left")],
         "min_out": [Interval(numbers.Integral, 0, None, closed="left")],
-        "mask": [StrOptions(set(MASK_KINDS))],
         "block_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "influence": ["boolean"],
-        "mem_threshold": [numbers.Real],
-        "infl_threshold": [numbers.Real],
         "random_state": [None, numbers.Integral],
         "device": "no_validation",
         "chunk_size": [None, Interval(numbers.Integral, 1, None, closed="left")],
@@ -255,13 +250,9 @@ class MemorizationEstimator(BaseEstimator):
         alpha: float = 0.05,
         threshold: str | float = "null",
         null_side: str = "lower",
-        min_in: int = 1,
         min_out: int = 3,
-        mask: str = "balanced",
         block_size: int = 16,
         influence: bool = True,
-        mem_threshold: float = 0.25,
-        infl_threshold: float = 0.15,
         random_state: int | None = 0,
         device: str = "auto",
         chunk_size: int | None = None,
@@ -283,13 +274,9 @@ class MemorizationEstimator(BaseEstimator):
         self.alpha = alpha
         self.threshold = threshold
         self.null_side = null_side
-        self.min_in = min_in
         self.min_out = min_out
-        self.mask = mask
         self.block_size = block_size
         self.influence = influence
-        self.mem_threshold = mem_threshold
-        self.infl_threshold = infl_threshold
         self.random_state = random_state
         self.device = device
         self.chunk_size = chunk_size
@@ -304,8 +291,7 @@ class MemorizationEstimator(BaseEstimator):
         self._validate_params()
         if self.threshold == "null" and not self.random_label_fraction > 0:
             raise ValueError("threshold='null' needs random_label_fraction > 0 (the null points)")
-        check_member_counts(self.n_members, self.block_size, self.rate, self.min_in,
-                            self.min_out, self.mask)
+        check_member_counts(self.n_members, self.block_size, self.rate, MIN_IN, self.min_out)
 
     def _training(self, epochs: int) -> TrainingConfig:
         dask = self.scheduler not in (None, "local")
@@ -322,13 +308,11 @@ class MemorizationEstimator(BaseEstimator):
 
     # --------------------------------------------------------------------- fit
     def _mask_for_block(self, n: int):
-        rate, rs, kind = float(self.rate), self.random_state, self.mask
+        rate, rs = float(self.rate), self.random_state
 
         def make(b: int, size: int) -> np.ndarray:
-            seed = derive_seed(rs, 1, b)
-            if kind == "balanced":
-                return balanced_mask(size, n, rate, random_state=seed)
-            return bernoulli_mask(size, n, rate, random_state=seed)
+            # balanced within the block: every example is IN the same number of members
+            return balanced_mask(size, n, rate, random_state=derive_seed(rs, 1, b))
 
         return make
 
@@ -362,7 +346,7 @@ class MemorizationEstimator(BaseEstimator):
         self.random_label_idx_ = rl_idx
         self.is_random_label_ = np.zeros(n, dtype=bool)
         self.is_random_label_[rl_idx] = True
-        if _is_widths(self.model) and X.ndim != 2:
+        if is_widths(self.model) and X.ndim != 2:
             raise ValueError(
                 f"the default MLP needs 2-D X, got shape {X.shape}; pass a module factory "
                 "(e.g. model=lambda: MyCNN()) for image-like data"
@@ -390,7 +374,7 @@ class MemorizationEstimator(BaseEstimator):
         config = {
             "estimator": "subsampled",
             "rate": float(self.rate),
-            "mask": self.mask,
+            "mask": "balanced",
             "random_label_fraction": float(self.random_label_fraction),
             "data": array_digest(X, y_used),
             "test": array_digest(X_test, yt_enc),
@@ -439,7 +423,7 @@ class MemorizationEstimator(BaseEstimator):
                 "random_label": float(self.correct_[self.mask_ & rl[None]].mean())
                 if rl.any() else float("nan"),
             }
-        s = subsample_scores(runs.mask, runs.correct_train, min_in=self.min_in,
+        s = subsample_scores(runs.mask, runs.correct_train, min_in=MIN_IN,
                              min_out=self.min_out)
         self.p_in_, self.p_out_ = s.p_in, s.p_out
         self.in_counts_, self.out_counts_ = s.in_counts, s.out_counts
@@ -456,7 +440,7 @@ class MemorizationEstimator(BaseEstimator):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # already warned above
                 self.influence_ = influence_matrix(runs.mask, runs.correct_test,
-                                                   min_in=self.min_in, min_out=self.min_out)
+                                                   min_in=MIN_IN, min_out=self.min_out)
         self.null_scores_ = self.scores_[self.random_label_idx_]
         if self.threshold == "null":
             self.threshold_ = null_threshold(self.null_scores_, self.alpha, self.null_side)
@@ -518,9 +502,8 @@ class MemorizationEstimator(BaseEstimator):
                               self.null_side if side is None else side)
 
     # ------------------------------------------------------------- reporting
-    def high_influence_pairs(self, mem_threshold: float | None = None,
-                             infl_threshold: float | None = None, top_k: int | None = None,
-                             score: str = "difference"):
+    def high_influence_pairs(self, mem_threshold: float = 0.25, infl_threshold: float = 0.15,
+                             top_k: int | None = None, score: str = "difference"):
         """Train/test pairs with high memorization and influence (F&Z: 0.25 / 0.15).
 
         Uses the ``difference`` score by default, as F&Z; relabelled points are
@@ -532,8 +515,7 @@ class MemorizationEstimator(BaseEstimator):
         mem[self.is_random_label_] = np.nan
         return high_influence_pairs(
             mem, self.influence_,
-            mem_threshold=self.mem_threshold if mem_threshold is None else mem_threshold,
-            infl_threshold=self.infl_threshold if infl_threshold is None else infl_threshold,
+            mem_threshold=mem_threshold, infl_threshold=infl_threshold,
             top_k=top_k, train_labels=self.classes_[self.y_clean_],
             test_labels=self.classes_[self.y_test_],
         )

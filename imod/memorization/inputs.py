@@ -113,7 +113,7 @@ def relabel_random(y, n_classes: int, fraction: float, random_state):
     return y_new, idx
 
 
-def _is_widths(model) -> bool:
+def is_widths(model) -> bool:
     return model is None or (
         isinstance(model, Sequence) and all(isinstance(w, numbers.Integral) for w in model)
     )
@@ -123,7 +123,7 @@ def build_model(model, n_features: int, n_classes: int):
     """None -> MLP (d, *DEFAULT_HIDDEN, C); a sequence of ints -> those hidden widths."""
     if model is None:
         model = DEFAULT_HIDDEN
-    if _is_widths(model):
+    if is_widths(model):
         return StackedMLP((n_features, *[int(w) for w in model], n_classes))
     return model
 

@@ -1,17 +1,13 @@
-"""The root command and the house: `imod memorize` faults as a user meets them, and the
-import graph between imod's packages (no cycles; the engine imports none of them)."""
+"""`imod memorize` faults as a user meets them, each reproduced with a real process."""
 
 from __future__ import annotations
 
-import ast
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from imod.cli import COMMANDS, build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--members", "8", "--rate", "0.5", "--epochs", "1",
@@ -23,14 +19,6 @@ def _imod(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "imod", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
-
-
-def test_every_command_is_registered_by_its_package():
-    """Each package's cli module adds its own command; the root lists them all."""
-    parser = build_parser()
-    for name, (module, _) in COMMANDS.items():
-        args = parser.parse_args([name])
-        assert args.func.__module__ == module, name
 
 
 def test_memorize_resumes_over_a_damaged_block(tmp_path: Path):
@@ -75,69 +63,6 @@ def test_memorize_bad_dataset_file_is_a_clear_error(tmp_path: Path, case: str):
     assert res.returncode == 2
     assert expected in res.stderr and "pickle" not in res.stderr
     assert "Traceback" not in res.stderr
-
-
-# --------------------------------------------------------------------------- imports
-
-#: Who may import whom: a package imports only packages of a lower layer (or itself).
-LAYERS = {"_runtime": 0, "_dataset": 0, "_version": 0, "engine": 1, "distributed": 2,
-          "detector": 3, "memorization": 3, "bench": 4, "cli": 5, "__main__": 6}
-
-
-def _package(module: str) -> str | None:
-    parts = module.split(".")
-    if parts[0] != "imod":
-        return None
-    return parts[1] if len(parts) > 1 else "imod"
-
-
-def _imports(path: Path, module: str) -> set[str]:
-    """imod modules imported anywhere in a file (lazy imports inside functions included)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
-            found.add(name)
-            found |= {f"{name}.{a.name}" for a in node.names}
-    return {m for m in found if m.split(".")[0] == "imod"}
-
-
-def test_imports_run_one_way():
-    """engine <- distributed <- detector, memorization <- bench <- cli; no cycles.
-
-    The root ``imod`` package is a lazy facade (``__version__``, detector classes on first
-    use): importing ``from imod import __version__`` is allowed everywhere.
-    """
-    root = REPO / "imod"
-    edges: dict[str, set[str]] = {}
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(REPO).with_suffix("")
-        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
-        src = _package(module)
-        if src in (None, "imod"):
-            continue
-        for target in _imports(path, module):
-            dst = _package(target)
-            if dst in (None, "imod", src):
-                continue
-            if not ((root / dst).is_dir() or (root / f"{dst}.py").is_file()):
-                continue  # a name imported from the root facade, e.g. __version__
-            assert dst in LAYERS, f"{dst} has no layer in LAYERS: place it"
-            edges.setdefault(src, set()).add(dst)
-    bad = sorted(f"{a} -> {b}" for a, bs in edges.items() for b in bs
-                 if LAYERS.get(b, 99) >= LAYERS.get(a, -1))
-    assert not bad, f"imports that run upwards or sideways: {bad}"
-    assert not edges.get("engine", set()) - {"_runtime"}, edges["engine"]
-    assert "bench" not in edges.get("distributed", set())
 
 
 def test_memorize_config_mismatch_speaks_command_line(tmp_path: Path, capsys, one_thread):
