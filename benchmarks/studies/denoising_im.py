@@ -192,8 +192,7 @@ class DenoisingIM:
         det.n_features_in_ = X.shape[1]
         device = resolve_device(det.device)
         rs = check_random_state(self.random_state)
-        settings = TrainingSettings(**{f: getattr(det, f)
-                                       for f in TrainingSettings.__dataclass_fields__})
+        settings = det._training_settings()  # the fixed loss, scoring, ... included
         views = det._views()
         with torch_threads(det.n_threads):
             det.projection_ = None
@@ -223,7 +222,7 @@ class DenoisingIM:
                         [counts[i] for i in g], seed + g[0], settings, task, self.rate,
                         device)
         det.train_scores_ = det._combine([v.train_scores for v in det.views_])
-        det.offset_ = offset_from(det.train_scores_, det.contamination, det.normalization)
+        det.offset_ = offset_from(det.train_scores_, det.contamination, settings.normalization)
         return self
 
     def score_samples(self, X) -> np.ndarray:

@@ -281,6 +281,12 @@ class IMDetector(OutlierMixin, BaseEstimator):
             )
         resolve_device(self.device)  # an unknown or unavailable device fails before training
 
+    def _training_settings(self) -> TrainingSettings:
+        """How the views train: the parameters, and the choices the study fixed (``_fixed``)."""
+        return TrainingSettings(**{
+            f.name: self._fixed[f.name] if f.name in self._fixed else getattr(self, f.name)
+            for f in fields(TrainingSettings)})
+
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None) -> IMDetector:
@@ -319,9 +325,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
                           ensure_min_samples=2)
         t0 = time.perf_counter()
         with torch_threads(self.n_threads):
-            settings = TrainingSettings(**{
-                f.name: self._fixed[f.name] if f.name in self._fixed else getattr(self, f.name)
-                for f in fields(TrainingSettings)})
+            settings = self._training_settings()
             self.projection_ = None
             if self.projection_dim is not None and X.shape[1] > self.projection_dim:
                 self.projection_ = RandomProjection(
