@@ -24,7 +24,8 @@ Writes ``<work>/<dataset>.json`` and ``.npz`` (timings and score vectors) atomic
 comparisons are made at the end of every call, so a later call picks up a larger
 reference. The table goes to ``<out>/cumloss.md``.
 
-Usage (about 3 min for digits and 5 min for MNIST-1D on one quiet core)::
+Usage (run after memorization_stability.py for the larger reference; 15-20 min per data
+set on the shared machine, a few minutes on a quiet core)::
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/studies/memorization_cumloss.py \
         --out docs/results/memorization_cumloss

@@ -25,8 +25,8 @@ Members and utility ensembles go to ``<work>/<dataset>/`` (resumable block store
 ``<out>/utility.md``, ``<out>/ablation.md`` and ``<out>/utility.csv`` collect both
 datasets.
 
-Usage (one process per dataset; about 13 min for digits and 15 min for MNIST-1D on one
-quiet core)::
+Usage (one process per dataset; about 9 min each on one quiet core, estimated; 23 min for
+digits and 39 min for MNIST-1D on the shared machine under a load average of 10-13)::
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/studies/memorization_utility.py \
         --datasets digits --out docs/results/memorization_utility
@@ -126,7 +126,8 @@ def md(df, cols) -> str:
             if c in ("pvalue", "p_vs_baseline"):
                 cells.append("nan" if not np.isfinite(v) else f"{v:.2g}")
             elif isinstance(v, float):
-                cells.append(f"{v:.3f}" if c == "threshold" else f"{v:.2f}")
+                cells.append(f"{v:.3f}" if c == "threshold" else
+                             f"{v:.0f}" if c == "n_test" else f"{v:.2f}")
             else:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
@@ -137,7 +138,8 @@ def main() -> None:
     import pandas as pd
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--datasets", nargs="+", default=["digits", "mnist1d"])
+    p.add_argument("--datasets", nargs="*", default=["digits", "mnist1d"],
+                   help="data sets to run (none: only rebuild the tables from finished runs)")
     p.add_argument("--models", type=int, default=12, help="paired models per arm (default 12)")
     p.add_argument("--members-095", type=int, default=None,
                    help="members of the rate-0.95 scoring run (default: 192 on digits, every "
@@ -155,10 +157,11 @@ def main() -> None:
         if path.exists():
             rows += json.loads(path.read_text())["rows"]
     df = pd.DataFrame(rows)
+    df["d"] = df["diff"] / df["std"]  # paired effect size (Cohen's d_z)
     args.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out / "utility.csv", index=False)
     cols = ["dataset", "setting", "threshold", "n_memorized", "n_test", "acc_removed",
-            "acc_random", "diff", "std", "pvalue"]
+            "acc_random", "diff", "std", "d", "pvalue"]
     util = df[df.setting.isin(UTILITY_ROWS)]
     (args.out / "utility.md").write_text(md(util, cols) + "\n")
     abl = df[df.setting.isin([r[0] for r in ROWS[:8]])]
