@@ -206,7 +206,7 @@ class ChunkRun:
                     mask is not None, self.precision, dev)
                 grads = dict(zip(names, torch.autograd.grad(loss, leaves)))
                 # A member with no row in the batch (n_rows == 0) takes no step.
-                opt.step(params, grads, n_rows > 0, bool(active[s]))
+                opt.step(params, grads, n_rows > 0, bool(active[s]), counts[s] > 0)
                 bar.update(1)
                 t += 1
                 while records and records[0][0] == t:
@@ -216,22 +216,28 @@ class ChunkRun:
     def _record(
         self, out: ChunkResult, when: tuple[int, float], views: torch.Tensor | None
     ) -> None:
-        """Evaluate every recorder; values stay on the device or go to pinned memory."""
-        step = self.eval_batch_size
-        for rec, (ex, ey), store in zip(self.recorders, self.eval_sets, out.stores):
-            m = ex.shape[0 if views is None else 1]
-            with precision_context("ieee", self.device):  # recordings in exact float32
-                parts = [
-                    rec.fn(
-                        self.members.forward(out.params, take_rows(ex, slice(i, i + step), views)),
-                        take_rows(ey, slice(i, i + step), views),
-                    )
-                    for i in range(0, m, step)
-                ]
-            vals = torch.cat(parts, dim=1)
-            if rec.transform is not None:
-                vals = rec.transform(vals)
-            store.add(vals)
+        """Evaluate every recorder; values stay on the device or go to pinned memory.
+
+        Recorders that read the same inputs share one forward pass.
+        """
+        step, values = self.eval_batch_size, [None] * len(self.recorders)
+        groups: dict[int, list[int]] = {}  # the recorders reading each input tensor
+        for j, (ex, _) in enumerate(self.eval_sets):
+            groups.setdefault(id(ex), []).append(j)
+        for readers in groups.values():
+            ex = self.eval_sets[readers[0]][0]
+            parts: dict[int, list[torch.Tensor]] = {j: [] for j in readers}
+            for i in range(0, ex.shape[0 if views is None else 1], step):
+                rows = slice(i, i + step)
+                with precision_context("ieee", self.device):  # recordings in exact float32
+                    outputs = self.members.forward(out.params, take_rows(ex, rows, views))
+                    for j in readers:
+                        ey = take_rows(self.eval_sets[j][1], rows, views)
+                        parts[j].append(self.recorders[j].fn(outputs, ey))
+            for j in readers:
+                values[j] = torch.cat(parts[j], dim=1)
+        for rec, store, vals in zip(self.recorders, out.stores, values):
+            store.add(vals if rec.transform is None else rec.transform(vals))
         if self.keep_snapshots:
             out.snapshots.append({k: to_host(v, copy=True) for k, v in out.params.items()})
         out.updates.append(when[0])

@@ -201,8 +201,11 @@ class Task:
     def eval_sets(self, recorders: Sequence[Recorder]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each recorder's ``(X, y)``, converted and checked against this task."""
         x, views, out = self.X, self.views, []
+        inputs: dict[int, torch.Tensor] = {}  # one tensor per input array: one forward pass
         for rec in recorders:
-            ex = x if rec.X is None else as_tensor(rec.X, f"recorder {rec.name!r} X")
+            if rec.X is not None and id(rec.X) not in inputs:
+                inputs[id(rec.X)] = as_tensor(rec.X, f"recorder {rec.name!r} X")
+            ex = x if rec.X is None else inputs[id(rec.X)]
             if views is not None and (ex.ndim != x.ndim or ex.shape[0] != x.shape[0]):
                 raise ValueError(
                     f"recorder {rec.name!r}: with views, X must have shape (V={x.shape[0]}, m, ...)"

@@ -166,7 +166,9 @@ def train_ensemble(
     training, placement = training or Training(), placement or Placement()
     recording = recording or Recording()
     dev = placement.torch_device
-    eval_sets = [(ex.to(dev), ey.to(dev)) for ex, ey in task.eval_sets(recording.recorders)]
+    moved: dict[int, torch.Tensor] = {}  # each tensor moved once: shared inputs stay shared
+    eval_sets = [(moved.setdefault(id(ex), ex.to(dev)), moved.setdefault(id(ey), ey.to(dev)))
+                 for ex, ey in task.eval_sets(recording.recorders)]
     schedule = Schedule.build(training.random_state, training.epochs, task.n_samples,
                               int(task.mask.sum(axis=1).max()), training.batch_size,
                               recording.every, recording.initial)
