@@ -51,6 +51,7 @@ from imod.detector import IMDetector
 from imod.detector.preprocessing import IMPreprocessor
 from imod.detector.projection import RandomProjection
 from imod.detector.scoring import normalize, offset_from, robust_stats, select_weights
+from imod.detector.ties import share_ties
 from imod.detector.training import (
     ACTIVATION,
     TrainingDiverged,
@@ -181,8 +182,11 @@ class DenoisingIM:
         det.n_features_in_ = X.shape[1]
         device = resolve_device(det.device)
         rs = check_random_state(self.random_state)
-        settings = TrainingSettings(**{f: getattr(det, f)
-                                       for f in TrainingSettings.__dataclass_fields__})
+        # IMDetector's settings as its fit builds them (the fixed choices beside the
+        # public parameters).
+        settings = TrainingSettings(**{
+            f: det._fixed[f] if f in det._fixed else getattr(det, f)
+            for f in TrainingSettings.__dataclass_fields__})
         views = det._views()
         with torch_threads(det.n_threads):
             det.projection_ = None
@@ -211,8 +215,10 @@ class DenoisingIM:
                         Xp, [views[i] for i in g], [pre[i] for i in g],
                         [counts[i] for i in g], seed + g[0], settings, task, self.rate,
                         device)
-        det.train_scores_ = det._combine([v.train_scores for v in det.views_])
-        det.offset_ = offset_from(det.train_scores_, det.contamination, det.normalization)
+        det.train_scores_ = share_ties(X[det.views_[0].record_index],
+                                       det._combine([v.train_scores for v in det.views_]))
+        det.offset_ = offset_from(det.train_scores_, det.contamination,
+                                  det._fixed["normalization"])
         return self
 
     def score_samples(self, X) -> np.ndarray:
