@@ -18,10 +18,12 @@ import numpy as np
 __all__ = [
     "ConfigMismatchError",
     "FolderInUseError",
+    "TrainingDiverged",
     "array_digest",
     "atomic_write",
     "cache_dir",
     "device_available",
+    "folder_argument",
     "folder_lock",
     "output_folder",
     "resolve_device",
@@ -47,14 +49,16 @@ class ConfigMismatchError(ValueError):
     Use another --out, or --overwrite to discard them.
     """
 
-    def __init__(self, folder: str | os.PathLike, problems: list[str] | str) -> None:
+    def __init__(self, folder: str | os.PathLike, problems: list[str] | str,
+                 changed: tuple[str, ...] | list[str] = ()) -> None:
         self.folder = Path(folder)
         self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.changed = tuple(changed)  # dotted configuration keys, for a command's own words
         super().__init__(f"{self._what()} Use another folder, or overwrite=True (--overwrite on "
                          "the command line) to discard them.")
 
-    def __reduce__(self):  # picklable with its two arguments (Dask sends exceptions)
-        return type(self), (self.folder, self.problems)
+    def __reduce__(self):  # picklable with its arguments (Dask sends exceptions)
+        return type(self), (self.folder, self.problems, self.changed)
 
     def _what(self) -> str:
         return (f"{self.folder} holds results from a different configuration: "
@@ -65,12 +69,35 @@ class ConfigMismatchError(ValueError):
         return f"{self._what()} Use another {flag}, or --overwrite to discard them."
 
 
+class TrainingDiverged(ValueError):
+    """Training produced non-finite losses, weights or outputs (a learning rate or initial
+    scale far too large). The detector and the memorization estimator raise it; the
+    command line says it in its own words."""
+
+
 class FolderInUseError(RuntimeError):
     """Another imod process holds the lock on an output folder."""
 
     def cli_message(self, flag: str = "--out") -> str:
         """The message in command-line words, naming the flag that gave the folder."""
         return f"{flag} {self}"
+
+
+def folder_argument(text: str) -> Path:
+    """``argparse`` type of an output folder flag: an empty name is refused (it would
+    write into the current folder).
+
+    Examples
+    --------
+    >>> folder_argument("runs/a").as_posix()
+    'runs/a'
+    """
+    import argparse
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a folder name (an empty one would write into the "
+                                         "current folder)")
+    return Path(text)
 
 
 def output_folder(path: str | os.PathLike) -> Path:

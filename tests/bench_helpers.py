@@ -89,3 +89,15 @@ class SeedTwoFails(SpyDetector):
         if self.random_state == 2:
             raise RuntimeError("deliberate failure for seed 2")
         return super().fit(X)
+
+
+class ExitingDetector:
+    """Calls ``sys.exit(3)`` in ``fit``: that cell fails, the run goes on."""
+
+    def fit(self, X, y=None):
+        import sys
+
+        sys.exit(3)
+
+    def score_samples(self, X):  # pragma: no cover - never reached
+        return np.zeros(len(X))

@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imod.bench.datasets import (
+from imod.bench.catalogue import (
     BUNDLED_DIR,
     DatasetNameError,
     catalogue,
     discover_local,
-    load_npz,
     manifest,
     resolve_datasets,
     resolve_name,
 )
+from imod.bench.datasets import load_npz
 from imod.bench.download import sha256_file
 
 

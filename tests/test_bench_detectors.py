@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from imod.bench.datasets import BUNDLED_DIR, load_npz
+from imod.bench.catalogue import BUNDLED_DIR
+from imod.bench.datasets import load_npz
 from imod.bench.detectors import BUILTIN_DETECTORS, canonical_name, make_detector
 from imod.bench.protocol import ProtocolConfig, evaluate, prepare_split
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imod.bench.datasets import manifest, resolve_datasets
+from imod.bench.catalogue import manifest, resolve_datasets
 from imod.bench.download import ChecksumError, DownloadError, download, sha256_file
 from imod.cli import main
 

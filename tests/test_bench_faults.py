@@ -294,3 +294,116 @@ def test_heatmap_marks_values_from_fewer_seeds_and_run_json_names_the_reference(
     config = json.loads((out / "run.json").read_text())
     assert config["reference"] == "bench_helpers:SeedTwoFails"
     assert "reference bench_helpers:SeedTwoFails" in res.stdout
+
+
+# ----------------------------------------------------------------------------- issue 25
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--scheduler", "bogus"], "--scheduler: 'bogus' is neither local-cluster:N nor"),
+    (["--seeds", "1.5"], "--seeds: '1.5' is not a whole number"),
+    (["--seeds", "4294967296"], "--seeds: seeds must be between 0 and 4294967295"),
+    (["--n-jobs", "0"], "--n-jobs 0 runs nothing"),
+    (["--max-rows", "1"], "--max-rows must be 0 (never subsample) or at least 100"),
+    (["--out", ""], "--out: give a folder name"),
+])
+def test_bad_options_are_refused_before_any_cell(tmp_path: Path, args, message):
+    """Issue 25 (5, 6, 7, 9): --scheduler bogus ended in 20 frames of traceback, --seeds 1.5
+    said 'invalid literal for int()', and --seeds 4294967296, --n-jobs 0, --max-rows 1 were
+    accepted and then failed in every cell; --out "" wrote into the current folder."""
+    out = [] if "--out" in args else ["--out", str(tmp_path / "o")]
+    res = _imod("bench", "--datasets", "wine", "--detectors", "PCA", *args, *out, cwd=tmp_path)
+    assert res.returncode == 2 and message in res.stderr, res.stderr[-2000:]
+    assert "usage: imod bench" in res.stderr and "invalid literal" not in res.stderr
+    _no_traceback(res)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_says_that_rerunning_resumes(tmp_path: Path):
+    """Issue 25 (5): Ctrl-C mid-run gave 19 frames of traceback."""
+    import signal
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "imod", "bench", "--datasets", "wine", "--detectors", SLOW,
+           "--seeds", "4", "--out", str(out), "--quiet", "--no-plots"]
+    # SIGINT as a terminal sends it (a shell's background job would inherit it ignored)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(IMOD_TEST_SLEEP="0.5"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    results = out / "results.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+            results.exists() and len(results.read_text().splitlines()) >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "re-running the same command resumes" in err
+    assert "Traceback" not in err
+    kept = read_results(results)
+    assert 1 <= len(kept) < 4 and (kept["status"] == "ok").all()
+
+
+def test_a_full_disk_is_a_clear_error(tmp_path: Path):
+    """Issue 25 (5): a full disk (OSError errno 28) ended in a traceback. results.csv is a
+    link to /dev/full, which answers every write with ENOSPC."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.csv").symlink_to("/dev/full")
+    res = _imod("bench", "--datasets", "wine", "--detectors", "PCA", "--seeds", "1",
+                "--out", str(out), "--quiet", "--no-plots", cwd=tmp_path)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert f"cannot write in {out}: No space left on device" in res.stderr
+    assert "re-run the same command: it resumes" in res.stderr
+    _no_traceback(res)
+
+
+def test_a_detector_calling_sys_exit_fails_its_cells_not_the_run(tmp_path: Path):
+    """Issue 25 (9): a detector raising SystemExit ended the run silently with exit 0."""
+    res = _imod("bench", "--datasets", "wine", "--detectors", "bench_helpers:ExitingDetector",
+                "PCA", "--seeds", "1", "--out", str(tmp_path / "o"), "--quiet", "--no-plots",
+                cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = read_results(tmp_path / "o" / "results.csv").set_index("detector")
+    assert rows.loc["PCA", "status"] == "ok"
+    assert rows.loc["bench_helpers:ExitingDetector", "error"] == (
+        "SystemExit: the detector called sys.exit(3)")
+    assert "1 of 2 cells failed" in res.stderr
+
+
+def test_names_printed_by_list_paste_back_with_their_marks(tmp_path: Path):
+    """Issue 25 (9): `imod list` prints wine* (local) and glass? (no SHA-256): pasted back
+    into --datasets, those names failed."""
+    listing = _imod("list", "--data-dir", str(tmp_path), cwd=tmp_path)
+    words = listing.stdout.split()
+    assert "45_wine*" in words, listing.stdout[-2000:]
+    res = _imod("bench", "--datasets", "45_wine*", "--detectors", "PCA", "--seeds", "1",
+                "--out", str(tmp_path / "o"), "--quiet", "--no-plots", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert set(read_results(tmp_path / "o" / "results.csv")["dataset"]) == {"45_wine"}
+
+
+def test_resume_with_other_code_or_detector_parameters_is_refused(tmp_path: Path):
+    """Issue 25 (3): __version__ stayed 0.1.0 through every commit and run.json could not
+    tell code states apart. run.json records imod's code digest and each detector's
+    parameters; a resume under another of either is refused."""
+    out = tmp_path / "o"
+    run = ["bench", "--datasets", "wine", "--detectors", "PCA", "--seeds", "1", "--out",
+           str(out), "--quiet", "--no-plots"]
+    assert _imod(*run, cwd=tmp_path).returncode == 0
+    cfg = json.loads((out / "run.json").read_text())
+    assert len(cfg["versions"]["imod_code"]) == 16
+    assert cfg["detector_params"]["PCA"]["n_components"] == "None"
+    assert len(cfg["detector_params"]["PCA"]["class file"]) == 16  # pyod's pca.py
+    edited = dict(cfg, versions=dict(cfg["versions"], imod_code="0123456789abcdef"))
+    (out / "run.json").write_text(json.dumps(edited))
+    res = _imod(*run, cwd=tmp_path)
+    assert res.returncode == 2 and "imod_code 0123456789abcdef -> " in res.stderr
+    _no_traceback(res)
+    params = dict(cfg["detector_params"], PCA=dict(cfg["detector_params"]["PCA"],
+                                                   n_components="3"))
+    (out / "run.json").write_text(json.dumps(dict(cfg, detector_params=params)))
+    res = _imod(*run, cwd=tmp_path)
+    assert res.returncode == 2 and "PCA's parameters changed (n_components)" in res.stderr

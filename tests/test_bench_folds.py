@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from imod.bench.datasets import catalogue
+from imod.bench.catalogue import catalogue
 
 FOLDS = Path(__file__).resolve().parents[1] / "benchmarks" / "studies" / "folds.json"
 

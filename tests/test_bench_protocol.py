@@ -10,7 +10,8 @@ import pytest
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import MinMaxScaler
 
-from imod.bench.datasets import BUNDLED_DIR, load_npz
+from imod.bench.catalogue import BUNDLED_DIR
+from imod.bench.datasets import load_npz
 from imod.bench.detectors import (
     DetectorNameError,
     canonical_name,

@@ -13,9 +13,10 @@ import bench_helpers
 import pandas as pd
 import pytest
 
-from imod.bench.datasets import resolve_datasets
+from imod._runtime import ConfigMismatchError
+from imod.bench.catalogue import resolve_datasets
 from imod.bench.protocol import ProtocolConfig
-from imod.bench.runner import ConfigMismatchError, read_results, run_benchmark
+from imod.bench.runner import read_results, run_benchmark
 from imod.bench.summary import summarize, write_summary
 
 REPO = Path(__file__).resolve().parents[1]

@@ -151,8 +151,9 @@ def test_contamination():
     assert abs((det.predict(X) == -1).mean() - 0.1) < 0.02
     labels = IMDetector(contamination=0.1, **FAST).fit_predict(X)
     assert abs((labels == -1).mean() - 0.1) < 0.02
-    auto = IMDetector(**FAST).fit(X)
+    auto = IMDetector(contamination="auto", **FAST).fit(X)
     assert (auto.predict(X) == -1).mean() < 0.1
+    assert IMDetector().contamination == 0.1  # the default (docs/conventions.md)
 
 
 def test_huge_values_give_finite_scores():
@@ -282,7 +283,6 @@ def test_scores_do_not_depend_on_the_scoring_batch_size(monkeypatch):
     """Scoring runs every kept snapshot's members at once on row batches sized from a
     memory budget (cache-sized on the CPU, a share of free memory on a GPU); the
     batch size changes only float rounding."""
-    import imod.detector.views as views
     from imod.engine import StackedMLP
 
     X = np.load(BUNDLED / "6_cardio.npz", allow_pickle=False)["X"]
@@ -293,7 +293,10 @@ def test_scores_do_not_depend_on_the_scoring_batch_size(monkeypatch):
     monkeypatch.setattr(StackedMLP, "reconstruction_losses",
                         lambda self, p, xt, *a: calls.append(xt.shape[1])
                         or forward(self, p, xt, *a))
-    monkeypatch.setattr(views, "CPU_SCORING_BUDGET", 40 * 1024**3)  # a GPU-sized budget
+    from imod.engine import runtime
+
+    # a GPU-sized scoring budget
+    monkeypatch.setitem(runtime.MEMORY_BUDGETS, "score", (40 * 1024**3, 0.25))
     large = det.score_samples(X)
     assert calls == [len(X)] * len(det.views_)  # one batch per view, all snapshots at once
     np.testing.assert_allclose(large, small, rtol=0, atol=1e-6)

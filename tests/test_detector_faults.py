@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from imod import IMDetector, IMDetectorPyOD
-from imod.detector.training import TrainingDiverged
+from imod._runtime import TrainingDiverged
 
 DATA = Path(__file__).resolve().parents[1] / "imod" / "data"
 

@@ -27,10 +27,13 @@ PINNED = np.array([
 
 def test_default_scores_on_pima_are_pinned():
     X = np.load(DATA, allow_pickle=False)["X"].astype(np.float64)
-    det = IMDetector(random_state=0, device="cpu").fit(X)
+    det = IMDetector(random_state=0, device="cpu", contamination="auto").fit(X)
     scores = det.score_samples(X)
     np.testing.assert_allclose(scores[::24], PINNED, atol=2e-6, rtol=0)
     np.testing.assert_allclose(det.train_scores_, scores, atol=1e-5, rtol=0)
     np.testing.assert_allclose([det.offset_, scores.mean(), scores.std()],
                                [-1.00596, -0.137547, 0.458799], atol=2e-6)
     assert int((det.predict(X) == -1).sum()) == 29
+    # the default contamination, 0.1: a tenth of Pima's 768 rows
+    det.set_params(contamination=0.1).fit(X)
+    assert int((det.predict(X) == -1).sum()) == 77

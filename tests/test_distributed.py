@@ -13,27 +13,39 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from imod._runtime import ConfigMismatchError
 from imod.distributed import (
     EnsembleJob,
-    StoreConfigError,
     missing_ranges,
     run_tasks,
     train_blocks,
 )
 from imod.engine import (
+    Placement,
     Recorder,
+    Recording,
     StackedMLP,
+    Task,
+    Training,
     balanced_mask,
     correctness,
     per_example_loss,
-    train_ensemble,
 )
+from imod.engine import train_ensemble as engine_train
 
 distributed = pytest.importorskip("distributed")
 
 N = 240
 MODEL = StackedMLP((64, 16, 10))
-KW = dict(loss="cross_entropy", epochs=3, batch_size=32, random_state=5, device="cpu")
+TRAINING = Training(epochs=3, batch_size=32, random_state=5)
+KW = dict(loss="cross_entropy", training=TRAINING, placement=Placement(device="cpu"))
+EPOCHS_6 = {**KW, "training": Training(epochs=6, batch_size=32, random_state=5)}
+
+
+def train_ensemble(model, X, y, *, mask, recorders, loss, training, placement):
+    """One engine call over all members (the reference the blocks must match)."""
+    return engine_train(Task(model, X, y, mask=mask, loss=loss), training, placement,
+                        Recording(recorders))
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +100,7 @@ def test_missing_ranges_and_local_backend_match_one_run(tmp_path, data, recorder
                                                         reference):
     assert missing_ranges(7, 3, [(0, 3), (3, 4)]) == [(4, 6), (6, 7)]
     X, y = data
-    res = train_blocks(MODEL, X, y, mask=mask, block_size=5, recorders=recorders,
+    res = train_blocks(MODEL, X, y, mask=mask, block_size=5, recording=Recording(recorders),
                        store=tmp_path, keep_params=True, torch_threads=1, **KW)
     _check_same(res, reference)
     for k, v in reference.params.items():
@@ -98,15 +110,16 @@ def test_missing_ranges_and_local_backend_match_one_run(tmp_path, data, recorder
     with np.load(tmp_path / "block_0000000_0000005.npz", allow_pickle=False) as z:
         assert z["mask"].shape == (5, N) and z["rec__loss"].shape == (3, 5, 50)
     # Another configuration is refused with a clear error.
-    with pytest.raises(StoreConfigError, match="differs in: train.epochs"):
-        train_blocks(MODEL, X, y, mask=mask, block_size=5, recorders=recorders,
-                     store=tmp_path, **{**KW, "epochs": 4})
+    with pytest.raises(ConfigMismatchError, match="differs in: train.epochs"):
+        train_blocks(MODEL, X, y, mask=mask, block_size=5, recording=Recording(recorders),
+                     store=tmp_path, **{**KW, "training": Training(epochs=4, batch_size=32,
+                                                                  random_state=5)})
 
 
 def test_dask_blocks_merge_to_single_process_numbers(tmp_path, client, data, recorders, mask,
                                                      reference):
     X, y = data
-    res = train_blocks(MODEL, X, y, mask=mask, block_size=3, recorders=recorders,
+    res = train_blocks(MODEL, X, y, mask=mask, block_size=3, recording=Recording(recorders),
                        store=tmp_path, backend="dask", client=client, keep_params=True, **KW)
     _check_same(res, reference)
     for k, v in reference.params.items():
@@ -114,7 +127,8 @@ def test_dask_blocks_merge_to_single_process_numbers(tmp_path, client, data, rec
     assert len(res.trained) == 4
     assert set(res.workers.values()) <= set(client.scheduler_info()["workers"])
     # The store alone merges back to the same numbers.
-    store = EnsembleJob(MODEL, X, y, mask=mask, recorders=recorders, **KW).open_store(tmp_path)
+    job = EnsembleJob(MODEL, X, y, mask=mask, recording=Recording(recorders), **KW)
+    store = job.open_store(tmp_path)
     merged = store.merge(12, params=True)
     np.testing.assert_array_equal(merged.records["correct"], res.records["correct"])
     for k, v in res.params.items():
@@ -132,14 +146,14 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, client, data, rec
             raise KeyboardInterrupt("simulated kill")
 
     with pytest.raises(KeyboardInterrupt):
-        train_blocks(MODEL, X, y, mask=mask, block_size=2, recorders=recorders,
+        train_blocks(MODEL, X, y, mask=mask, block_size=2, recording=Recording(recorders),
                      store=tmp_path, backend="dask", client=client, callback=stop_after_two,
                      **KW)
     files = sorted(tmp_path.glob("block_*.npz"))
     assert len(files) >= 2
     mtimes = {f.name: f.stat().st_mtime_ns for f in files}
     time.sleep(0.05)
-    res = train_blocks(MODEL, X, y, mask=mask, block_size=2, recorders=recorders,
+    res = train_blocks(MODEL, X, y, mask=mask, block_size=2, recording=Recording(recorders),
                        store=tmp_path, backend="dask", client=client, **KW)
     assert set(res.loaded) == {tuple(int(p) for p in f.stem.split("_")[1:]) for f in files}
     assert not set(res.trained) & set(res.loaded)
@@ -154,10 +168,10 @@ def test_extension_trains_only_new_members(tmp_path, client, data, recorders, ma
 
     monkeypatch.setattr(jobs, "_SCATTER_BYTES", 0)  # also exercise the broadcast path
     first = train_blocks(MODEL, X, y, mask=mask, n_members=8, block_size=3,
-                         recorders=recorders, store=tmp_path, torch_threads=1, **KW)
+                         recording=Recording(recorders), store=tmp_path, torch_threads=1, **KW)
     assert first.trained == [(0, 3), (3, 6), (6, 8)]
     _check_same(first, reference, k=8)
-    more = train_blocks(MODEL, X, y, mask=mask, block_size=3, recorders=recorders,
+    more = train_blocks(MODEL, X, y, mask=mask, block_size=3, recording=Recording(recorders),
                         store=tmp_path, backend="dask", client=client, **KW)
     assert more.trained == [(8, 9), (9, 12)] and more.loaded == first.trained
     _check_same(more, reference)
@@ -165,12 +179,12 @@ def test_extension_trains_only_new_members(tmp_path, client, data, recorders, ma
     other = mask.copy()
     other[0] = ~other[0]
     with pytest.raises(ValueError, match="other mask rows"):
-        train_blocks(MODEL, X, y, mask=other, block_size=3, recorders=recorders,
+        train_blocks(MODEL, X, y, mask=other, block_size=3, recording=Recording(recorders),
                      store=tmp_path, **KW)
 
 
 def test_bench_cells_as_tasks_write_the_same_rows(tmp_path, client):
-    from imod.bench.datasets import resolve_datasets
+    from imod.bench.catalogue import resolve_datasets
     from imod.bench.runner import read_results, run_benchmark
     from imod.cli import build_parser
 
@@ -227,11 +241,11 @@ def test_killed_worker_does_not_lose_the_run(tmp_path, client, data, recorders, 
         killed.append(target)
         os.kill(pids[target], signal.SIGKILL)  # the worker process dies mid-run
 
-    res = train_blocks(MODEL, X, y, mask=mask, block_size=1, recorders=recorders,
+    res = train_blocks(MODEL, X, y, mask=mask, block_size=1, recording=Recording(recorders),
                        store=tmp_path, backend="dask", client=client, retries=3,
-                       callback=kill_a_busy_worker, **{**KW, "epochs": 6})
+                       callback=kill_a_busy_worker, **EPOCHS_6)
     assert killed
-    ref = train_ensemble(MODEL, X, y, mask=mask, recorders=recorders, **{**KW, "epochs": 6})
+    ref = train_ensemble(MODEL, X, y, mask=mask, recorders=recorders, **EPOCHS_6)
     _check_same(res, ref)
     assert len(res.trained) == 12
     client.wait_for_workers(2, timeout=60)  # the nanny restarted it
@@ -285,8 +299,8 @@ def test_memorize_cli_on_a_scheduler_address(tmp_path, client):
 def test_damaged_block_is_trained_again(tmp_path, data, recorders, mask, reference, damage):
     """Issue 19 fault 4: an unreadable block (or parameter file) is retrained, not fatal."""
     X, y = data
-    kw = dict(mask=mask, block_size=6, recorders=recorders, store=tmp_path, keep_params=True,
-              torch_threads=1, **KW)
+    kw = dict(mask=mask, block_size=6, recording=Recording(recorders), store=tmp_path,
+              keep_params=True, torch_threads=1, **KW)
     first = train_blocks(MODEL, X, y, **kw)
     assert first.trained == [(0, 6), (6, 12)]
     block = tmp_path / "block_0000006_0000012.npz"

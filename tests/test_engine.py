@@ -12,21 +12,45 @@ from sklearn.datasets import load_digits
 from imod.engine import (
     ModuleMembers,
     OptimizerSpec,
+    Placement,
     Recorder,
+    Recording,
     StackedMLP,
+    Task,
+    Training,
     balanced_mask,
     bernoulli_mask,
     correctness,
     full_mask,
     margin,
     per_example_loss,
-    train_ensemble,
 )
+from imod.engine import train_ensemble as engine_train
 from imod.engine.reference import train_one_by_one
 
 # The CPU, and a CUDA device where there is one (skipped without).
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device"))]
+
+
+_TASK = ("mask", "n_members", "views", "loss", "first_member")
+_TRAINING = ("optimizer", "epochs", "batch_size", "random_state", "init", "init_scale", "trim")
+_PLACEMENT = ("device", "precision", "compile", "chunk_size", "eval_batch_size", "progress")
+_RECORDING = {"recorders": "recorders", "record_every": "every", "record_initial": "initial",
+              "keep_snapshots": "keep_snapshots"}
+
+
+def train_ensemble(model, X, y=None, **kw):
+    """The engine's four records from one set of keywords (the tests vary them freely)."""
+    def pick(names):
+        return {k: kw.pop(k) for k in names if k in kw}
+
+    task = Task(model, X, y, **pick(_TASK))
+    training = Training(**pick(_TRAINING))
+    placement = Placement(**pick(_PLACEMENT))
+    recording = Recording(**{_RECORDING[k]: v for k, v in pick(_RECORDING).items()})
+    assert not kw, kw
+    return engine_train(task, training, placement, recording)
 
 
 @pytest.fixture(scope="module")
@@ -283,8 +307,8 @@ def test_members_trained_in_blocks_match_one_run(digits):
     mlp = StackedMLP((64, 8, 10))
     mask = balanced_mask(6, len(X), 0.5, random_state=0)
     kw = dict(loss="cross_entropy", epochs=2, random_state=4, device="cpu")
-    whole = train_ensemble(mlp, X, y, mask=mask, rate=0.5, **kw)
-    tail = train_ensemble(mlp, X, y, mask=mask[4:], first_member=4, rate=0.5, **kw)
+    whole = train_ensemble(mlp, X, y, mask=mask, **kw)
+    tail = train_ensemble(mlp, X, y, mask=mask[4:], first_member=4, **kw)
     torch.testing.assert_close(whole.params["2.weight"][4:], tail.params["2.weight"])
 
 
@@ -381,7 +405,7 @@ def test_init_schemes_scale_orthogonal_and_hooks():
         (dict(n_members=2, init_scale=-1.0), "init_scale"),
         (dict(n_members=2, device="tpu"), "device"),
         (dict(n_members=2, chunk_size=0), "chunk_size"),
-        (dict(n_members=2, record_every=0), "record_every"),
+        (dict(n_members=2, record_every=0), "every must be"),
         (dict(), "n_members"),
         (dict(n_members=2, trim=1.0), "trim"),
         (dict(n_members=2, trim=-0.1), "trim"),
@@ -548,18 +572,26 @@ def test_update_loop_makes_no_host_round_trip(digits, monkeypatch, device):
 # ------------------------------------------------------- schedule, precision, compile
 
 
-def test_batch_flags_agree_with_the_mask_on_the_host(digits):
-    from imod.engine.schedule import Schedule, batch_flags
+def test_each_member_reads_its_own_rows_in_the_epochs_order(digits):
+    from imod.engine.schedule import Schedule, batch_counts, batch_flags, batch_order, own_rows
 
     X, _ = digits
-    mask = bernoulli_mask(6, len(X), 0.1, random_state=0)  # sparse: members skip batches
-    sched = Schedule.build(3, epochs=2, n_samples=len(X), batch=32)
-    active, full = batch_flags(torch.as_tensor(mask), torch.as_tensor(sched.rows), sched.real,
-                               block_bytes=500)  # several blocks
-    for t, (rows, real) in enumerate(zip(sched.rows, sched.real)):
-        own = mask[:, rows[:real]]
-        assert active[t] == own.any(axis=1).all() and full[t] == (own.all() and real == 32)
-    assert not active.all() and sched.real[-1] == len(X) - 9 * 32
+    mask = bernoulli_mask(6, len(X), 0.1, random_state=0)  # sparse: uneven row counts
+    own_max = int(mask.sum(axis=1).max())
+    sched = Schedule.build(3, epochs=2, n_samples=len(X), own_max=own_max, batch=8)
+    width = sched.steps_per_epoch * 8
+    assert width >= own_max > width - 8
+    for epoch in range(2):
+        table = own_rows(torch.as_tensor(mask), torch.as_tensor(sched.orders[epoch, :len(X)]),
+                         width).numpy()
+        order = batch_order(3, epoch, len(X))
+        for k in range(6):
+            own = order[mask[k, order]]  # the member's rows, in the epoch's order
+            np.testing.assert_array_equal(table[k, : own.size], own)
+    counts = batch_counts(mask.sum(axis=1), 8, sched.steps_per_epoch)
+    np.testing.assert_array_equal(counts.sum(axis=0), mask.sum(axis=1))
+    active, full = batch_flags(counts, 8)
+    assert active[0] and not active.all() and not full[-1]  # smaller members finish early
 
 
 def test_fp32_means_tf32_products_on_cuda_and_ieee_turns_them_off():

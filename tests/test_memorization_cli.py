@@ -56,7 +56,7 @@ def test_cli_bad_input_is_a_clear_error(tmp_path, capsys):
     assert "rate" in capsys.readouterr().err
     assert main(["memorize", *TINY, "--members", "2", "--rate", "0.9",
                  "--out", str(tmp_path)]) == 2
-    assert "too few members" in capsys.readouterr().err
+    assert "--members 2 is too few for --rate 0.9" in capsys.readouterr().err
     assert main(["memorize", *TINY, "--dataset", "nope", "--out", str(tmp_path)]) == 2
 
 

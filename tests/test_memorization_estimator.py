@@ -278,6 +278,10 @@ def test_auto_epochs_fit_the_random_labels_of_caller_noisy_digits(digits):
 
     assert detection_metrics(est.fractional_, is_bad)["auroc"] > 0.9
     assert est.null_meaningful_ and est.memorized_.size > 0
+    # the one-run proxy from the pilot's recordings finds the replaced labels too (0.975
+    # when written), and the split-half stability of the 16 members is reported
+    assert detection_metrics(est.cumulative_loss_, is_bad)["auroc"] > 0.9
+    assert est.stability_["members_per_half"] == 8 and 0 < est.stability_["spearman"] < 1
 
 
 def test_get_set_params_come_from_base_estimator():

@@ -5,7 +5,12 @@ of width 32 and 256, Adam, 20 epochs, batch 64) three ways in one run: with
 :func:`imod.engine.train_ensemble`; with ``plain_vectorized.py`` (per-member row
 gather, ``torch.baddbmm``, ``torch.optim.Adam``, TF32); and one model at a time
 with ``torch.optim.Adam`` on the engine's initial weights and mini-batch order.
-Every run is warmed up once (imports, allocator, kernels) before it is timed.
+Times are CPU seconds on the CPU (one thread each: a loaded machine's share of the
+cores does not enter them) and wall seconds on a GPU. Every run is warmed up once
+(imports, allocator, kernels) before it is timed; with
+``--repeat`` the three arms are timed in turn, round after round (interleaved, so a
+shared machine's load falls on all of them), and the best round of each is kept. The
+load average is printed before and after.
 Prints seconds, achieved TFLOP/s (GEMM FLOPs of forward and backward, counted
 as 6 x weights x rows each member processes), the speed-up over the loop, and
 accuracy on the training data.
@@ -23,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -31,7 +38,14 @@ from plain_vectorized import plain_predict, plain_updates, train_plain
 from sklearn.datasets import load_digits
 
 import imod
-from imod.engine import PRECISIONS, StackedMLP, shared_batch_size, train_ensemble
+from imod.engine import (
+    PRECISIONS,
+    Placement,
+    StackedMLP,
+    Task,
+    Training,
+    train_ensemble,
+)
 from imod.engine.reference import train_one_by_one
 
 
@@ -40,16 +54,37 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(repeat: int, where: torch.device, fn, *args, **kwargs):
-    """Best wall time of ``repeat`` calls of ``fn(*args, **kwargs)`` and the last result."""
-    best, out = float("inf"), None
+def timed(where: torch.device, fn, *args, **kwargs):
+    """Seconds of one call of ``fn(*args, **kwargs)`` and its result: CPU seconds on the
+    CPU (one thread: what a loaded machine inflates least), wall seconds on a GPU."""
+    sync(where)
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn(*args, **kwargs)
+    sync(where)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return (cpu if where.type == "cpu" else wall), out
+
+
+def interleaved(repeat: int, arms: dict):
+    """Best time and last result of each arm, the arms run in turn ``repeat`` times."""
+    best = {name: (float("inf"), None) for name in arms}
     for _ in range(repeat):
-        sync(where)
-        t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
-        sync(where)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        for name, call in arms.items():
+            seconds, out = call()
+            if seconds < best[name][0]:
+                best[name] = (seconds, out)
+    return best
+
+
+def load() -> str:
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def engine(mlp, X, y, members: int, epochs: int, args, placement: Placement):
+    """The engine's run: K classifiers on every row (the shared-batch path)."""
+    return train_ensemble(Task(mlp, X, y, n_members=members, loss="cross_entropy"),
+                          Training(epochs=epochs, batch_size=args.batch_size,
+                                   random_state=args.seed), placement)
 
 
 def gemm_flops(sizes: tuple[int, ...], rows: int) -> float:
@@ -104,44 +139,45 @@ def main() -> None:
     print(
         f"{'width':>6} {'run':<18} {'seconds':>9} {'TFLOP/s':>9} {'vs loop':>8} {'acc':>6}"
     )
+    print(load())
     for width in args.widths:
         sizes = (Xn.shape[1], width, 10)
         mlp = StackedMLP(sizes)
-        kw = dict(loss="cross_entropy", epochs=args.epochs, batch_size=args.batch_size,
-                  random_state=args.seed, device=device, precision=args.precision,
-                  compile=args.compile)
-        # Warm-up (allocator, kernels; compilation for K members), not timed.
-        train_ensemble(mlp, X, y, n_members=K if args.compile else min(K, 2),
-                       **{**kw, "epochs": 1})  # fmt: skip
+        placement = Placement(device=device, precision=args.precision, compile=args.compile)
 
-        t_vec, res = timed(args.repeat, device, train_ensemble, mlp, X, y, n_members=K, **kw)
-        shared = shared_batch_size(args.batch_size, 1.0, n)
-        vec_rows = args.epochs * math.ceil(n / shared) * shared * K  # padded shared batches
-
-        init = mlp.init(args.seed, range(n_loop))
-        # Warm-up of the loop as well: its first call pays torch's lazy imports
-        # (~2 s of the optimizer's first step), which --loop-members scaling
-        # would otherwise multiply by K / loop-members.
+        # Warm-ups (allocator, kernels; compilation for K members; torch's lazy imports
+        # in the loop's first optimizer step, ~2 s, which --loop-members scaling would
+        # otherwise multiply by K / loop-members), not timed.
+        engine(mlp, X, y, K if args.compile else min(K, 2), 1, args, placement)
         train_one_by_one(mlp, mlp.init(args.seed, range(1)), X, y, loss="cross_entropy",
                          epochs=1, batch_size=args.batch_size, device=device)  # fmt: skip
-        t_loop, models = timed(
-            args.repeat, device, train_one_by_one, mlp, init, X, y, loss="cross_entropy",
-            epochs=args.epochs, batch_size=args.batch_size, random_state=args.seed, device=device,
-        )  # fmt: skip
+        init = mlp.init(args.seed, range(n_loop))
+        arms = {
+            "engine": partial(timed, device, engine, mlp, X, y, K, args.epochs, args, placement),
+            "loop": partial(
+                timed, device, train_one_by_one, mlp, init, X, y, loss="cross_entropy",
+                epochs=args.epochs, batch_size=args.batch_size, random_state=args.seed,
+                device=device),
+        }
+        if not args.no_plain:
+            train_plain(Xn, yn, full[:2], sizes, epochs=1, batch_size=args.batch_size,
+                        device=device)  # warm-up
+            arms["plain"] = partial(  # the whole call, as for the engine
+                timed, device, train_plain, Xn, yn, full, sizes, epochs=args.epochs,
+                batch_size=args.batch_size, device=device, seed=args.seed)
+        best = interleaved(args.repeat, arms)
+        t_vec, res = best["engine"]
+        t_loop, models = best["loop"]
         t_loop *= K / n_loop
+        b = min(args.batch_size, n)
+        vec_rows = args.epochs * math.ceil(n / b) * b * K  # padded batches
         loop_rows = args.epochs * n * K
-
         with torch.no_grad():
             acc_vec = (res.forward(Xn).argmax(-1) == torch.as_tensor(yn)).float().mean().item()
             acc_loop = np.mean([(m(X).argmax(-1) == y).float().mean().item() for m in models])
         rows = [("engine", t_vec, vec_rows, acc_vec)]
         if not args.no_plain:
-            train_plain(Xn, yn, full[:2], sizes, epochs=1, batch_size=args.batch_size,
-                        device=device)  # warm-up
-            t_plain, (Ws, bs, _) = timed(  # the whole call, as for the engine
-                args.repeat, device, train_plain, Xn, yn, full, sizes, epochs=args.epochs,
-                batch_size=args.batch_size, device=device, seed=args.seed,
-            )  # fmt: skip
+            t_plain, (Ws, bs, _) = best["plain"]
             pred = plain_predict(Ws, bs, Xn).cpu()
             acc_plain = (pred == torch.as_tensor(yn)).float().mean().item()
             plain_rows = plain_updates(full, args.epochs, args.batch_size) * args.batch_size * K
@@ -153,6 +189,7 @@ def main() -> None:
                 f"{width:>6} {name:<18} {seconds:>9.2f} {tflops:>9.4f} "
                 f"{t_loop / seconds:>7.1f}x {acc:>6.3f}"
             )
+    print(load())
 
 
 if __name__ == "__main__":

@@ -61,7 +61,17 @@ from imod.detector.training import (
     train_views,
 )
 from imod.detector.views import View
-from imod.engine import OptimizerSpec, Recorder, StackedMLP, per_example_loss, train_ensemble
+from imod.engine import (
+    OptimizerSpec,
+    Placement,
+    Recorder,
+    Recording,
+    StackedMLP,
+    Task,
+    Training,
+    per_example_loss,
+    train_ensemble,
+)
 
 NOISES = ("swap", "mask")
 
@@ -117,13 +127,14 @@ def _train_noisy_group(X: np.ndarray, methods: list[str], pre: list[IMPreprocess
 def _train_one(sizes, inputs, targets, clean, k, seed, s, device):
     steps = math.ceil(len(inputs) / s.batch_size)
     res = train_ensemble(
-        StackedMLP(sizes, activation=ACTIVATION), inputs, targets, n_members=k,
-        loss=s.loss, optimizer=OptimizerSpec("adam", lr=float(s.lr)), epochs=1,
-        batch_size=s.batch_size, trim=float(s.trim), random_state=seed, init=s.init,
-        init_scale=float(s.init_scale),
-        recorders=[Recorder("loss", per_example_loss(s.loss), X=clean, y=clean)],
-        record_every=max(1, steps // s.n_recordings), keep_snapshots=True, device=device,
-        eval_batch_size=1024,
+        Task(StackedMLP(sizes, activation=ACTIVATION), inputs, targets, n_members=k,
+             loss=s.loss),
+        Training(optimizer=OptimizerSpec("adam", lr=float(s.lr)), epochs=1,
+                 batch_size=s.batch_size, trim=float(s.trim), random_state=seed, init=s.init,
+                 init_scale=float(s.init_scale)),
+        Placement(device=device, eval_batch_size=1024),
+        Recording([Recorder("loss", per_example_loss(s.loss), X=clean, y=clean)],
+                  every=max(1, steps // s.n_recordings), keep_snapshots=True),
     )
     if not np.isfinite(res.records["loss"]).all():
         raise TrainingDiverged("training diverged: non-finite losses; use a smaller lr")
@@ -182,11 +193,7 @@ class DenoisingIM:
         det.n_features_in_ = X.shape[1]
         device = resolve_device(det.device)
         rs = check_random_state(self.random_state)
-        # IMDetector's settings as its fit builds them (the fixed choices beside the
-        # public parameters).
-        settings = TrainingSettings(**{
-            f: det._fixed[f] if f in det._fixed else getattr(det, f)
-            for f in TrainingSettings.__dataclass_fields__})
+        settings = det._training_settings()  # the fixed loss, scoring, ... included
         views = det._views()
         with torch_threads(det.n_threads):
             det.projection_ = None
@@ -217,8 +224,7 @@ class DenoisingIM:
                         device)
         det.train_scores_ = share_ties(X[det.views_[0].record_index],
                                        det._combine([v.train_scores for v in det.views_]))
-        det.offset_ = offset_from(det.train_scores_, det.contamination,
-                                  det._fixed["normalization"])
+        det.offset_ = offset_from(det.train_scores_, det.contamination, settings.normalization)
         return self
 
     def score_samples(self, X) -> np.ndarray:

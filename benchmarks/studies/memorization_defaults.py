@@ -26,8 +26,12 @@ import torch
 
 from imod.engine import (
     OptimizerSpec,
+    Placement,
     Recorder,
+    Recording,
     StackedMLP,
+    Task,
+    Training,
     balanced_mask,
     correctness,
     train_ensemble,
@@ -45,10 +49,12 @@ def run(name: str, width: int, lr: float, members: int = 8, seed: int = 0) -> di
     rl[idx] = True
     mask = balanced_mask(members, len(y), 0.7, random_state=seed)
     t0 = time.process_time()
-    res = train_ensemble(StackedMLP((X.shape[1], width, int(y.max()) + 1)), X, y, mask=mask,
-                         loss="cross_entropy", optimizer=OptimizerSpec("adam", lr=lr),
-                         epochs=EPOCHS[name], batch_size=32, rate=0.7, random_state=seed,
-                         device="cpu", recorders=[Recorder("c", correctness)])
+    res = train_ensemble(
+        Task(StackedMLP((X.shape[1], width, int(y.max()) + 1)), X, y, mask=mask,
+             loss="cross_entropy"),
+        Training(optimizer=OptimizerSpec("adam", lr=lr), epochs=EPOCHS[name], batch_size=32,
+                 random_state=seed),
+        Placement(device="cpu"), Recording([Recorder("c", correctness)]))
     cpu = time.process_time() - t0
     c = res.records["c"].astype(bool)
     nat = c[:, mask & ~rl[None]].mean(1)

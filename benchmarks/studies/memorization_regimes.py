@@ -31,7 +31,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imod.engine import Recorder, StackedMLP, balanced_mask, correctness, train_ensemble
+from imod.engine import (
+    Placement,
+    Recorder,
+    Recording,
+    StackedMLP,
+    Task,
+    Training,
+    balanced_mask,
+    correctness,
+    train_ensemble,
+)
 from imod.memorization import (
     detection_metrics,
     load_dataset,
@@ -60,10 +70,11 @@ def one_run(name: str, rate: float, seed: int, out: Path) -> dict:
     cfg = TrainingConfig()
     t0 = time.perf_counter()
     res = train_ensemble(
-        StackedMLP((X.shape[1], *DEFAULT_HIDDEN, n_classes)), X, y, mask=mask, loss="cross_entropy",
-        optimizer=cfg.optimizer, epochs=max(BUDGETS[name]), batch_size=cfg.batch_size,
-        random_state=seed, rate=rate, device="cpu", recorders=[Recorder("c", correctness)],
-        record_every="epoch",
+        Task(StackedMLP((X.shape[1], *DEFAULT_HIDDEN, n_classes)), X, y, mask=mask,
+             loss="cross_entropy"),
+        Training(optimizer=cfg.optimizer, epochs=max(BUDGETS[name]), batch_size=cfg.batch_size,
+                 random_state=seed),
+        Placement(device="cpu"), Recording([Recorder("c", correctness)], every="epoch"),
     )
     seconds = time.perf_counter() - t0
     C = res.records["c"].astype(bool)  # (E, K, n)

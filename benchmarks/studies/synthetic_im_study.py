@@ -43,7 +43,16 @@ import pandas as pd  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from imod import IMPreprocessor  # noqa: E402
-from imod.engine import Recorder, StackedMLP, per_example_loss, train_ensemble  # noqa: E402
+from imod.engine import (  # noqa: E402
+    Placement,
+    Recorder,
+    Recording,
+    StackedMLP,
+    Task,
+    Training,
+    per_example_loss,
+    train_ensemble,
+)
 
 BASE = dict(init_scale=1.0, scaling="standard", fraction=0.05, spread=1.0, trim=0.0)
 FACTORS = {
@@ -102,18 +111,10 @@ def trajectory(
     else:
         mlp = StackedMLP((d, 32, 8, 32, d), activation="leaky_relu")
     res = train_ensemble(
-        mlp,
-        X,
-        n_members=members,
-        epochs=12,
-        batch_size=64,
-        random_state=seed,
-        init_scale=init_scale,
-        trim=trim,
-        recorders=[Recorder("loss", per_example_loss("mse"))],
-        record_every=5,
-        record_initial=True,
-        device="cpu",
+        Task(mlp, X, n_members=members),
+        Training(epochs=12, batch_size=64, random_state=seed, init_scale=init_scale, trim=trim),
+        Placement(device="cpu"),
+        Recording([Recorder("loss", per_example_loss("mse"))], every=5, initial=True),
     )
     loss = res.records["loss"]  # (T, K, n)
     # AUROC from ranks, vectorized over recordings and members (Mann-Whitney U).

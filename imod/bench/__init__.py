@@ -19,7 +19,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Dataset": "imod.bench.datasets",
+    "Dataset": "imod._dataset",
     "DatasetRef": "imod.bench.catalogue",
     "load_npz": "imod.bench.datasets",
     "resolve_datasets": "imod.bench.catalogue",

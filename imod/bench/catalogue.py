@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imod._runtime import cache_dir
+from imod._runtime import cache_dir as cache_root
 
 __all__ = [
     "ADBENCH_FOLDERS",
@@ -34,7 +34,6 @@ __all__ = [
     "DatasetNameError",
     "DatasetRef",
     "catalogue",
-    "default_cache_dir",
     "default_data_dir",
     "discover_local",
     "manifest",
@@ -172,27 +171,6 @@ def catalogue() -> list[DatasetRef]:
     return list(_catalogue())
 
 
-def default_cache_dir() -> Path:
-    """The ADBench download cache: ``cache_dir("adbench")``, i.e. ``$IMOD_CACHE_DIR/adbench``.
-
-    ``IMOD_CACHE_DIR`` is imod's one cache root; every package keeps a sub-folder there.
-
-    Examples
-    --------
-    >>> import os
-    >>> from pathlib import Path
-    >>> from unittest import mock
-    >>> with mock.patch.dict(os.environ, {"IMOD_CACHE_DIR": "/tmp/imod-cache"}):
-    ...     print(default_cache_dir().as_posix())
-    /tmp/imod-cache/adbench
-    >>> with mock.patch.dict(os.environ):
-    ...     _ = os.environ.pop("IMOD_CACHE_DIR", None)
-    ...     print(default_cache_dir().relative_to(Path.home()).as_posix())
-    .cache/imod/adbench
-    """
-    return cache_dir("adbench")
-
-
 def default_data_dir() -> Path | None:
     """``IMOD_ADBENCH_DIR`` if set."""
     env = os.environ.get("IMOD_ADBENCH_DIR")
@@ -244,7 +222,7 @@ def discover_local(
     {'bundled'}
     """
     data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else cache_root("adbench")
     sums = manifest()
     found: dict[tuple[str, str], DatasetRef] = {}
 
@@ -308,7 +286,8 @@ def resolve_name(name: str, local: Sequence[DatasetRef]) -> DatasetRef:
     Parameters
     ----------
     name : str
-        What the user typed (a trailing ``.npz`` is ignored).
+        What the user typed (a trailing ``.npz``, and the ``*``/``?`` marks ``imod list``
+        prints after names, are ignored).
     local : sequence of DatasetRef
         Local files (see `discover_local`); upstream-only names resolve to a ref without path.
 
@@ -338,7 +317,8 @@ def resolve_name(name: str, local: Sequence[DatasetRef]) -> DatasetRef:
     imod.bench.catalogue.DatasetNameError: unknown dataset 'cardoi'. Did you mean: 6_cardio, ...
     """
     cands = _candidates(local)
-    query = name.strip().removesuffix(".npz")
+    # `imod list` marks names with * (local) and ? (no known SHA-256): pasted back, they work
+    query = name.strip().rstrip("*?").removesuffix(".npz")
     if "/" in query:
         folder, stem = query.split("/", 1)
         hits = [r for r in cands if r.folder.casefold() == folder.casefold()]

@@ -59,7 +59,7 @@ def run_cell(path: str | Path, name: str, detector: str, seed: int, protocol: Pr
 
     Examples
     --------
-    >>> from imod.bench.datasets import BUNDLED_DIR
+    >>> from imod.bench.catalogue import BUNDLED_DIR
     >>> row = run_cell(BUNDLED_DIR / "45_wine.npz", "45_wine", "PCA", 1, ProtocolConfig())
     >>> row["status"], row["n_train"], row["n_test"], 0.5 < row["auroc"] <= 1.0
     ('ok', 700, 300, True)

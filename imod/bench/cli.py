@@ -13,6 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from imod._runtime import folder_argument
+
 __all__ = ["add_parser", "parse_seeds"]
 
 # The strongest PyOD peers that cost seconds, not minutes, per cell (docs/accuracy_study.md).
@@ -34,10 +36,11 @@ protocol (ADBench, Han et al. NeurIPS 2022, official defaults):
 datasets:
   Suites: mini (bundled, offline), classical, cv (CV_by_ResNet18), nlp (NLP_by_BERT), all.
   Names as users know them: 'cardio' or '6_cardio' (case-insensitive; 'Cardiotocography' is
-  7_Cardiotocography); 'CV_by_ViT/MVTec-AD_bottle' for a folder variant. Files are looked
-  up in --data-dir (or $IMOD_ADBENCH_DIR, with subfolders Classical, CV_by_ResNet18,
-  CV_by_ViT, NLP_by_BERT, NLP_by_RoBERTa), the cache (--cache-dir, else
-  $IMOD_CACHE_DIR/adbench, default ~/.cache/imod/adbench) and the bundled mini set.
+  7_Cardiotocography; names copied from 'imod list' work with their * and ? marks);
+  'CV_by_ViT/MVTec-AD_bottle' for a folder variant. Files are looked up in --data-dir
+  (or $IMOD_ADBENCH_DIR, with subfolders Classical, CV_by_ResNet18, CV_by_ViT, NLP_by_BERT,
+  NLP_by_RoBERTa), the cache (--cache-dir, else $IMOD_CACHE_DIR/adbench, default
+  ~/.cache/imod/adbench) and the bundled mini set.
   --download fetches missing official files into the cache from $IMOD_ADBENCH_URL (default
   the ADBench GitHub repository), checking their SHA-256; files without a known SHA-256
   are never downloaded (put them in --data-dir yourself).
@@ -46,8 +49,9 @@ output:
   OUT/results.csv (one row per dataset/detector/seed cell, appended as cells finish),
   OUT/run.json (configuration), OUT/summary.md, OUT/summary.csv, OUT/auroc_heatmap.png,
   OUT/rank_plot.png. Re-running with the same --out resumes: finished cells are skipped,
-  failed ones retried; a different protocol, changed dataset files or other versions of
-  imod or its libraries are refused unless --overwrite. One run at a time per --out: a
+  failed ones retried; a different protocol, changed dataset files, other versions of
+  imod or its libraries, other imod code or other detector parameters are refused unless
+  --overwrite. One run at a time per --out: a
   second run on the same folder is refused while the first works. The heatmap marks with *
   a value averaged over fewer seeds than the run asked for. A run in which every cell
   failed exits with status 1 and ranks nothing.
@@ -59,30 +63,54 @@ examples:
 """
 
 
+# Seeds reach numpy's RandomState, which takes 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+
+def _whole(text: str) -> int:
+    """A seed (or a seed count) from the command line, checked before any list is made."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if not 0 <= n <= MAX_SEED:
+        raise ValueError(f"seeds must be between 0 and {MAX_SEED} (numpy's seed range), got {n}")
+    return n
+
+
 def parse_seeds(values: Sequence[str]) -> list[int]:
     """``["3"]`` -> 1..3; ``["1", "2", "5"]`` -> those; ``["4-6"]`` -> 4..6.
 
     Raises
     ------
     ValueError
-        For non-integers, ranges out of order, or seeds below 0.
+        In command-line words, for non-integers, ranges out of order, or seeds outside
+        0 .. 2**32 - 1.
+
+    Examples
+    --------
+    >>> parse_seeds(["3"]), parse_seeds(["4-6", "9"])
+    ([1, 2, 3], [4, 5, 6, 9])
+    >>> parse_seeds(["1.5"])
+    Traceback (most recent call last):
+    ...
+    ValueError: '1.5' is not a whole number
     """
     if len(values) == 1 and "-" not in values[0]:
-        n = int(values[0])
+        n = _whole(values[0])
         if n < 1:
             raise ValueError(f"--seeds N needs N >= 1, got {n}")
-        return list(range(1, n + 1))
-    seeds: list[int] = []
-    for v in values:
-        if "-" in v.strip("-"):
-            a, b = (int(x) for x in v.split("-", 1))
-            if b < a:
-                raise ValueError(f"seed range {v!r} is empty")
-            seeds += list(range(a, b + 1))
-        else:
-            seeds.append(int(v))
-    if any(s < 0 for s in seeds):
-        raise ValueError("seeds must be >= 0")
+        seeds = list(range(1, n + 1))
+    else:
+        seeds = []
+        for v in values:
+            if "-" in v.strip("-"):
+                a, b = (_whole(x) for x in v.split("-", 1))
+                if b < a:
+                    raise ValueError(f"seed range {v!r} is empty")
+                seeds += list(range(a, b + 1))
+            else:
+                seeds.append(_whole(v))
     return list(dict.fromkeys(seeds))
 
 
@@ -121,7 +149,7 @@ def _add_bench_parser(sub: argparse._SubParsersAction,
     p.add_argument("--seeds", nargs="+", default=["3"], metavar="SEED",
                    help="one number N = seeds 1..N; several numbers or ranges like 4-6 = "
                         "those seeds (default: 3, i.e. 1 2 3 as in ADBench)")
-    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
+    p.add_argument("--out", type=folder_argument, default=Path(DEFAULT_OUT), metavar="DIR",
                    help=f"output folder (default: ./{DEFAULT_OUT})")
     _add_data_options(p)
     p.add_argument("--download", action="store_true",
@@ -226,18 +254,57 @@ def _missing_message(missing: Sequence, download: bool) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from imod._runtime import ConfigMismatchError, FolderInUseError, output_folder
-    from imod.bench.catalogue import SUITES, DatasetNameError, resolve_datasets
-    from imod.bench.download import DownloadError, download
-    from imod.bench.protocol import ProtocolConfig
-    from imod.bench.runner import run_benchmark
-    from imod.bench.summary import format_summary, write_summary
+    from imod._runtime import ConfigMismatchError, FolderInUseError
 
     p: argparse.ArgumentParser = args._parser
+    seeds, detectors, reference = _check_bench_options(p, args)
+    available = _bench_datasets(p, args)
+    if available is None:
+        return 1
+    t0 = time.perf_counter()
+    try:
+        results = _run_cells(args, available, detectors, seeds, reference)
+    except (ConfigMismatchError, FolderInUseError) as exc:
+        print(f"imod bench: error: {exc.cli_message()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nimod bench: interrupted. The finished cells are kept in "
+              f"{args.out / 'results.csv'}; re-running the same command resumes.",
+              file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"imod bench: error: cannot write in {args.out}: {exc.strerror or exc}. The "
+              "finished cells are kept; free some space (or fix the folder) and re-run the "
+              "same command: it resumes.", file=sys.stderr)
+        return 1
+    return _report(args, results, detectors, seeds, reference, time.perf_counter() - t0)
+
+
+def _check_bench_options(p: argparse.ArgumentParser, args: argparse.Namespace
+                         ) -> tuple[list[int], list[str], str]:
+    """Every option checked before any work, in command-line words: the cheap ones first
+    (seeds, row limits, --n-jobs, --scheduler), then the detectors (importing them takes
+    seconds), the reference and the folders."""
+    from imod.bench.protocol import MIN_MAX_ROWS
+
     try:
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:
         p.error(f"--seeds: {exc}")
+    if args.min_rows < 0:
+        p.error("--min-rows must be >= 0")
+    if args.max_rows != 0 and args.max_rows < MIN_MAX_ROWS:
+        p.error(f"--max-rows must be 0 (never subsample) or at least {MIN_MAX_ROWS}: fewer rows "
+                "leave too few outliers to split, and every cell would fail")
+    if args.n_jobs == 0:
+        p.error("--n-jobs 0 runs nothing; give 1 or more, or -1 for all cores")
+    if args.scheduler is not None:
+        from imod.distributed.backend import check_scheduler
+
+        try:
+            check_scheduler(args.scheduler)
+        except ValueError as exc:
+            p.error(f"--scheduler: {exc}")
     detectors = _resolve_detectors(p, args.detectors)
     if not detectors:
         p.error("no detectors to run")
@@ -250,10 +317,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         reference = matches[0]
     else:  # the rule of imod.bench.summary.summarize, fixed here so run.json names it
         reference = "IMDetector" if "IMDetector" in detectors else detectors[0]
-    for opt in ("min_rows", "max_rows"):
-        if getattr(args, opt) < 0:
-            p.error(f"--{opt.replace('_', '-')} must be >= 0")
     _check_folders(p, args)
+    return seeds, detectors, reference
+
+
+def _bench_datasets(p: argparse.ArgumentParser, args: argparse.Namespace) -> list | None:
+    """The requested datasets found locally (downloaded first with --download); None when
+    a download failed."""
+    from imod._runtime import output_folder
+    from imod.bench.catalogue import SUITES, DatasetNameError, resolve_datasets
+    from imod.bench.download import DownloadError, download
+
     try:
         available, missing = resolve_datasets(args.datasets, args.data_dir, args.cache_dir)
     except DatasetNameError as exc:
@@ -268,7 +342,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 download(ref, cache_dir=args.cache_dir)
             except DownloadError as exc:
                 print(f"imod bench: error: {exc}", file=sys.stderr)
-                return 1
+                return None
         available, missing = resolve_datasets(args.datasets, args.data_dir, args.cache_dir)
     if missing:
         msg = _missing_message(missing, args.download)
@@ -280,20 +354,32 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         output_folder(args.out)
     except ValueError as exc:
         p.error(f"--out: {exc}")
-    protocol = ProtocolConfig(mode=args.mode, resample_before_split=args.resample_before_split,
-                              dedupe_test=args.dedupe_test, min_rows=args.min_rows,
-                              max_rows=args.max_rows)
-    t0 = time.perf_counter()
-    try:
-        results = run_benchmark(available, detectors, seeds, args.out, protocol,
-                                overwrite=args.overwrite, n_jobs=args.n_jobs,
-                                progress=not args.quiet,
-                                extra_config={"reference": reference, "argv": sys.argv[1:]},
-                                scheduler=args.scheduler)
-    except (ConfigMismatchError, FolderInUseError) as exc:
-        print(f"imod bench: error: {exc.cli_message()}", file=sys.stderr)
-        return 2
-    elapsed = time.perf_counter() - t0
+    return available
+
+
+def _protocol(args: argparse.Namespace):
+    from imod.bench.protocol import ProtocolConfig
+
+    return ProtocolConfig(mode=args.mode, resample_before_split=args.resample_before_split,
+                          dedupe_test=args.dedupe_test, min_rows=args.min_rows,
+                          max_rows=args.max_rows)
+
+
+def _run_cells(args: argparse.Namespace, available: list, detectors: list[str],
+               seeds: list[int], reference: str):
+    from imod.bench.runner import run_benchmark
+
+    return run_benchmark(available, detectors, seeds, args.out, _protocol(args),
+                         overwrite=args.overwrite, n_jobs=args.n_jobs, progress=not args.quiet,
+                         extra_config={"reference": reference, "argv": sys.argv[1:]},
+                         scheduler=args.scheduler)
+
+
+def _report(args: argparse.Namespace, results, detectors: list[str], seeds: list[int],
+            reference: str, elapsed: float) -> int:
+    """Failures, the summary files, plots and the console table; the exit status."""
+    from imod.bench.summary import format_summary, write_summary
+
     ok = results["status"] == "ok"
     n_err = int((~ok).sum())
     if n_err:
@@ -305,12 +391,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"imod bench: error: every cell failed; nothing to rank. The rows are in "
               f"{args.out / 'results.csv'}.", file=sys.stderr)
         return 1
-    notes = [f"Protocol: {protocol.to_dict()}."]
-    table, _ = write_summary(results, args.out, reference, notes=notes)
-    if not args.no_plots:
-        from imod.bench.plots import plot_all
+    notes = [f"Protocol: {_protocol(args).to_dict()}."]
+    try:
+        table, _ = write_summary(results, args.out, reference, notes=notes)
+        if not args.no_plots:
+            from imod.bench.plots import plot_all
 
-        plot_all(results, args.out, n_seeds=len(seeds))
+            plot_all(results, args.out, n_seeds=len(seeds))
+    except OSError as exc:
+        print(f"imod bench: error: cannot write the summary in {args.out}: "
+              f"{exc.strerror or exc}. The cells are kept; re-run the same command once "
+              "there is space (nothing is trained again).", file=sys.stderr)
+        return 1
     print()
     print(f"{results['dataset'].nunique()} datasets x {len(detectors)} detectors x "
           f"{len(seeds)} seeds, mode {args.mode}; reference {table.attrs.get('reference')}")

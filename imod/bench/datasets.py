@@ -1,8 +1,8 @@
 """ADBench datasets: validated loading into the shared dataset record.
 
-Names, suites, the catalogue and local discovery live in :mod:`imod.bench.catalogue`
-(re-exported here); the record and the safe ``.npz`` reader are :mod:`imod._dataset`'s,
-shared with the memorization tools.
+Names, suites, the catalogue and local discovery live in :mod:`imod.bench.catalogue`;
+the record and the safe ``.npz`` reader are :mod:`imod._dataset`'s, shared with the
+memorization tools.
 """
 
 from __future__ import annotations
@@ -13,41 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from imod._dataset import Dataset, read_npz
-from imod.bench.catalogue import (
-    ADBENCH_FOLDERS,
-    BUNDLED_DIR,
-    SUITES,
-    DatasetNameError,
-    DatasetRef,
-    bundled_names,
-    catalogue,
-    default_cache_dir,
-    default_data_dir,
-    discover_local,
-    manifest,
-    resolve_datasets,
-    resolve_name,
-    sort_key,
-)
+from imod.bench.catalogue import BUNDLED_DIR  # noqa: F401 - the doctest's data
 
-__all__ = [
-    "ADBENCH_FOLDERS",
-    "BUNDLED_DIR",
-    "SUITES",
-    "Dataset",
-    "DatasetNameError",
-    "DatasetRef",
-    "bundled_names",
-    "catalogue",
-    "default_cache_dir",
-    "default_data_dir",
-    "discover_local",
-    "load_npz",
-    "manifest",
-    "resolve_datasets",
-    "resolve_name",
-    "sort_key",
-]
+__all__ = ["Dataset", "load_npz"]
 
 
 def load_npz(path: str | os.PathLike[str], name: str | None = None) -> Dataset:

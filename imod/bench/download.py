@@ -19,7 +19,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from imod.bench.datasets import DatasetRef, default_cache_dir, load_npz, manifest
+from imod._runtime import cache_dir as cache_root
+from imod.bench.catalogue import DatasetRef, manifest
+from imod.bench.datasets import load_npz
 
 __all__ = ["DEFAULT_BASE_URL", "ChecksumError", "DownloadError", "download", "sha256_file"]
 
@@ -66,7 +68,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     >>> _ = path.write_bytes(b"abc")
     >>> sha256_file(path)
     'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'
-    >>> from imod.bench.datasets import BUNDLED_DIR
+    >>> from imod.bench.catalogue import BUNDLED_DIR
     >>> sha256_file(BUNDLED_DIR / "45_wine.npz") == manifest()["Classical/45_wine.npz"]
     True
     """
@@ -96,7 +98,7 @@ def download(
     ref : DatasetRef or str
         The dataset, or its upstream relative path ``folder/file.npz``.
     cache_dir : path-like, optional
-        Cache root; defaults to `imod.bench.datasets.default_cache_dir`.
+        Cache root; defaults to ``imod._runtime.cache_dir("adbench")``.
     base_url_override : str, optional
         Base URL (see module docstring).
     sha256 : str, optional
@@ -123,7 +125,7 @@ def download(
     cache is seeded with the bundled copy, which is byte-identical to upstream):
 
     >>> import shutil, tempfile
-    >>> from imod.bench.datasets import BUNDLED_DIR
+    >>> from imod.bench.catalogue import BUNDLED_DIR
     >>> cache = Path(tempfile.mkdtemp())
     >>> (cache / "Classical").mkdir()
     >>> _ = shutil.copy(BUNDLED_DIR / "45_wine.npz", cache / "Classical")
@@ -143,7 +145,7 @@ def download(
             f"{rel} has no known SHA-256 in imod/data/adbench_sha256.txt, so it cannot be "
             "verified; refusing to download it. Pass sha256=... (the expected hash) to allow it."
         )
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else cache_root("adbench")
     folder, file = rel.split("/")
     dest = cache / folder / file
     if dest.is_file():

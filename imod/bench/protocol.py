@@ -45,6 +45,10 @@ from imod.bench.detectors import make_detector, outlier_scores
 __all__ = ["CellResult", "ProtocolConfig", "Split", "evaluate", "prepare_split", "seed_everything"]
 
 MODES = ("inductive", "transductive")
+# Subsampling below this many rows leaves too few outliers for the stratified split
+# (2 inliers and 2 outliers in each part; ADBench's sets have 1-40 % outliers), so
+# every cell would fail.
+MIN_MAX_ROWS = 100
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,11 @@ class ProtocolConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not 0.0 < self.test_size < 1.0:
             raise ValueError(f"test_size must be in (0, 1), got {self.test_size}")
+        if self.min_rows < 0:
+            raise ValueError(f"min_rows must be 0 or more, got {self.min_rows}")
+        if self.max_rows != 0 and self.max_rows < MIN_MAX_ROWS:
+            raise ValueError(f"max_rows must be 0 (never subsample) or at least {MIN_MAX_ROWS}, "
+                             f"got {self.max_rows}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for ``run.json``)."""
@@ -162,7 +171,8 @@ def prepare_split(X: np.ndarray, y: np.ndarray, seed: int, config: ProtocolConfi
 
     Examples
     --------
-    >>> from imod.bench.datasets import BUNDLED_DIR, load_npz
+    >>> from imod.bench.catalogue import BUNDLED_DIR
+    >>> from imod.bench.datasets import load_npz
     >>> wine = load_npz(BUNDLED_DIR / "45_wine.npz")  # 129 rows
     >>> s = prepare_split(wine.X, wine.y, seed=1, config=ProtocolConfig())
     >>> len(s.y_train), len(s.y_test)  # resampled to 1000 rows, then split 70/30
@@ -252,7 +262,8 @@ def evaluate(detector_name: str, split: Split, seed: int, n_jobs: int | None = N
 
     Examples
     --------
-    >>> from imod.bench.datasets import BUNDLED_DIR, load_npz
+    >>> from imod.bench.catalogue import BUNDLED_DIR
+    >>> from imod.bench.datasets import load_npz
     >>> wine = load_npz(BUNDLED_DIR / "45_wine.npz")
     >>> split = prepare_split(wine.X, wine.y, seed=1, config=ProtocolConfig())
     >>> res = evaluate("PCA", split, seed=1)
@@ -281,7 +292,10 @@ def evaluate(detector_name: str, split: Split, seed: int, n_jobs: int | None = N
             raise ValueError(f"detector returned {n_bad} NaN/inf scores")
         res.auroc = float(roc_auc_score(split.y_test, scores))
         res.aupr = float(average_precision_score(split.y_test, scores))
-    except Exception as exc:  # noqa: BLE001 - any detector failure is recorded, not fatal
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any detector failure is recorded
+        # (sys.exit() inside a detector too: it used to end the whole run silently, exit 0)
         res.status = "error"
-        res.error = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+        text = (f"SystemExit: the detector called sys.exit({exc.code!r})"
+                if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}")
+        res.error = " ".join(text.split())[:500]
     return res

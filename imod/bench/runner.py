@@ -35,18 +35,16 @@ from tqdm.auto import tqdm
 
 from imod._runtime import (
     ConfigMismatchError,
-    FolderInUseError,
     atomic_write,
     folder_lock,
     output_folder,
 )
+from imod.bench.catalogue import DatasetRef
 from imod.bench.cells import RESULT_COLUMNS, run_cell
-from imod.bench.datasets import DatasetRef
 from imod.bench.download import sha256_file
 from imod.bench.protocol import ProtocolConfig
 
-__all__ = ["RESULT_COLUMNS", "ConfigMismatchError", "FolderInUseError", "read_results",
-           "run_benchmark"]
+__all__ = ["RESULT_COLUMNS", "read_results", "run_benchmark"]
 
 _FORMAT_VERSION = 1
 _INT_COLUMNS = ("seed", "n_train", "n_test", "n_features")
@@ -112,9 +110,11 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 def _versions() -> dict[str, str]:
     """Versions of imod and the libraries whose numbers end up in the results."""
-    from imod import __version__
+    from imod._version import __version__, code_digest
 
-    out = {"imod": __version__, "python": platform.python_version()}
+    # the code digest tells apart code states that share a version number
+    out = {"imod": __version__, "imod_code": code_digest(),
+           "python": platform.python_version()}
     for mod in ("numpy", "scipy", "sklearn", "pandas", "pyod", "torch"):
         m = sys.modules.get(mod)
         if m is None:
@@ -123,6 +123,37 @@ def _versions() -> dict[str, str]:
             except ImportError:
                 continue
         out[mod] = str(getattr(m, "__version__", "?"))
+    return out
+
+
+def _detector_params(detectors: Sequence[str], n_jobs: int | None) -> dict[str, Any]:
+    """Each detector's constructor parameters as a cell builds it (``random_state``,
+    ``n_jobs`` and ``verbose`` apart), its class's fixed choices (``_fixed``, as a study
+    variant of IMDetector sets them) and the SHA-256 of the file defining its class (an
+    import-path detector's code is not imod's): a change of any shows here on resume."""
+    import hashlib
+    import inspect
+
+    from imod.bench.detectors import make_detector
+
+    out: dict[str, Any] = {}
+    for name in detectors:
+        try:
+            det = make_detector(name, seed=0, n_features=2, n_jobs=n_jobs)
+            params = det.get_params(deep=False) if hasattr(det, "get_params") else vars(det)
+        except Exception as exc:  # noqa: BLE001 - its cells record the error
+            out[name] = {"error": type(exc).__name__}
+            continue
+        rec = {k: repr(v) for k, v in sorted(params.items())
+               if k not in ("random_state", "n_jobs", "verbose") and not k.startswith("_")}
+        if isinstance(getattr(det, "_fixed", None), dict):
+            rec["fixed choices"] = repr(sorted(det._fixed.items()))
+        try:
+            source = Path(inspect.getsourcefile(type(det)) or "").read_bytes()
+            rec["class file"] = hashlib.sha256(source).hexdigest()[:16]
+        except (OSError, TypeError):
+            pass  # a class without a source file (built-in): its library's version covers it
+        out[name] = rec
     return out
 
 
@@ -148,6 +179,12 @@ def _check_run_json(run_json: Path, config: dict[str, Any]) -> None:
                for k in sorted(set(old_v) | set(new_v)) if old_v.get(k) != new_v.get(k)]
     if changed:
         problems.append("versions changed since its results were made: " + ", ".join(changed))
+    old_p = old.get("detector_params", {})
+    for det, params in config["detector_params"].items():
+        if det in old_p and old_p[det] != params:
+            keys = sorted(k for k in set(old_p[det]) | set(params)
+                          if old_p[det].get(k) != params.get(k))
+            problems.append(f"{det}'s parameters changed ({', '.join(keys)})")
     if problems:
         raise ConfigMismatchError(folder, problems)
 
@@ -239,7 +276,7 @@ def run_benchmark(
     Two bundled datasets, two fast detectors, one seed:
 
     >>> import tempfile
-    >>> from imod.bench.datasets import resolve_datasets
+    >>> from imod.bench.catalogue import resolve_datasets
     >>> empty, out = tempfile.mkdtemp(), tempfile.mkdtemp()
     >>> refs, missing = resolve_datasets(["wine", "vertebral"], empty, empty)
     >>> res = run_benchmark(refs, ["PCA", "KNN"], seeds=[1], out_dir=out, progress=False)
@@ -283,6 +320,7 @@ def _run_locked(datasets: Sequence[DatasetRef], detectors: Sequence[str], seeds:
         "dataset_sha256": {d.name: sha256_file(d.path) for d in datasets if d.path},
         "dataset_files": {d.name: str(d.path) for d in datasets},
         "versions": _versions(),
+        "detector_params": _detector_params(detectors, n_jobs),
         **(extra_config or {}),
     }
     if overwrite:

@@ -1,7 +1,8 @@
 """Outlier detection from the inlier-memorization effect (scikit-learn and PyOD faces)."""
 
 from .estimator import IMDetector
-from .plotting import plot_loss_trajectories
+from .explain import Explanation
+from .plotting import plot_explanation, plot_loss_trajectories
 from .preprocessing import PREPROCESSING_METHODS, IMPreprocessor
 from .projection import RandomProjection
 from .pyod_face import IMDetectorPyOD
@@ -9,6 +10,7 @@ from .scoring import SCORE_METHODS, bimodality
 from .training import auto_hidden_sizes
 
 __all__ = [
+    "Explanation",
     "IMDetector",
     "IMDetectorPyOD",
     "IMPreprocessor",
@@ -17,5 +19,6 @@ __all__ = [
     "SCORE_METHODS",
     "auto_hidden_sizes",
     "bimodality",
+    "plot_explanation",
     "plot_loss_trajectories",
 ]

@@ -25,6 +25,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 
 from .._runtime import device_available, resolve_device, torch_threads
+from .explain import Explanation, explain_rows
 from .preprocessing import PREPROCESSING_METHODS, check_numeric_frame
 from .projection import RandomProjection
 from .scoring import combine_views, offset_from
@@ -116,10 +117,13 @@ class IMDetector(OutlierMixin, BaseEstimator):
     max_record_samples : int, default=20_000
         Losses during training are recorded on at most this many rows (a random
         subset when n is larger).
-    contamination : "auto" or float in (0, 0.5], default="auto"
+    contamination : "auto" or float in (0, 0.5], default=0.1
         Sets ``offset_``: a float flags that fraction of training rows;
         ``"auto"``: Tukey's fence, Q3 + 1.5 IQR of the training outlier scores
-        (on the loss-ratio scale).
+        (on the loss-ratio scale). On the 30 ADBench Classical development sets the
+        labels of 0.1 (PyOD's default) had a higher F1 than ``"auto"``'s on each of the 5
+        folds (mean 0.254 against 0.186: the fence flagged 5 % of the rows on average,
+        too few for recall; docs/conventions.md).
     random_state : int, RandomState or None, default=None
         Seeds initialization, batch order and subsampling.
     device : str, default="auto"
@@ -218,7 +222,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
         n_recordings: int = 10,
         window: tuple[float, float] | None = None,
         max_record_samples: int = 20_000,
-        contamination: str | float = "auto",
+        contamination: str | float = 0.1,
         random_state=None,
         device: str = "auto",
         n_threads: int | None = 1,
@@ -277,6 +281,12 @@ class IMDetector(OutlierMixin, BaseEstimator):
             )
         resolve_device(self.device)  # an unknown or unavailable device fails before training
 
+    def _training_settings(self) -> TrainingSettings:
+        """How the views train: the parameters, and the choices the study fixed (``_fixed``)."""
+        return TrainingSettings(**{
+            f.name: self._fixed[f.name] if f.name in self._fixed else getattr(self, f.name)
+            for f in fields(TrainingSettings)})
+
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None) -> IMDetector:
@@ -294,7 +304,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
 
         Raises
         ------
-        imod.detector.training.TrainingDiverged
+        imod._runtime.TrainingDiverged
             (a ``ValueError``) Training produced non-finite losses or weights.
         """
         before = _fitted_attributes(self)
@@ -315,9 +325,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
                           ensure_min_samples=2)
         t0 = time.perf_counter()
         with torch_threads(self.n_threads):
-            settings = TrainingSettings(**{
-                f.name: self._fixed[f.name] if f.name in self._fixed else getattr(self, f.name)
-                for f in fields(TrainingSettings)})
+            settings = self._training_settings()
             self.projection_ = None
             if self.projection_dim is not None and X.shape[1] > self.projection_dim:
                 self.projection_ = RandomProjection(
@@ -407,6 +415,40 @@ class IMDetector(OutlierMixin, BaseEstimator):
         if len(scores) != _num_samples(X):
             scores = self.score_samples(X)
         return np.where(scores - self.offset_ < 0, -1, 1)
+
+    def explain(self, X) -> Explanation:
+        """Each input feature's contribution to each row's outlier score
+        ``-score_samples(X)``, in the units of the score (:mod:`imod.detector.explain`
+        says what is exact and what is not; about the cost of scoring).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        Explanation
+            ``contributions`` ``(n_samples, n_features)``: ``contributions.sum(axis=1)``
+            equals ``scores - reference`` within ``1e-9 * max(1, |score|)``, and
+            ``scores`` equals ``-score_samples(X)`` within ``1e-5`` (float32 losses).
+            Copies of a row get identical numbers.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(300, 4))
+        >>> det = IMDetector(n_members=3, random_state=0).fit(X)
+        >>> row = np.array([[0.0, 0.0, 25.0, 0.0]])  # far out in feature x2 only
+        >>> ex = det.explain(row)
+        >>> ex.top_features(0, k=1)[0][0]
+        'x2'
+        >>> bool(np.allclose(ex.contributions.sum(axis=1), ex.scores - ex.reference))
+        True
+        """
+        X = self._validate_frame(X)
+        with torch_threads(self.n_threads):
+            return explain_rows(self, X, resolve_device(self.device))
 
     def loss_trajectories(self, X) -> np.ndarray:
         """Member-mean raw losses ``(T_used, n)`` of ``X`` at the kept snapshots.

@@ -1,11 +1,12 @@
-"""Plot the loss trajectories recorded while an :class:`IMDetector` trained."""
+"""Plots of a fitted :class:`IMDetector`: the loss trajectories recorded while it trained,
+and the explanation of its scores."""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["plot_loss_trajectories"]
+__all__ = ["plot_explanation", "plot_loss_trajectories"]
 
 
 def plot_loss_trajectories(detector, y=None, ax=None, quantiles: bool = True):
@@ -93,4 +94,63 @@ def plot_loss_trajectories(detector, y=None, ax=None, quantiles: bool = True):
     ax.set_yscale("log")
     ax.set_title("early-training losses (dotted: recordings used by the score)")
     ax.legend(fontsize=8)
+    return ax
+
+
+def plot_explanation(explanation, rows=0, top: int = 10, ax=None):
+    """Bar chart of the features that contribute most to outlier scores.
+
+    Parameters
+    ----------
+    explanation : Explanation
+        From :meth:`IMDetector.explain` (or ``IMDetectorPyOD.explain``).
+    rows : int, or boolean mask or array of int, default=0
+        One row (its contributions), or several rows, e.g. the flagged ones
+        (``det.predict(X) == -1``): their mean contribution per feature.
+    top : int, default=10
+        Features shown: the largest contributions, positive ones first.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from imod import IMDetector
+    >>> X = np.random.default_rng(0).normal(size=(300, 6))
+    >>> det = IMDetector(n_members=3, random_state=0).fit(X)
+    >>> ex = det.explain(np.r_[X[:5], [[0, 0, 0, 0, 30, 0]]])
+    >>> ax = plot_explanation(ex, rows=5, top=3)
+    >>> [t.get_text() for t in ax.get_yticklabels()][-1]
+    'x4'
+    """
+    import matplotlib.pyplot as plt
+
+    contributions = np.asarray(explanation.contributions)
+    if np.ndim(rows) == 0:
+        row = int(rows)
+        values = contributions[row]
+        title = (f"row {row}: outlier score {explanation.scores[row]:.3g} = reference "
+                 f"{explanation.reference[row]:.3g} + contributions")
+    else:
+        index = np.asarray(rows)
+        index = np.flatnonzero(index) if index.dtype == bool else index.astype(int)
+        if index.size == 0:
+            raise ValueError("rows selects no row: nothing to plot")
+        values = contributions[index].mean(axis=0)
+        title = f"mean contribution over {index.size} rows"
+    order = np.argsort(-values, kind="stable")[:top][::-1]  # largest at the top
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.35 * len(order) + 1.2))
+    colors = np.where(values[order] >= 0, "C3", "C0")
+    ax.barh(np.arange(len(order)), values[order], color=colors)
+    ax.set_yticks(np.arange(len(order)))
+    ax.set_yticklabels([str(explanation.feature_names[j]) for j in order])
+    ax.axvline(0.0, color="k", lw=0.6)
+    ax.set_xlabel("contribution to the outlier score (red: more abnormal)")
+    ax.set_title(title, fontsize=9)
     return ax

@@ -209,15 +209,35 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         check_numeric_frame(X)
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True, reset=False)
-        Z = _clip_(X / self.prescale_, _PRESCALED_BOUND)
         if self.knots_ is not None:
+            Z = _clip_(X / self.prescale_, _PRESCALED_BOUND)
             Z = _apply_quantile(Z, self.knots_, self.knot_scores_, self.scale_)
         else:
-            Z -= self.center_
+            Z = self._centered(X)
             if self.components_ is not None:
                 Z = Z @ self.components_.T
             Z /= self.scale_
         return Z if self.clip is None else _clip_(Z, self.clip)
+
+    def centered(self, X) -> np.ndarray:
+        """The prescaled, centered rows ``x / prescale_ - center_`` that ``transform``
+        rotates (whitening) and divides by ``scale_`` (every method but ``"quantile"``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[1.0, 4.0], [3.0, 0.0]])
+        >>> IMPreprocessor("standard").fit(X).centered(X).round(3).tolist()
+        [[-0.333, 0.5], [0.333, -0.5]]
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True, reset=False)
+        return self._centered(X)
+
+    def _centered(self, X: np.ndarray) -> np.ndarray:
+        Z = _clip_(X / self.prescale_, _PRESCALED_BOUND)
+        Z -= self.center_
+        return Z
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Input names, or ``pca0, pca1, ...`` for whitening."""

@@ -100,10 +100,23 @@ class RandomProjection(TransformerMixin, BaseEstimator):
     def transform(self, X) -> np.ndarray:
         """Centered, rescaled rows of ``X`` times ``components_``."""
         check_is_fitted(self)
+        return self.centered(X) @ self.components_
+
+    def centered(self, X) -> np.ndarray:
+        """The rescaled, centered rows that ``transform`` multiplies by ``components_``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[1.0, 4.0, 0.0], [3.0, 0.0, 0.0]])
+        >>> RandomProjection(2, random_state=0).fit(X).centered(X).tolist()
+        [[-0.25, 0.5, 0.0], [0.25, -0.5, 0.0]]
+        """
+        check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite=True, reset=False)
         Z = np.clip(X / self.scale_, -_SCALED_BOUND, _SCALED_BOUND)
         Z -= self.center_
-        return Z @ self.components_
+        return Z
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """``rp0, rp1, ...``."""

@@ -22,6 +22,7 @@ from pyod.models.base import BaseDetector
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from .estimator import IMDetector
+from .explain import Explanation
 from .scoring import tie_margin
 
 __all__ = ["IMDetectorPyOD", "pyod_threshold"]
@@ -153,6 +154,22 @@ max_record_samples, random_state, device, n_threads, verbose
         """Outlier scores of ``X`` (higher = more abnormal)."""
         check_is_fitted(self, ["detector_"])
         return -self.detector_.score_samples(X)
+
+    def explain(self, X) -> Explanation:
+        """Each input feature's contribution to each row's ``decision_function`` (the
+        same outlier score): :meth:`IMDetector.explain` of the wrapped detector.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.random.default_rng(0).normal(size=(300, 3))
+        >>> clf = IMDetectorPyOD(n_members=3, random_state=0).fit(X)
+        >>> ex = clf.explain([[0.0, -30.0, 0.0]])
+        >>> ex.top_features(0, k=1)[0][0]
+        'x1'
+        """
+        check_is_fitted(self, ["detector_"])
+        return self.detector_.explain(X)
 
 
 def pyod_threshold(outlier_scores: np.ndarray, contamination: float) -> float:

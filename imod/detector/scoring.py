@@ -37,6 +37,7 @@ __all__ = [
     "robust_stats",
     "select_weights",
     "tie_margin",
+    "view_maps",
 ]
 
 
@@ -62,15 +63,17 @@ NORMALIZATIONS = ("log_ratio", "robust_z")
 _LOG_FLOOR = 1e-12
 
 
-def normalize(
-    losses: np.ndarray, center: np.ndarray, scale: np.ndarray, method: str = "robust_z"
-) -> np.ndarray:
-    """Normalized losses, broadcast over the last (example) axis.
+def normalize(losses, center, scale, method: str = "robust_z"):
+    """Normalized losses in float64, broadcast over the last (example) axis.
 
     ``"robust_z"``: ``(losses - center) / scale``. ``"log_ratio"``:
-    ``log(losses / center)``, scale-free (a loss 3x the member's median counts the
-    same in every member and recording) and with the heavy upper tail compressed,
-    so no single member or view dominates an average or a maximum.
+    ``log(losses + eps) - log(center + eps)``, scale-free (a loss 3x the member's
+    median counts the same in every member and recording) and with the heavy upper
+    tail compressed, so no single member or view dominates an average or a maximum.
+
+    The one copy of the formula: NumPy arrays in, a NumPy array out (training's
+    scores); torch tensors in, a tensor out on their device (scoring new rows, on a
+    float64 copy changed in place).
 
     Examples
     --------
@@ -81,12 +84,19 @@ def normalize(
     >>> normalize(L, np.array([2.0]), np.array([1.0]), "log_ratio").round(3)
     array([[-0.693,  0.   ,  0.693]])
     """
-    x = np.asarray(losses, dtype=np.float64)
+    import torch
+
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {method!r}; choose one of {NORMALIZATIONS}")
+    if not isinstance(losses, torch.Tensor):
+        as_t = [torch.from_numpy(np.array(a, dtype=np.float64)) for a in (losses, center, scale)]
+        return normalize(*as_t, method).numpy()
+    x = losses.to(torch.float64, copy=True)
+    c = torch.as_tensor(center, dtype=torch.float64, device=x.device)[..., None]
     if method == "log_ratio":
-        return np.log((x + _LOG_FLOOR) / (center[..., None] + _LOG_FLOOR))
-    if method == "robust_z":
-        return (x - center[..., None]) / scale[..., None]
-    raise ValueError(f"unknown normalization {method!r}; choose one of {NORMALIZATIONS}")
+        return x.add_(_LOG_FLOOR).log_().sub_(torch.log(c + _LOG_FLOOR))
+    s = torch.as_tensor(scale, dtype=torch.float64, device=x.device)[..., None]
+    return x.sub_(c).div_(s)
 
 
 def bimodality(values: np.ndarray, n_iter: int = 60) -> np.ndarray:
@@ -255,17 +265,29 @@ def combine_views(
         return np.asarray(scores[0], dtype=np.float64)
     if method == "mean":
         return np.mean(scores, axis=0)
-    if method == "scaled_max":
-        c, w = np.array([robust_stats(t) for t in train_scores]).T
-        # A view without spread (rounding noise only) keeps its own units: dividing by
-        # its spread would blow the noise up to the scale of the other views.
-        spread = w >= _MIN_SPREAD
-        unit = w[spread].mean() if spread.any() else 1.0
-        factor = np.where(spread, unit / np.where(spread, w, 1.0), 1.0)
-        scores = [c.mean() + (s - ci) * fi for s, ci, fi in zip(scores, c, factor, strict=True)]
-    elif method != "max":
+    target, center, factor = view_maps(train_scores, method)
+    return np.min([target + (s - ci) * fi for s, ci, fi in zip(scores, center, factor,
+                                                                strict=True)], axis=0)
+
+
+def view_maps(
+    train_scores: list[np.ndarray], method: str
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """The affine maps ``target + (s - center[v]) * factor[v]`` that put each view's
+    scores on one scale before :func:`combine_views` takes their minimum (``"max"``:
+    the identity; ``"scaled_max"``: see :func:`combine_views`)."""
+    n_views = len(train_scores)
+    if method == "max":
+        return 0.0, np.zeros(n_views), np.ones(n_views)
+    if method != "scaled_max":
         raise ValueError(f"unknown view_combination {method!r}; choose one of {VIEW_COMBINATIONS}")
-    return np.min(scores, axis=0)
+    c, w = np.array([robust_stats(t) for t in train_scores]).T
+    # A view without spread (rounding noise only) keeps its own units: dividing by
+    # its spread would blow the noise up to the scale of the other views.
+    spread = w >= _MIN_SPREAD
+    unit = w[spread].mean() if spread.any() else 1.0
+    factor = np.where(spread, unit / np.where(spread, w, 1.0), 1.0)
+    return float(c.mean()), c, factor
 
 
 def tie_margin(threshold: float) -> float:

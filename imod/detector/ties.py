@@ -19,17 +19,36 @@ __all__ = ["first_copies", "share_ties"]
 # splitmix64's constants: each 64-bit word is mixed before the words of a row are summed,
 # so that rows differing in a structured way (a swap, a sign) hash apart.
 _GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+# 64-bit words hashed at a time (4 MiB per buffer; 1.4x faster than 1 or 8 MiB)
+_BLOCK_WORDS = 1 << 19
 
 
 def _row_hashes(X: np.ndarray) -> np.ndarray:
-    """One uint64 per row; equal rows (``-0.0`` and ``0.0`` counted equal) hash equal."""
-    words = np.ascontiguousarray(X, dtype=np.float64) + 0.0  # -0.0 -> 0.0
-    z = words.view(np.uint64) + np.arange(1, X.shape[1] + 1, dtype=np.uint64) * np.uint64(
-        _GOLDEN)  # the column enters the hash
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
-    z ^= z >> np.uint64(31)
-    return z.sum(axis=1, dtype=np.uint64)  # wraps modulo 2**64
+    """One uint64 per row; equal rows (``-0.0`` and ``0.0`` counted equal) hash equal.
+
+    Rows are hashed a cache-sized block at a time in two reused buffers: no copy of
+    ``X`` is made (on 10,000 x 768 a whole-array copy cost 0.1-0.7 s in page faults).
+    """
+    n, d = X.shape
+    step = max(1, _BLOCK_WORDS // max(d, 1))
+    columns = np.arange(1, d + 1, dtype=np.uint64) * np.uint64(_GOLDEN)  # the column enters
+    z = np.empty((min(step, n), d), dtype=np.float64)
+    t = np.empty(z.shape, dtype=np.uint64)
+    out = np.empty(n, dtype=np.uint64)
+    for i in range(0, n, step):
+        rows = min(step, n - i)
+        zf = z[:rows]
+        np.add(X[i : i + rows], 0.0, out=zf)  # -0.0 -> 0.0
+        zu, tu = zf.view(np.uint64), t[:rows]
+        zu += columns
+        for shift, mix in ((30, _MIX1), (27, _MIX2)):
+            np.right_shift(zu, np.uint64(shift), out=tu)
+            zu ^= tu
+            zu *= np.uint64(mix)
+        np.right_shift(zu, np.uint64(31), out=tu)
+        zu ^= tu
+        zu.sum(axis=1, dtype=np.uint64, out=out[i : i + rows])  # wraps modulo 2**64
+    return out
 
 
 def first_copies(X: np.ndarray) -> np.ndarray:
@@ -49,8 +68,11 @@ def first_copies(X: np.ndarray) -> np.ndarray:
     first = first[inverse.ravel()]
     # a hash shared by unequal rows (a collision, ~n^2 / 2^65) must not tie them
     moved = np.flatnonzero(first != np.arange(n))
-    unequal = moved[(X[first[moved]] != X[moved]).any(axis=1)]
-    first[unequal] = unequal
+    step = max(1, _BLOCK_WORDS // max(X.shape[1], 1))  # compared a block at a time
+    for i in range(0, len(moved), step):
+        rows = moved[i : i + step]
+        unequal = rows[(X[first[rows]] != X[rows]).any(axis=1)]
+        first[unequal] = unequal
     return first
 
 
@@ -64,8 +86,8 @@ def share_ties(X: np.ndarray, values: np.ndarray) -> np.ndarray:
     >>> share_ties(np.array([[3.0], [3.0], [1.0]]), np.array([0.5, 0.5 + 1e-12, 0.1]))
     array([0.5, 0.5, 0.1])
     """
-    values = np.asarray(values)
+    values = np.array(values)
     first = first_copies(X)
-    if (first == np.arange(len(first))).all():
-        return values
-    return values[first]
+    moved = np.flatnonzero(first != np.arange(len(first)))
+    values[moved] = values[first[moved]]  # only the copies are written
+    return values

@@ -9,9 +9,9 @@ and are moved to the device named at scoring time.
 
 Scoring (:meth:`View.outlier_scores`) moves the data and the parameters to the
 device once and runs every member of every kept snapshot at once, on row batches
-sized from a memory budget (:func:`memory_budget`, :func:`batch_rows`): a few
-large batches on a GPU, cache-sized ones on the CPU. The scores stay on the device
-until the end.
+sized from the engine's scoring budget (:func:`~imod.engine.runtime.memory_budget`,
+:func:`batch_rows`): a few large batches on a GPU, cache-sized ones on the CPU. The
+scores stay on the device until the end.
 """
 
 from __future__ import annotations
@@ -24,30 +24,16 @@ import pandas as pd
 import torch
 
 from ..engine import StackedMLP
+from ..engine.runtime import memory_budget
 from .preprocessing import IMPreprocessor
-from .scoring import _LOG_FLOOR
+from .scoring import normalize
 
-__all__ = ["View", "batch_rows", "memory_budget"]
+__all__ = ["View", "batch_rows"]
 
 Params = dict[str, torch.Tensor]
 
-# Bytes a scoring batch may use on the CPU. Measured on one thread (1M x 20, the default
-# detector's 30 member-snapshots per view): batches whose activations stay in the
-# cache (256-1024 rows, ~16 MiB) were 1.3-1.5x faster than 65,536-row batches, since
-# the element-wise layers are memory-bound. A GPU gets a share of its free memory.
-CPU_SCORING_BUDGET = 16 * 1024**2
-GPU_SCORING_SHARE = 0.25
 # Rows scaled at a time before CPU scoring (8 MiB of float64 at 20 features).
 CPU_SCALING_BLOCK = 65_536
-
-
-def memory_budget(device: torch.device) -> int:
-    """Bytes one scoring batch may use: a fixed 16 MiB on the CPU (cache-sized), a
-    quarter of the free memory on a GPU."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(GPU_SCORING_SHARE * free)
-    return CPU_SCORING_BUDGET
 
 
 def batch_rows(sizes: tuple[int, ...], n_members: int, budget: int) -> int:
@@ -163,7 +149,8 @@ class View:
         after batch of rows: the data and the parameters go to the device once."""
         params = {name: torch.cat([snap[name] for snap in self.snapshots]).to(device)
                   for name in self.snapshots[0]}
-        step = batch_rows(self.sizes, len(self.snapshots) * self.n_members, memory_budget(device))
+        step = batch_rows(self.sizes, len(self.snapshots) * self.n_members,
+                          memory_budget(device, "score"))
         members = StackedMLP(self.sizes, activation=self.activation)
         # feature-major once (one float32 copy): every batch's residual is then contiguous
         xt = torch.as_tensor(np.ascontiguousarray(Xt.T, dtype=np.float32), device=device)
@@ -197,15 +184,15 @@ class View:
         T, K = len(used), self.n_members
         f64 = dict(dtype=torch.float64, device=device)
         w = torch.as_tensor(self.weights[used], **f64)  # (T, K)
-        center = torch.as_tensor(self.center[used], **f64).reshape(-1, 1)
-        scale = torch.as_tensor(self.scale[used], **f64).reshape(-1, 1)
+        center = torch.as_tensor(self.center[used], **f64).reshape(-1)  # one per (t, k) row
+        scale = torch.as_tensor(self.scale[used], **f64).reshape(-1)
         out_of_bag = None if membership is None else torch.as_tensor(~membership, device=device)
         # One output buffer, filled batch by batch (many small results kept alive between
         # large temporaries fragment the CPU heap: peak memory grew several-fold).
         scores = torch.empty(Xt.shape[0], **f64)
         i = 0
         for losses in self._stacked_losses(Xt, device):
-            z = self._normalize(losses, center, scale)  # (T * K, rows) float64
+            z = normalize(losses, center, scale, self.normalization)  # (T * K, rows) float64
             rows = losses.shape[1]
             if out_of_bag is None:
                 torch.mv(z.T, w.reshape(-1), out=scores[i : i + rows])
@@ -217,13 +204,3 @@ class View:
                     dim=(0, 1))
             i += rows
         return scores.cpu().numpy()
-
-    def _normalize(
-        self, losses: torch.Tensor, center: torch.Tensor, scale: torch.Tensor
-    ) -> torch.Tensor:
-        """:func:`imod.detector.scoring.normalize` on the device, in float64 (in place on
-        the float64 copy: ``log(x + eps) - log(center + eps)`` for ``"log_ratio"``)."""
-        x = losses.double()
-        if self.normalization == "log_ratio":
-            return x.add_(_LOG_FLOOR).log_().sub_(torch.log(center + _LOG_FLOOR))
-        return x.sub_(center).div_(scale)

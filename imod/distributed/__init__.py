@@ -11,7 +11,7 @@ and imported only when the ``"dask"`` backend is used. See ``docs/distributed.md
 
 from .backend import BACKENDS, open_client, run_tasks
 from .jobs import BlockRunResult, EnsembleJob, train_block, train_blocks
-from .store import BlockData, BlockStore, StoreConfigError, config_hash, missing_ranges
+from .store import BlockData, BlockStore, config_hash, missing_ranges
 
 __all__ = [
     "BACKENDS",
@@ -19,7 +19,6 @@ __all__ = [
     "BlockRunResult",
     "BlockStore",
     "EnsembleJob",
-    "StoreConfigError",
     "config_hash",
     "missing_ranges",
     "open_client",

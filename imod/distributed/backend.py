@@ -12,10 +12,41 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["BACKENDS", "open_client", "run_tasks"]
+__all__ = ["BACKENDS", "check_scheduler", "open_client", "run_tasks"]
 
 BACKENDS = ("local", "dask")
 _LOCAL_CLUSTER = re.compile(r"^local-cluster(?::(\d+))?$")
+# A scheduler address: [protocol://]host:port (Dask's own form).
+_ADDRESS = re.compile(r"^(?:[a-z]+://)?(?:\[[0-9a-fA-F:]+\]|[^\s:/\[\]]+):\d{1,5}$")
+
+
+def check_scheduler(scheduler: str) -> None:
+    """Refuse a scheduler string that names no cluster, before any work.
+
+    Raises
+    ------
+    ValueError
+        In words a command line can show after its flag.
+
+    Examples
+    --------
+    >>> check_scheduler("local-cluster:2"), check_scheduler("tcp://10.0.0.5:8786")
+    (None, None)
+    >>> check_scheduler("bogus")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'bogus' is neither local-cluster:N nor a scheduler address such as tcp://10.0.0.5:8786
+    """
+    if scheduler == "local":
+        return
+    m = _LOCAL_CLUSTER.match(scheduler)
+    if m:
+        if m.group(1) is not None and int(m.group(1)) < 1:
+            raise ValueError(f"{scheduler!r} asks for no worker; use local-cluster:N with N >= 1")
+        return
+    if not _ADDRESS.match(scheduler):
+        raise ValueError(f"{scheduler!r} is neither local-cluster:N nor a scheduler address "
+                         "such as tcp://10.0.0.5:8786")
 
 
 def _require_distributed() -> Any:
@@ -54,6 +85,7 @@ def open_client(scheduler: Any) -> Iterator[Any]:
     if not isinstance(scheduler, str):
         yield scheduler  # a Client (or anything with submit/cancel) owned by the caller
         return
+    check_scheduler(scheduler)
     distributed = _require_distributed()
     m = _LOCAL_CLUSTER.match(scheduler)
     if m:

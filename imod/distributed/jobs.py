@@ -1,9 +1,9 @@
 """Train an ensemble in blocks of members, in-process or as Dask tasks, resumably.
 
-Member ``k``'s initial weights depend only on ``(random_state, k)`` and the batch order
-only on ``random_state``; every block ``[first, stop)`` is one call of
-:func:`imod.engine.train_ensemble` with ``mask=mask[first:stop]``,
-``first_member=first`` and the ensemble-wide ``rate``, so the merged blocks hold
+Member ``k``'s initial weights depend only on ``(random_state, k)`` and its batches
+only on ``random_state`` and its own mask row; every block ``[first, stop)`` is one call
+of :func:`imod.engine.train_ensemble` with ``Task(mask=mask[first:stop],
+first_member=first)``, so the merged blocks hold
 exactly the numbers of one ``train_ensemble`` call over all members (same device and
 precision), whatever the block size, the order the blocks finish in, or the machine
 that trained them.
@@ -14,14 +14,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imod.engine import OptimizerSpec, Recorder, train_ensemble
+from imod.engine import Placement, Recording, Task, Training, train_ensemble
 
 from .._runtime import array_digest, torch_threads
 from .backend import BACKENDS, open_client, run_tasks
@@ -30,8 +30,6 @@ from .store import BlockData, BlockStore, merge_blocks, missing_ranges
 __all__ = ["BlockRunResult", "EnsembleJob", "train_blocks"]
 
 MaskFn = Callable[[int, int], np.ndarray]
-_NUMERIC_KWARGS = ("loss", "optimizer", "epochs", "batch_size", "random_state", "init",
-                   "init_scale", "record_every", "record_initial", "precision")
 _SCATTER_BYTES = 16 * 1024**2
 
 
@@ -97,9 +95,10 @@ class _Payload:
     model: Any
     X: Any
     y: Any
-    recorders: list[Recorder]
-    train_kwargs: dict[str, Any]
-    rate: float
+    loss: Any
+    training: Training
+    placement: Placement
+    recording: Recording
     keep_params: bool
     torch_threads: int | None
 
@@ -144,8 +143,8 @@ def relax_malloc() -> bool:
 def train_block(payload: _Payload, first: int, stop: int, mask: np.ndarray) -> BlockData:
     """The task: train members ``[first, stop)`` and return their :class:`BlockData`.
 
-    Runs on a worker (or in-process); ``first_member=first`` and the ensemble-wide rate
-    make it reproduce those members of one big run. On a Dask worker it first calls
+    Runs on a worker (or in-process); ``first_member=first`` makes it reproduce those
+    members of one big run. On a Dask worker it first calls
     :func:`relax_malloc`.
     """
     worker = _dask_worker_address()
@@ -153,9 +152,9 @@ def train_block(payload: _Payload, first: int, stop: int, mask: np.ndarray) -> B
         relax_malloc()
     t0 = time.perf_counter()
     with torch_threads(payload.torch_threads):  # the caller's count is restored afterwards
-        res = train_ensemble(payload.model, payload.X, payload.y, mask=mask, first_member=first,
-                             rate=payload.rate, recorders=payload.recorders,
-                             **payload.train_kwargs)
+        task = Task(payload.model, payload.X, payload.y, mask=mask, loss=payload.loss,
+                    first_member=first)
+        res = train_ensemble(task, payload.training, payload.placement, payload.recording)
     return BlockData(first, stop, res.mask, res.records, res.record_epochs, res.record_updates,
                      params=res.params if payload.keep_params else None,
                      seconds=time.perf_counter() - t0, worker=worker)
@@ -167,23 +166,24 @@ class EnsembleJob:
     Parameters
     ----------
     model : StackedMLP, ModuleMembers or callable
-        As for :func:`imod.engine.train_ensemble` (a module factory must be picklable
-        for the Dask backend, e.g. a module-level function).
+        As for :class:`imod.engine.Task` (a module factory must be picklable for the
+        Dask backend, e.g. a module-level function).
     X, y : array-like
         Training data (``y=None`` trains autoencoders).
     mask : ndarray of shape (K, n) or callable
         Membership mask of all K members, or ``mask_fn(first, stop) -> (stop - first, n)``
-        that must depend only on its arguments (then give ``n_members`` and ``rate``).
+        that must depend only on its arguments (then give ``n_members``).
         To extend a run, pass a larger mask whose first rows are the old ones.
     n_members : int, optional
         K; defaults to the mask's rows. May be smaller than the mask (train a prefix).
     block_size : int
         Members per task. Blocks trained by earlier calls are reused whatever their size.
-    rate : float, optional
-        The ensemble-wide subset rate that sets the shared batch size. Defaults to the
-        rate stored with ``store``, else ``mask.mean()``; keep it fixed when extending.
-    recorders : sequence of Recorder
-        What each block records (``EnsembleResult.records``).
+    loss : str or callable
+        As for :class:`imod.engine.Task`.
+    training, placement, recording : Training, Placement, Recording
+        How each block trains, where, and what it records (see
+        :func:`imod.engine.train_ensemble`). The placement's device defaults to
+        ``"auto"``: each worker uses its GPU if it has one.
     keep_params : bool
         Keep the final parameters (saved as ``params_*.pt`` next to each block).
     torch_threads : int, optional
@@ -198,11 +198,6 @@ class EnsembleJob:
     config : dict, optional
         Extra JSON-able description hashed into the store's manifest, for whatever
         determines the numbers but is not visible here (e.g. how a mask callable draws).
-    **train_kwargs
-        Passed to ``train_ensemble``: ``loss``, ``optimizer``, ``epochs``, ``batch_size``,
-        ``random_state``, ``init``, ``init_scale``, ``record_every``, ``record_initial``,
-        ``precision``, ``device`` (default ``"auto"``: each worker uses its GPU if it has
-        one), ``chunk_size``, ``eval_batch_size``.
 
     Examples
     --------
@@ -211,8 +206,9 @@ class EnsembleJob:
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(60, 4)).astype("float32"); y = (X[:, 0] > 0).astype(int)
     >>> job = EnsembleJob(StackedMLP((4, 8, 2)), X, y, mask=balanced_mask(6, 60, 0.5, 0),
-    ...                   block_size=4, recorders=[Recorder("c", correctness, reduce="last")],
-    ...                   loss="cross_entropy", epochs=2, device="cpu")
+    ...                   block_size=4, loss="cross_entropy", training=Training(epochs=2),
+    ...                   placement=Placement(device="cpu"),
+    ...                   recording=Recording([Recorder("c", correctness, reduce="last")]))
     >>> res = job.run()                              # in-process; backend="dask" for a cluster
     >>> res.records["c"].shape, res.trained
     ((6, 60), [(0, 4), (4, 6)])
@@ -220,30 +216,30 @@ class EnsembleJob:
 
     def __init__(self, model: Any, X: Any, y: Any = None, *,
                  mask: np.ndarray | MaskFn | None = None, n_members: int | None = None,
-                 block_size: int = 64, rate: float | None = None,
-                 recorders: Sequence[Recorder] = (), keep_params: bool = False,
-                 torch_threads: int | None = None, grid_only: bool = False,
-                 config: dict[str, Any] | None = None, **train_kwargs: Any) -> None:
-        bad = {"mask", "first_member", "rate", "recorders", "progress", "n_members",
-               "keep_snapshots"} & set(train_kwargs)
-        if bad:
-            raise TypeError(f"EnsembleJob sets {sorted(bad)} itself")
+                 block_size: int = 64, loss: Any = "mse", training: Training | None = None,
+                 placement: Placement | None = None, recording: Recording | None = None,
+                 keep_params: bool = False, torch_threads: int | None = None,
+                 grid_only: bool = False, config: dict[str, Any] | None = None) -> None:
         if not isinstance(block_size, (int, np.integer)) or block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-        self.model, self.X, self.y = model, X, y
-        self.mask, self.block_size, self.rate = mask, int(block_size), rate
-        self.recorders, self.keep_params = list(recorders), bool(keep_params)
+        if recording is not None and recording.keep_snapshots:
+            raise ValueError("EnsembleJob keeps no snapshots (keep_params keeps the final ones)")
+        self.model, self.X, self.y, self.loss = model, X, y, loss
+        self.mask, self.block_size = mask, int(block_size)
+        self.training = training or Training()
+        self.placement = placement or Placement()
+        self.recording = recording or Recording()
+        self.recorders, self.keep_params = list(self.recording.recorders), bool(keep_params)
         self.torch_threads = torch_threads
         self.grid_only = bool(grid_only)
         self.extra_config = dict(config or {})
-        self.train_kwargs = {"device": "auto", **train_kwargs}
         x = np.asarray(X)
         self._n = int(x.shape[0])
         if mask is None:
             raise ValueError("give a mask: an array (K, n) or a callable (first, stop) -> rows")
         if callable(mask):
-            if n_members is None or rate is None:
-                raise ValueError("a mask callable needs n_members and rate")
+            if n_members is None:
+                raise ValueError("a mask callable needs n_members")
         else:
             m = np.asarray(mask)
             if m.ndim != 2 or m.shape[1] != self._n:
@@ -257,8 +253,8 @@ class EnsembleJob:
 
     def __repr__(self) -> str:
         return (f"EnsembleJob(model={self.model!r}, n_members={self.n_members}, "
-                f"block_size={self.block_size}, rate={self.rate!r}, "
-                f"recorders={[r.name for r in self.recorders]}, {self.train_kwargs!r})")
+                f"block_size={self.block_size}, recorders={[r.name for r in self.recorders]}, "
+                f"{self.training!r})")
 
     # ------------------------------------------------------------------ config
     def mask_rows(self, first: int, stop: int) -> np.ndarray:
@@ -271,18 +267,17 @@ class EnsembleJob:
             return rows
         return self.mask[first:stop]  # type: ignore[index]
 
-    def config(self, rate: float) -> dict[str, Any]:
+    def config(self) -> dict[str, Any]:
         """Everything that determines the numbers (hashed into the store's manifest)."""
-        kw = {k: _describe(self.train_kwargs[k]) for k in _NUMERIC_KWARGS
-              if k in self.train_kwargs}
-        if "optimizer" in self.train_kwargs:  # "adam" and OptimizerSpec("adam") are one config
-            kw["optimizer"] = _describe(OptimizerSpec.coerce(self.train_kwargs["optimizer"]))
+        rec = self.recording
         recs = [{"name": r.name, "reduce": r.reduce, "fn": _describe(r.fn),
                  "transform": _describe(r.transform), "data": array_digest(r.X, r.y)[:16]}
                 for r in self.recorders]
-        out = {"format_version": 1, "model": _describe(self.model),
-               "data": array_digest(self.X, self.y)[:16], "rate": float(rate), "recorders": recs,
-               "train": kw}
+        out = {"format_version": 2, "model": _describe(self.model),
+               "data": array_digest(self.X, self.y)[:16], "recorders": recs,
+               "loss": _describe(self.loss),
+               "train": {**_describe(self.training), "precision": self.placement.precision},
+               "record": {"every": rec.every, "initial": rec.initial}}
         if self.grid_only:
             out["block_grid"] = self.block_size
         if self.extra_config:
@@ -294,20 +289,27 @@ class EnsembleJob:
         K, s = self.n_members, self.block_size
         return [(a, min(a + s, K)) for a in range(0, K, s)]
 
-    def _resolve_rate(self, store_path: Path | None) -> float:
-        if self.rate is not None:
-            return float(self.rate)
-        if store_path is not None:
-            stored = BlockStore.read_rate(store_path)
-            if stored is not None:
-                return stored
-        return float(np.asarray(self.mask).mean())
-
     def open_store(self, path: str | Path, overwrite: bool = False) -> BlockStore:
         """The :class:`BlockStore` of this job at ``path`` (e.g. to ``merge`` it later)."""
-        rate = self._resolve_rate(Path(path))
-        return BlockStore(path, self.config(rate), {r.name: r.reduce for r in self.recorders},
-                          rate, overwrite=overwrite)
+        return BlockStore(path, self.config(), {r.name: r.reduce for r in self.recorders},
+                          overwrite=overwrite)
+
+    def _stored_blocks(self, bstore: BlockStore) -> dict[tuple[int, int], BlockData]:
+        """The finished blocks of ``bstore`` this run can reuse (checked against its mask)."""
+        K, grid, blocks = self.n_members, set(self.grid()), {}
+        for a, b in bstore.valid_ranges(params=self.keep_params):
+            if a >= K or (self.grid_only and (a, b) not in grid):
+                continue
+            blk = bstore.load(a, b, params=self.keep_params)
+            if blk is None:
+                continue
+            stop = min(b, K)
+            if not np.array_equal(blk.mask[: stop - a], self.mask_rows(a, stop)):
+                raise ValueError(
+                    f"the stored block [{a}, {b}) was trained on other mask rows than "
+                    "the mask given now; extend a run only by appending rows")
+            blocks[(a, b)] = blk
+        return blocks
 
     # ------------------------------------------------------------------ run
     def run(
@@ -349,7 +351,7 @@ class EnsembleJob:
 
         Raises
         ------
-        imod.distributed.store.StoreConfigError
+        imod._runtime.ConfigMismatchError
             If ``store`` holds blocks of another configuration.
         """
         if backend not in BACKENDS:
@@ -360,33 +362,14 @@ class EnsembleJob:
         start = time.perf_counter()
         K = self.n_members
         path = None if store is None else Path(store)
-        rate = self._resolve_rate(path)
-        if not 0.0 < rate <= 1.0:
-            raise ValueError(f"rate must be in (0, 1], got {rate}")
         reductions = {r.name: r.reduce for r in self.recorders}
-        bstore = None
-        blocks: dict[tuple[int, int], BlockData] = {}
-        loaded: list[tuple[int, int]] = []
-        if path is not None:
-            bstore = self.open_store(path, overwrite=overwrite)
-            grid = set(self.grid())
-            for a, b in bstore.valid_ranges(params=self.keep_params):
-                if a >= K or (self.grid_only and (a, b) not in grid):
-                    continue
-                blk = bstore.load(a, b, params=self.keep_params)
-                if blk is None:
-                    continue
-                stop = min(b, K)
-                if not np.array_equal(blk.mask[: stop - a], self.mask_rows(a, stop)):
-                    raise ValueError(
-                        f"the stored block [{a}, {b}) was trained on other mask rows than "
-                        "the mask given now; extend a run only by appending rows")
-                blocks[(a, b)] = blk
-                loaded.append((a, b))
+        bstore = None if path is None else self.open_store(path, overwrite=overwrite)
+        blocks = {} if bstore is None else self._stored_blocks(bstore)
+        loaded = list(blocks)
         todo = (missing_ranges(K, self.block_size, blocks) if not self.grid_only
                 else [r for r in self.grid() if r not in blocks])
-        payload = _Payload(self.model, self.X, self.y, self.recorders,
-                           dict(self.train_kwargs), rate, self.keep_params, self.torch_threads)
+        payload = _Payload(self.model, self.X, self.y, self.loss, self.training, self.placement,
+                           self.recording, self.keep_params, self.torch_threads)
         result = BlockRunResult(np.zeros((0, self._n), bool), {}, np.zeros(0), np.zeros(0), None,
                                 loaded=sorted(loaded))
 
@@ -419,7 +402,7 @@ class EnsembleJob:
 
 def _nbytes(payload: _Payload) -> int:
     total = 0
-    for a in (payload.X, payload.y, *[(r.X, r.y) for r in payload.recorders]):
+    for a in (payload.X, payload.y, *[(r.X, r.y) for r in payload.recording.recorders]):
         for item in a if isinstance(a, tuple) else (a,):
             if item is not None:
                 total += int(getattr(np.asarray(item), "nbytes", 0))
@@ -432,27 +415,22 @@ def train_blocks(
     y: Any = None,
     *,
     mask: np.ndarray | MaskFn,
-    n_members: int | None = None,
-    block_size: int = 64,
-    rate: float | None = None,
-    recorders: Sequence[Recorder] = (),
     store: str | Path | None = None,
     backend: str = "local",
     client: Any = None,
     retries: int = 3,
-    keep_params: bool = False,
-    torch_threads: int | None = None,
-    grid_only: bool = False,
-    config: dict[str, Any] | None = None,
     overwrite: bool = False,
     callback: Callable[[BlockData, int, int], None] | None = None,
-    **train_kwargs: Any,
+    **job: Any,
 ) -> BlockRunResult:
     """Train K members in blocks (in-process or on Dask) and merge them; see :class:`EnsembleJob`.
 
-    This is also the generic path for block-wise estimators such as memorization scores:
-    give a balanced mask and a ``correctness`` recorder, then p_in/p_out are the
-    in-/out-member means of the merged correctness.
+    ``**job`` are :class:`EnsembleJob`'s keywords (``n_members``, ``block_size``,
+    ``loss``, ``training``, ``placement``, ``recording``, ``keep_params``, ...); the
+    others are :meth:`EnsembleJob.run`'s. This is also the generic path for
+    block-wise estimators such as memorization scores: give a balanced mask and a
+    ``correctness`` recorder, then p_in/p_out are the in-/out-member means of the
+    merged correctness.
 
     Examples
     --------
@@ -462,16 +440,14 @@ def train_blocks(
     >>> X = rng.normal(size=(40, 3)).astype("float32"); y = (X[:, 0] > 0).astype(int)
     >>> mask = balanced_mask(8, 40, 0.5, random_state=0)
     >>> res = train_blocks(StackedMLP((3, 8, 2)), X, y, mask=mask, block_size=3,
-    ...                    recorders=[Recorder("c", correctness, reduce="last")],
-    ...                    loss="cross_entropy", epochs=2, device="cpu")
+    ...                    loss="cross_entropy", training=Training(epochs=2),
+    ...                    placement=Placement(device="cpu"),
+    ...                    recording=Recording([Recorder("c", correctness, reduce="last")]))
     >>> c = res.records["c"]
     >>> p_in = (c * mask).sum(0) / mask.sum(0); p_out = (c * ~mask).sum(0) / (~mask).sum(0)
     >>> (p_in - p_out).shape
     (40,)
     """
-    job = EnsembleJob(model, X, y, mask=mask, n_members=n_members, block_size=block_size,
-                      rate=rate, recorders=recorders, keep_params=keep_params,
-                      torch_threads=torch_threads, grid_only=grid_only, config=config,
-                      **train_kwargs)
-    return job.run(store, backend=backend, client=client, retries=retries,
-                   overwrite=overwrite, callback=callback)
+    return EnsembleJob(model, X, y, mask=mask, **job).run(
+        store, backend=backend, client=client, retries=retries, overwrite=overwrite,
+        callback=callback)

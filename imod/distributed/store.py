@@ -2,7 +2,7 @@
 
 A store is a folder::
 
-    manifest.json                    {"format_version", "config", "config_hash", "rate",
+    manifest.json                    {"format_version", "config", "config_hash",
                                       "reductions", "blocks": [...]}
     block_0000000_0000064.npz        members [0, 64): mask (B, n) bool, one array per
                                       recorder ("rec__<name>", members on the recorder's
@@ -17,7 +17,10 @@ rename), so a killed run leaves either a whole block or none. Blocks are read wi
 ``allow_pickle=False`` and parameters with ``torch.load(weights_only=True)``; a block or
 parameter file that cannot be read (damaged on disk, cut by a full disk) counts as missing
 and is trained again. Opening a folder that holds a run made with another configuration
-raises :class:`StoreConfigError` (imod's one :class:`~imod._runtime.ConfigMismatchError`).
+raises :class:`~imod._runtime.ConfigMismatchError` (imod's one error for it). A manifest
+that cannot be read is rebuilt from the blocks, which record their configuration's hash:
+when every block there was made under this configuration; otherwise the folder is
+refused like a changed configuration.
 
 A member's numbers depend only on the configuration and its global index, so blocks may
 cover any ranges ``[first, stop)``; :meth:`BlockStore.merge` stitches the ranges that
@@ -39,15 +42,11 @@ import numpy as np
 
 from imod._runtime import ConfigMismatchError, atomic_write
 
-__all__ = ["BlockData", "BlockStore", "StoreConfigError", "config_hash", "missing_ranges"]
+__all__ = ["BlockData", "BlockStore", "config_hash", "missing_ranges"]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _BLOCK_RE = re.compile(r"^block_(\d{7})_(\d{7})\.npz$")
-
-
-#: The store folder holds a run made with a different configuration (imod's one error).
-StoreConfigError = ConfigMismatchError
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -169,25 +168,23 @@ class BlockStore:
     config : dict
         JSON-able description of everything that determines the numbers. Its hash is
         written to ``manifest.json``; reopening the folder with another configuration
-        raises :class:`StoreConfigError` unless ``overwrite=True`` (which deletes the
-        blocks).
+        raises :class:`~imod._runtime.ConfigMismatchError` unless ``overwrite=True``
+        (which deletes the blocks).
     reductions : dict of str to str
         Recorder name -> ``reduce`` (``"stack"``, ``"mean"`` or ``"last"``).
-    rate : float
-        The ensemble-wide subset rate every block is trained with.
     overwrite : bool
 
     Examples
     --------
     >>> import tempfile, numpy as np
     >>> d = tempfile.mkdtemp()
-    >>> store = BlockStore(d, {"epochs": 3}, {"loss": "last"}, rate=0.5)
+    >>> store = BlockStore(d, {"epochs": 3}, {"loss": "last"})
     >>> blk = BlockData(0, 2, np.ones((2, 4), bool), {"loss": np.zeros((2, 4))},
     ...                 np.array([3.0]), np.array([6]))
     >>> store.save(blk)
     >>> store.ranges()
     [(0, 2)]
-    >>> BlockStore(d, {"epochs": 4}, {"loss": "last"}, rate=0.5)
+    >>> BlockStore(d, {"epochs": 4}, {"loss": "last"})
     Traceback (most recent call last):
     ...
     imod._runtime.ConfigMismatchError: ...differs in: epochs...
@@ -198,7 +195,6 @@ class BlockStore:
         path: str | os.PathLike[str],
         config: dict[str, Any],
         reductions: dict[str, str],
-        rate: float,
         overwrite: bool = False,
     ) -> None:
         self.path = Path(path)
@@ -206,33 +202,40 @@ class BlockStore:
         self.config = json.loads(json.dumps(config, default=str))
         self.hash = config_hash(self.config)
         self.reductions = dict(reductions)
-        self.rate = float(rate)
         man = self.path / MANIFEST
         if man.is_file():
             try:
                 old = json.loads(man.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                old = None
-                if not overwrite:
-                    raise StoreConfigError(self.path, f"{man.name} is unreadable ({exc})") from exc
-            if old is None or old.get("config_hash") != self.hash:
+                if not isinstance(old, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as exc:
+                old = self._rebuilt_manifest(man, exc, overwrite)
+            if old.get("config_hash") != self.hash:
                 if not overwrite:
                     diff = changed_keys(old.get("config", {}), self.config)
-                    raise StoreConfigError(
+                    raise ConfigMismatchError(
                         self.path, f"blocks of hash {old.get('config_hash')} != {self.hash}; "
-                        f"differs in: {', '.join(diff) or '?'}")
+                        f"differs in: {', '.join(diff) or '?'}", changed=diff)
                 for f in list(self.path.glob("block_*.npz")) + list(self.path.glob("params_*.pt")):
                     f.unlink()
         self._write_manifest()
 
-    @staticmethod
-    def read_rate(path: str | os.PathLike[str]) -> float | None:
-        """The rate recorded in an existing store's manifest, or None."""
-        man = Path(path) / MANIFEST
-        try:
-            return float(json.loads(man.read_text(encoding="utf-8"))["rate"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+    def _rebuilt_manifest(self, man: Path, exc: Exception, overwrite: bool) -> dict[str, Any]:
+        """What a damaged manifest said, from the blocks: their configuration hash (each
+        block records it). Blocks of another configuration are refused, as a changed
+        configuration is; blocks that cannot be read are trained again."""
+        hashes = set()
+        for a, b in self.ranges():
+            try:
+                with np.load(self._block_path(a, b), allow_pickle=False) as z:
+                    hashes.add(str(z["config_hash"]))
+            except Exception:  # noqa: BLE001 - a damaged block is trained again
+                continue
+        if hashes - {self.hash} and not overwrite:
+            raise ConfigMismatchError(
+                self.path, f"{man.name} is unreadable ({exc}) and blocks there were made under "
+                "another configuration", changed=["?"]) from exc
+        return {"config_hash": self.hash if not hashes - {self.hash} else None}
 
     # ------------------------------------------------------------------ files
     def _block_path(self, first: int, stop: int) -> Path:
@@ -246,7 +249,6 @@ class BlockStore:
             "format_version": FORMAT_VERSION,
             "config": self.config,
             "config_hash": self.hash,
-            "rate": self.rate,
             "reductions": self.reductions,
             "blocks": [{"first": a, "stop": b, "file": self._block_path(a, b).name}
                        for a, b in self.ranges()],

@@ -1,7 +1,9 @@
 """The ensemble engine: K small networks trained at once on subset masks.
 
 It knows nothing about outlier detection or memorization; the detector and the
-memorization estimators are thin clients of :func:`train_ensemble`.
+memorization estimators are thin clients of :func:`train_ensemble`, which takes
+four records: :class:`Task` (what to train), :class:`Training` (how),
+:class:`Placement` (where) and :class:`Recording` (what to record).
 """
 
 from .init import INIT_SCHEMES, member_seed
@@ -11,7 +13,8 @@ from .members import ModuleMembers, StackedMLP, make_members, member_state_dict
 from .optim import OptimizerSpec
 from .recorders import Recorder, correctness, margin, per_example_loss
 from .runtime import PRECISIONS, resolve_device
-from .schedule import batch_order, shared_batch_size, trim_weights
+from .schedule import batch_order, trim_weights
+from .spec import Placement, Recording, Task, Training
 from .trainer import EnsembleResult, as_tensor, train_ensemble
 
 __all__ = [
@@ -21,8 +24,12 @@ __all__ = [
     "EnsembleResult",
     "ModuleMembers",
     "OptimizerSpec",
+    "Placement",
     "Recorder",
+    "Recording",
     "StackedMLP",
+    "Task",
+    "Training",
     "as_tensor",
     "balanced_mask",
     "batch_order",
@@ -36,7 +43,6 @@ __all__ = [
     "member_state_dict",
     "per_example_loss",
     "resolve_device",
-    "shared_batch_size",
     "train_ensemble",
     "trim_weights",
     "validate_mask",

@@ -2,25 +2,28 @@
 
 One update (:meth:`ChunkRun.update_loop`, with the loss in :func:`member_losses`):
 
-1. ``idx = rows[t]``: the shared batch, a row of the schedule's table already
-   on the device; ``weights = mask[:, idx]`` is 1 where a row is the member's,
-   0 elsewhere and on the padding rows of a short batch.
-2. All members run on the batch (one wide matrix product for the first layer,
-   batched products after it), under the chosen precision.
+1. ``idx``: the batch. Where members train on subsets, ``(K, B)`` rows of each
+   member's own (:func:`~imod.engine.schedule.own_rows`, once per epoch), so no
+   member computes on a row it would mask out; where every member has every
+   row, one shared ``(B,)`` batch. ``weights`` ``(K, B)`` is 1 on real rows and
+   0 on the padding of a member's short or empty last batches.
+2. All members run on their batch: batched matrix products over ``(K, B, d)``
+   (a shared batch makes the first layer one wide product), under the chosen
+   precision.
 3. Per-example losses ``(K, B)``; with ``trim`` each member's largest losses
-   get weight 0. Member ``k``'s loss is the weighted mean over its own rows, so
-   rows outside its mask never reach its gradient.
-4. Gradients of the sum of member losses, then one optimizer step for all
-   members; a member with no row in the batch takes no step (a device-side mask
-   in the optimizer, not a branch on the host).
+   get weight 0. Member ``k``'s loss is the weighted mean over its real rows.
+4. Gradients of the sum of member losses (autograd), then one optimizer step
+   for all members; a member with no row in the batch takes no step (a
+   device-side mask in the optimizer, not a branch on the host).
 
 Nothing in the loop waits for the device: no ``.item()``, no copy to the host,
 no branch on a device value. What the host must decide per update (may the
 optimizer use torch's fused step? is trimming one top-k?) is read off the mask
-before the loop (:func:`~imod.engine.schedule.batch_flags`). Recordings stay on
-the device or go asynchronously into pinned host memory and are read once, at
-the end of the chunk. Every batch has the same shape, so with ``compile=True``
-the loss and its backward pass are compiled once (:func:`~imod.engine.runtime.maybe_compile`).
+before the loop (:func:`~imod.engine.schedule.batch_flags`), from the members'
+row counts. Recordings stay on the device or go asynchronously into pinned host
+memory and are read once, at the end of the chunk. Every batch has the same
+shape, so with ``compile=True`` the forward pass and loss are compiled once
+(:func:`~imod.engine.runtime.maybe_compile`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from .members import Members
 from .optim import OptimizerSpec, StackedOptimizer
 from .recorders import Recorder, _Store
 from .runtime import maybe_compile, precision_context, sync, to_host
-from .schedule import Schedule, batch_flags, trim_weights
+from .schedule import Schedule, batch_counts, batch_flags, own_rows, trim_weights
 
 __all__ = ["ChunkResult", "ChunkRun", "member_losses", "take_rows"]
 
@@ -45,7 +48,8 @@ Params = dict[str, torch.Tensor]
 
 
 def take_rows(data: torch.Tensor, rows, views: torch.Tensor | None) -> torch.Tensor:
-    """``data[rows]``, or each member's own version ``(K, B, ...)`` with views.
+    """``data[rows]`` for shared ``(B,)`` or own ``(K, B)`` rows; with views, each
+    member's own version ``(K, B, ...)``.
 
     Examples
     --------
@@ -53,6 +57,9 @@ def take_rows(data: torch.Tensor, rows, views: torch.Tensor | None) -> torch.Ten
     >>> data = torch.arange(12.0).view(2, 3, 2)  # V=2 versions of 3 rows
     >>> take_rows(data, torch.tensor([2, 0]), torch.tensor([1, 0, 1])).shape
     torch.Size([3, 2, 2])
+    >>> take_rows(data, torch.tensor([[2, 0], [1, 1], [0, 0]]), torch.tensor([1, 0, 1]))[1]
+    tensor([[2., 3.],
+            [2., 3.]])
     """
     if views is None:
         return data[rows]
@@ -60,9 +67,10 @@ def take_rows(data: torch.Tensor, rows, views: torch.Tensor | None) -> torch.Ten
         return data[:, rows][views]
     # One gather of K x B rows, not a (V, B) copy then a (K, B) one.
     n = data.shape[1]
-    flat = (views.unsqueeze(1) * n + rows.unsqueeze(0)).reshape(-1)
+    own = rows if rows.ndim == 2 else rows.unsqueeze(0)
+    flat = (views.unsqueeze(1) * n + own).reshape(-1)
     out = data.reshape(-1, *data.shape[2:]).index_select(0, flat)
-    return out.view(len(views), len(rows), *data.shape[2:])
+    return out.view(len(views), rows.shape[-1], *data.shape[2:])
 
 
 def member_losses(
@@ -73,20 +81,23 @@ def member_losses(
     targets: torch.Tensor,
     weights: torch.Tensor,
     trim: float,
-    all_rows: bool,
+    full: bool,
+    own: bool,
     precision: str,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The summed member losses of one batch, and each member's row count.
+    """The summed member losses of one batch (for autograd), and each member's rows.
 
-    ``weights`` ``(K, B)`` is 1 for a member's own rows; with ``trim`` the
+    ``weights`` ``(K, B)`` is 1 on a member's real rows; with ``trim`` the
     member's largest losses are dropped first (a selection, not differentiated).
+    ``full`` says every member has ``B`` real rows; ``own`` that ``inputs`` are
+    ``(K, B, ...)``, each member's own rows (``targets`` too), not a shared batch.
     """
     with precision_context(precision, device):
-        outputs = members.forward(params, inputs)
+        outputs = members.forward(params, inputs, own=own)
     per_example = loss_fn(outputs.float(), targets)  # (K, B)
     if trim > 0:
-        weights = trim_weights(per_example.detach(), weights, trim, all_rows)
+        weights = trim_weights(per_example.detach(), weights, trim, full)
     counts = weights.sum(dim=1)
     member_loss = (per_example * weights).sum(dim=1) / counts.clamp_min(1.0)
     return member_loss.sum(), counts
@@ -108,8 +119,8 @@ class ChunkResult:
 class ChunkRun:
     """Everything a chunk of members needs; :meth:`train` runs one chunk.
 
-    ``rows`` is the schedule's row table on the training device (uploaded once
-    per call of :func:`~imod.engine.train_ensemble`, shared by all chunks).
+    ``orders`` is the schedule's table of epoch permutations on the training
+    device (uploaded once per call of :func:`~imod.engine.train_ensemble`).
     """
 
     members: Members
@@ -118,7 +129,8 @@ class ChunkRun:
     recorders: list[Recorder]
     eval_sets: list[tuple[torch.Tensor, torch.Tensor]]
     schedule: Schedule
-    rows: torch.Tensor
+    orders: torch.Tensor
+    n_samples: int
     keep_snapshots: bool
     eval_batch_size: int
     precision: str
@@ -135,16 +147,20 @@ class ChunkRun:
         bar: tqdm,
         views: torch.Tensor | None = None,
     ) -> ChunkResult:
-        """Train one chunk of members from ``init_params`` on their ``mask`` rows."""
-        dev = self.device
+        """Train one chunk of members from ``init_params`` on their ``mask`` rows.
+
+        One code path for both layouts, chosen by the mask: members that all
+        have every row share each batch; otherwise each reads its own rows.
+        """
+        dev, sched = self.device, self.schedule
         params = {k: v.to(dev).requires_grad_(True) for k, v in init_params.items()}
-        mask_dev = torch.as_tensor(mask, device=dev)
-        # Host decisions for every update, read off the mask once (one sync).
-        flags = batch_flags(mask_dev, self.rows, self.schedule.real)
+        # Host decisions for every step of an epoch, read off the row counts.
+        counts = batch_counts(mask.sum(axis=1), sched.batch, sched.steps_per_epoch)
+        shared = None if mask.all() else torch.as_tensor(mask, device=dev)
         out = ChunkResult(params, [_Store(r.reduce) for r in self.recorders])
         sync(dev)
         start = time.perf_counter()
-        self.update_loop(params, mask_dev, flags, x, targets, views, out, bar)
+        self.update_loop(params, shared, counts, x, targets, views, out, bar)
         sync(dev)
         out.seconds = time.perf_counter() - start
         out.params = {k: v.detach().cpu() for k, v in params.items()}
@@ -153,61 +169,75 @@ class ChunkRun:
     def update_loop(
         self,
         params: Params,
-        mask: torch.Tensor,
-        flags: tuple[np.ndarray, np.ndarray],
+        mask: torch.Tensor | None,
+        counts: np.ndarray,
         x: torch.Tensor,
         targets: torch.Tensor,
         views: torch.Tensor | None,
         out: ChunkResult,
         bar: tqdm,
     ) -> None:
-        """Every update of the chunk, with its recordings; nothing here waits for the device."""
-        sched, dev = self.schedule, self.device
+        """Every update of the chunk, with its recordings; nothing here waits for the device.
+
+        ``mask`` is the chunk's mask on the device, or None when every member has
+        every row (shared batches); ``counts`` ``(steps, K)`` the real rows of
+        each member's batch at each step of an epoch.
+        """
+        sched, dev, n = self.schedule, self.device, self.n_samples
+        b, width = sched.batch, sched.steps_per_epoch * sched.batch
         names, leaves = list(params), list(params.values())
         opt = StackedOptimizer(self.spec, params)
-        all_active, all_rows = flags
-        real, batch = sched.real.tolist(), sched.batch
+        active, full = batch_flags(counts, b)
+        real = torch.as_tensor(counts, device=dev).unsqueeze(2)  # (steps, K, 1)
+        weights = (torch.arange(b, device=dev) < real).to(x.dtype)  # (steps, K, B): 1 = real
         losses = maybe_compile(member_losses, self.compile)
-        records = list(sched.records)
+        records, t = list(sched.records), 0
         while records and records[0][0] == 0:
             self._record(out, records.pop(0), views)
-        for t in range(sched.updates):
-            idx = self.rows[t]  # (B,) on the device
-            weights = mask[:, idx].to(x.dtype)  # (K, B): 1 where the row is the member's
-            if real[t] < batch:
-                weights[:, real[t] :] = 0.0  # padding rows of a short batch
-            loss, counts = losses(
-                self.members, self.loss_fn, params, take_rows(x, idx, views),
-                take_rows(targets, idx, views), weights, self.trim, bool(all_rows[t]),
-                self.precision, dev,
-            )  # fmt: skip
-            grads = torch.autograd.grad(loss, leaves)
-            # A member with no row in the batch (counts == 0) takes no step.
-            opt.step(params, dict(zip(names, grads)), counts > 0, bool(all_active[t]))
-            bar.update(1)
-            while records and records[0][0] == t + 1:
-                self._record(out, records.pop(0), views)
+        for epoch in range(sched.epochs):
+            order = self.orders[epoch]
+            # (width,) shared rows, or (K, width): each member's own rows in this order
+            table = order[:width] if mask is None else own_rows(mask, order[:n], width)
+            for s in range(sched.steps_per_epoch):
+                idx = table[..., s * b : (s + 1) * b]  # (B,) or (K, B), on the device
+                loss, n_rows = losses(
+                    self.members, self.loss_fn, params, take_rows(x, idx, views),
+                    take_rows(targets, idx, views), weights[s], self.trim, bool(full[s]),
+                    mask is not None, self.precision, dev)
+                grads = dict(zip(names, torch.autograd.grad(loss, leaves)))
+                # A member with no row in the batch (n_rows == 0) takes no step.
+                opt.step(params, grads, n_rows > 0, bool(active[s]), counts[s] > 0)
+                bar.update(1)
+                t += 1
+                while records and records[0][0] == t:
+                    self._record(out, records.pop(0), views)
 
     @torch.no_grad()
     def _record(
         self, out: ChunkResult, when: tuple[int, float], views: torch.Tensor | None
     ) -> None:
-        """Evaluate every recorder; values stay on the device or go to pinned memory."""
-        step = self.eval_batch_size
-        for rec, (ex, ey), store in zip(self.recorders, self.eval_sets, out.stores):
-            m = ex.shape[0 if views is None else 1]
-            with precision_context("ieee", self.device):  # recordings in exact float32
-                parts = [
-                    rec.fn(
-                        self.members.forward(out.params, take_rows(ex, slice(i, i + step), views)),
-                        take_rows(ey, slice(i, i + step), views),
-                    )
-                    for i in range(0, m, step)
-                ]
-            vals = torch.cat(parts, dim=1)
-            if rec.transform is not None:
-                vals = rec.transform(vals)
-            store.add(vals)
+        """Evaluate every recorder; values stay on the device or go to pinned memory.
+
+        Recorders that read the same inputs share one forward pass.
+        """
+        step, values = self.eval_batch_size, [None] * len(self.recorders)
+        groups: dict[int, list[int]] = {}  # the recorders reading each input tensor
+        for j, (ex, _) in enumerate(self.eval_sets):
+            groups.setdefault(id(ex), []).append(j)
+        for readers in groups.values():
+            ex = self.eval_sets[readers[0]][0]
+            parts: dict[int, list[torch.Tensor]] = {j: [] for j in readers}
+            for i in range(0, ex.shape[0 if views is None else 1], step):
+                rows = slice(i, i + step)
+                with precision_context("ieee", self.device):  # recordings in exact float32
+                    outputs = self.members.forward(out.params, take_rows(ex, rows, views))
+                    for j in readers:
+                        ey = take_rows(self.eval_sets[j][1], rows, views)
+                        parts[j].append(self.recorders[j].fn(outputs, ey))
+            for j in readers:
+                values[j] = torch.cat(parts[j], dim=1)
+        for rec, store, vals in zip(self.recorders, out.stores, values):
+            store.add(vals if rec.transform is None else rec.transform(vals))
         if self.keep_snapshots:
             out.snapshots.append({k: to_host(v, copy=True) for k, v in out.params.items()})
         out.updates.append(when[0])

@@ -1,7 +1,8 @@
 """Per-example losses over member outputs.
 
-A loss maps outputs ``(K, B, ...)`` and targets ``(B, ...)`` to per-example,
-per-member values ``(K, B)``. The trainer masks and averages them per member.
+A loss maps outputs ``(K, B, ...)`` and targets ``(B, ...)`` (a shared batch)
+or ``(K, B, ...)`` (each member's own rows) to per-example, per-member values
+``(K, B)``. The trainer masks and averages them per member.
 """
 
 from __future__ import annotations
@@ -66,15 +67,17 @@ def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     (torch.Size([2, 3]), 1.3863)
     """
     n_members, batch = outputs.shape[:2]
+    own = targets.ndim == 2  # (K, B): each member's own rows
     if outputs.ndim == 3 and outputs.stride(2) != 1:
         # Feature-major logits (StackedMLP's (K, C, B) layout seen as (K, B, C)):
         # softmax over the class dimension in place is ~10x faster on the CPU
         # than over a copied (K*B, C) table with a short last dimension.
         logp = torch.log_softmax(outputs.transpose(1, 2), dim=1)  # (K, C, B)
-        picked = logp.gather(1, targets.view(1, 1, batch).expand(n_members, 1, batch))
+        index = targets.view(-1, 1, batch).expand(n_members, 1, batch)
+        picked = logp.gather(1, index)
         return -picked.squeeze(1)
     flat = outputs.reshape(n_members * batch, -1)
-    tiled = targets.repeat(n_members)
+    tiled = targets.reshape(-1) if own else targets.repeat(n_members)
     return F.cross_entropy(flat, tiled, reduction="none").view(n_members, batch)
 
 

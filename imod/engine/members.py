@@ -5,6 +5,7 @@ how to run all K of them on one shared batch of inputs::
 
     params = members.init(random_state, range(k0, k1), init, init_scale)
     outputs = members.forward(params, x)          # x: (B, ...) -> (K, B, ...)
+    outputs = members.forward(params, xk, own=True)  # xk: (K, B, ...), own rows
 
 Two implementations share that interface:
 
@@ -180,9 +181,10 @@ class StackedMLP:
                 params[f"{2 * i}.bias"] = b
         return params
 
-    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, params: Params, x: torch.Tensor, own: bool = False) -> torch.Tensor:
         """Run every member on the shared batch ``x`` of shape ``(B, n_inputs)``,
-        or member ``k`` on its own batch ``x[k]`` when ``x`` is ``(K, B, n_inputs)``.
+        or member ``k`` on its own batch ``x[k]`` when ``x`` is ``(K, B, n_inputs)``
+        (``own`` is implied by the shape).
 
         Returns ``(K, B, n_outputs)``.
 
@@ -327,13 +329,15 @@ class ModuleMembers:
                 stacks.setdefault(name, []).append(t)
         return {name: torch.stack(ts) for name, ts in stacks.items()}
 
-    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, params: Params, x: torch.Tensor, own: bool = False) -> torch.Tensor:
+        """Every member on the shared batch ``x`` ``(B, ...)``, or with ``own=True``
+        member ``k`` on its own batch ``x[k]`` (``x`` is ``(K, B, ...)``)."""
         buffers = {n: b.to(x.device) for n, b in self._buffers.items()}
 
         def one(p: Params, xb: torch.Tensor) -> torch.Tensor:
             return torch.func.functional_call(self._template, (p, buffers), (xb,))
 
-        return torch.vmap(one, in_dims=(0, None))(params, x)
+        return torch.vmap(one, in_dims=(0, 0 if own else None))(params, x)
 
 
 Members = StackedMLP | ModuleMembers

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch.optim.adam import adam as torch_adam
 from torch.optim.sgd import sgd as torch_sgd
@@ -157,6 +158,8 @@ class StackedOptimizer:
         self._bf16_step = maybe_compile(adam_bf16_step, low, dynamic=None)
         # SGD momentum buffers; torch creates them from the first gradient.
         self.momentum: list[torch.Tensor | None] = [None] * len(params)
+        # Per-member views of parameters, moments and step counts (:meth:`_member_steps`).
+        self._slices: list[tuple[list[torch.Tensor], ...]] | None = None
 
     @torch.no_grad()
     def step(
@@ -165,8 +168,15 @@ class StackedOptimizer:
         grads: dict[str, torch.Tensor],
         active: torch.Tensor,
         all_active: bool | None = None,
+        members: np.ndarray | None = None,
     ) -> None:
-        """One update; ``all_active``, when known on the host, spares a device sync."""
+        """One update; ``all_active``, when known on the host, spares a device sync.
+
+        ``members`` (optional) is ``active`` known on the host, a bool array: then,
+        once members' step counts differ, CPU Adam steps each active member's slices
+        with torch's fused kernel (its own step count) instead of the per-member
+        formula over all members.
+        """
         if all_active is None:
             all_active = bool(active.all())
         self.uniform = self.uniform and all_active
@@ -177,10 +187,39 @@ class StackedOptimizer:
             # torch's fused kernels want gradients laid out like their
             # parameters; a transposed weight's gradient is a strided view.
             self._torch_step(ps, [g.contiguous() for g in gs])
+        elif (members is not None and not ps[0].is_cuda and not self.low_precision
+              and self.spec.name != "sgd"):
+            self._member_steps(ps, gs, active, np.flatnonzero(members))
         else:
             self._masked_step(ps, gs, active)
 
-    def _torch_step(self, ps: list[torch.Tensor], gs: list[torch.Tensor]) -> None:
+    def _member_steps(self, ps: list[torch.Tensor], gs: list[torch.Tensor],
+                      active: torch.Tensor, which: np.ndarray) -> None:
+        """torch's fused Adam over the active members' slices, each with its own step.
+
+        On the CPU this is one pass over memory, where :meth:`_masked_step`'s
+        formula makes about ten (measured, 64 MLPs 40-256-256-10, one thread:
+        4.7-5.8 ms against 36-41 ms a step).
+        """
+        if self._slices is None:  # per-member views, made once (updated in place)
+            self._slices = [(list(p.unbind(0)), list(m.unbind(0)), list(v.unbind(0)),
+                             list(self.steps.clone().unbind(0)))
+                            for p, m, v in zip(ps, self.exp_avg, self.exp_avg_sq)]
+        self.steps += active.to(self.steps.dtype)
+        lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [])
+        for (p, m, v, t), g in zip(self._slices, gs):
+            rows = g.contiguous().unbind(0)  # fused kernels want dense gradients
+            for k in which:
+                for out, item in zip(lists, (p[k], rows[k], m[k], v[k], t[k])):
+                    out.append(item)
+        self._torch_step(*lists)
+
+    def _torch_step(self, ps: list[torch.Tensor], gs: list[torch.Tensor],
+                    exp_avg: list[torch.Tensor] | None = None,
+                    exp_avg_sq: list[torch.Tensor] | None = None,
+                    steps: list[torch.Tensor] | None = None) -> None:
+        """torch's own step over ``ps`` (the stacked tensors, or member slices with their
+        moments and step counts)."""
         s = self.spec
         fused = ps[0].is_cuda
         if s.name == "sgd":
@@ -204,10 +243,10 @@ class StackedOptimizer:
         torch_adam(
             ps,
             gs,
-            self.exp_avg,
-            self.exp_avg_sq,
+            self.exp_avg if exp_avg is None else exp_avg,
+            self.exp_avg_sq if exp_avg_sq is None else exp_avg_sq,
             [],
-            self.scalar_steps,
+            self.scalar_steps if steps is None else steps,
             foreach=False,
             fused=True,
             decoupled_weight_decay=s.name == "adamw",

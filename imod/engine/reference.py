@@ -2,8 +2,9 @@
 
 :func:`train_one_by_one` trains each member alone as an ordinary
 ``torch.nn.Module`` with a stock ``torch.optim`` optimizer, from the engine's own
-initial weights and in the engine's batch order, keeping from each shared batch
-only the rows in that member's mask. The tests check that
+initial weights: every epoch it takes the epoch's permutation of all rows, keeps
+the member's own rows in that order, and cuts them into batches of
+``batch_size`` (the last one shorter) -- a proper epoch over the member's rows. The tests check that
 :func:`~imod.engine.train_ensemble` gives the same numbers, and
 ``benchmarks/speed/engine_speed.py`` times it as the baseline.
 """
@@ -18,7 +19,7 @@ import torch
 from .losses import get_loss
 from .members import Members, member_state_dict
 from .optim import OptimizerSpec
-from .schedule import batch_order, shared_batch_size
+from .schedule import batch_order
 
 __all__ = ["train_one_by_one"]
 
@@ -44,7 +45,6 @@ def train_one_by_one(
     epochs: int = 10,
     batch_size: int = 64,
     random_state: int | None = 0,
-    rate: float | None = None,
     trim: float = 0.0,
     device: str | torch.device = "cpu",
 ) -> list[torch.nn.Module]:
@@ -72,8 +72,6 @@ def train_one_by_one(
     n_members = next(iter(init_params.values())).shape[0]
     mask = np.ones((n_members, n), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     loss_fn = get_loss(loss)
-    # Same shared batch size as the engine: ceil(batch_size / mean rate).
-    shared = shared_batch_size(batch_size, float(mask.mean()) if rate is None else rate, n)
     models = []
     for k in range(n_members):
         model = members.module().to(device)
@@ -81,11 +79,9 @@ def train_one_by_one(
         opt = _torch_optimizer(spec, model.parameters())
         for epoch in range(epochs):
             order = batch_order(random_state, epoch, n)
-            for s in range(math.ceil(n / shared)):
-                idx = order[s * shared : (s + 1) * shared]
-                idx = idx[mask[k, idx]]
-                if idx.size == 0:
-                    continue  # the member has nothing in this batch: no step
+            own = order[mask[k, order]]  # the member's rows, in the epoch's order
+            for s in range(math.ceil(own.size / batch_size)):
+                idx = own[s * batch_size : (s + 1) * batch_size]
                 idx_t = torch.as_tensor(idx, device=device)
                 opt.zero_grad(set_to_none=True)
                 out = model(x[idx_t]).unsqueeze(0)

@@ -1,19 +1,22 @@
-"""The batch schedule: which rows every update sees, and which it leaves out.
+"""The batch schedule: which rows every update sees.
 
 1. Every epoch draws one permutation of all examples from ``random_state``
-   (:func:`batch_order`). It is cut into *shared* batches of
-   ``ceil(batch_size / mean rate)`` rows (:func:`shared_batch_size`), so a member
-   whose mask holds a fraction ``r`` of the data sees about ``batch_size`` of its
-   own examples per update.
-2. :class:`Schedule` lays the whole run out before the first update: a
-   ``(updates, B)`` table of row indices, every batch padded to the same ``B``
-   rows (the last batch of an epoch is shorter; its padding rows get weight 0),
-   the number of real rows of each batch, and the updates after which to record.
-   Static shapes let the update step be compiled or captured once.
-3. :func:`batch_flags` reads off the mask, once per chunk of members, what the
-   loop would otherwise ask the device at every update: does every member have
-   a row in this batch (then the optimizer may use torch's fused step), and does
-   every member have every row (then trimming is one top-k).
+   (:func:`batch_order`). Member ``k``'s epoch is that permutation restricted
+   to its own rows (its mask), cut into batches of ``batch_size``: each member
+   runs a proper epoch over its own rows, as it would trained alone with that
+   data order, and computes on no row it would mask out (:func:`own_rows`).
+   When every member has every row, the members share each batch (one row
+   table, one wide first-layer product).
+2. :class:`Schedule` lays the run out before the first update: the epoch
+   permutations padded to ``steps_per_epoch * batch_size`` columns, and the
+   updates after which to record. Every update has the same shape (a member's
+   short or empty last batches are padding of weight 0), so the update step
+   can be compiled or captured once.
+3. :func:`batch_counts` says, per update and member, how many real rows the
+   batch holds; the host reads off it what the loop would otherwise ask the
+   device at every update (:func:`batch_flags`): does every member have a row
+   (then the optimizer may use torch's fused step), and is every batch full
+   (then trimming is one top-k).
 4. :func:`trim_weights`: with ``trim > 0`` each member leaves out the largest
    ``floor(trim * rows)`` of its own losses in the batch.
 """
@@ -26,32 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Schedule", "batch_flags", "batch_order", "shared_batch_size", "trim_weights"]
-
-
-def shared_batch_size(batch_size: int, rate: float, n_samples: int) -> int:
-    """Rows of a shared batch, so each member sees about ``batch_size`` of its own.
-
-    ``ceil(batch_size / rate)`` rounded up to a multiple of 8 when that changes
-    it (matrix units run best on such sizes), and at most ``n_samples``.
-
-    Examples
-    --------
-    >>> shared_batch_size(64, rate=1.0, n_samples=1000)
-    64
-    >>> shared_batch_size(64, rate=0.7, n_samples=1000)  # ceil(64 / 0.7) = 92, rounded up to 96
-    96
-    >>> shared_batch_size(64, rate=0.5, n_samples=100)  # never more rows than the data
-    100
-    """
-    rows = math.ceil(batch_size / rate)
-    if rows != batch_size:
-        rows = 8 * math.ceil(rows / 8)
-    return min(n_samples, rows)
+__all__ = ["Schedule", "batch_counts", "batch_flags", "batch_order", "own_rows", "trim_weights"]
 
 
 def batch_order(random_state: int | None, epoch: int, n_samples: int) -> np.ndarray:
-    """The permutation of examples for one epoch (shared by all members).
+    """The permutation of examples for one epoch (every member reads its rows in this order).
 
     Examples
     --------
@@ -65,45 +47,94 @@ def batch_order(random_state: int | None, epoch: int, n_samples: int) -> np.ndar
     return np.random.default_rng(seed).permutation(n_samples)
 
 
+def own_rows(mask: torch.Tensor, order: torch.Tensor, width: int) -> torch.Tensor:
+    """Each member's own rows in the epoch's order, ``(K, width)``.
+
+    ``order`` is the epoch's permutation of all ``n`` rows. Row ``k`` of the
+    result starts with member ``k``'s rows in the order they come in ``order``;
+    the rest (``width`` is at least the largest member's row count) is padding,
+    row 0. Runs on the device without a host round trip.
+
+    Examples
+    --------
+    >>> import torch
+    >>> mask = torch.tensor([[True, False, True, True], [False, True, True, False]])
+    >>> own_rows(mask, torch.tensor([3, 1, 0, 2]), width=4)
+    tensor([[3, 0, 2, 0],
+            [1, 2, 0, 0]])
+    """
+    n_members, n = mask.shape[0], order.shape[0]
+    mine = mask[:, order]  # (K, n): is the j-th row of the order the member's?
+    slot = torch.where(mine, mine.cumsum(dim=1) - 1, width)  # its place in the member's epoch
+    table = torch.zeros(n_members, width + 1, dtype=order.dtype, device=order.device)
+    table.scatter_(1, slot, order.expand(n_members, n))  # other rows land in the last column
+    return table[:, :width]
+
+
+def batch_counts(own: np.ndarray, batch: int, steps: int) -> np.ndarray:
+    """Real rows of each member's batch at each step of an epoch, ``(steps, K)``.
+
+    Examples
+    --------
+    >>> batch_counts(np.array([5, 3]), batch=2, steps=3).tolist()
+    [[2, 2], [2, 1], [1, 0]]
+    """
+    start = np.arange(steps)[:, None] * batch
+    return np.clip(np.asarray(own)[None, :] - start, 0, batch)
+
+
+def batch_flags(counts: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per step: does every member have a row, and does every member have a full batch?
+
+    Examples
+    --------
+    >>> active, full = batch_flags(np.array([[2, 2], [2, 1], [1, 0]]), batch=2)
+    >>> active.tolist(), full.tolist()
+    ([True, True, False], [True, False, False])
+    """
+    return (counts > 0).all(axis=1), (counts == batch).all(axis=1)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Every update of a run, laid out before the first one.
 
     Attributes
     ----------
-    rows : ndarray of shape (updates, batch)
-        Row indices of each shared batch; a short batch is padded with row 0.
-    real : ndarray of shape (updates,)
-        Real rows of each batch (the rest is padding, weight 0).
+    orders : ndarray of shape (epochs, steps_per_epoch * batch)
+        Each epoch's permutation of the rows, padded with row 0.
+    batch : int
+        Rows of its own per member and update.
+    steps_per_epoch : int
+        Updates per epoch: enough for the member with the most rows.
     records : tuple of (int, float)
         ``(updates done, epoch position)`` of each recording, in order
         (``(0, 0.0)`` is before the first update).
-    epochs, steps_per_epoch : int
 
     Examples
     --------
-    >>> s = Schedule.build(random_state=0, epochs=2, n_samples=10, batch=4, record_every="epoch")
-    >>> s.rows.shape, s.real.tolist()  # 3 updates per epoch, the last one with 2 rows
-    ((6, 4), [4, 4, 2, 4, 4, 2])
+    >>> s = Schedule.build(random_state=0, epochs=2, n_samples=10, own_max=10, batch=4,
+    ...                    record_every="epoch")
+    >>> s.orders.shape, s.steps_per_epoch, s.updates  # 3 updates per epoch, the last one short
+    ((2, 12), 3, 6)
     >>> s.records
     ((3, 1.0), (6, 2.0))
-    >>> Schedule.build(0, 1, 10, 4, record_every=2, record_initial=True).records
+    >>> Schedule.build(0, 1, 10, 10, 4, record_every=2, record_initial=True).records
     ((0, 0.0), (2, 0.6666666666666666))
     """
 
-    rows: np.ndarray
-    real: np.ndarray
-    records: tuple[tuple[int, float], ...]
-    epochs: int
+    orders: np.ndarray
+    batch: int
     steps_per_epoch: int
+    records: tuple[tuple[int, float], ...]
 
     @property
-    def batch(self) -> int:
-        return int(self.rows.shape[1])
+    def epochs(self) -> int:
+        return int(self.orders.shape[0])
 
     @property
     def updates(self) -> int:
-        return int(self.rows.shape[0])
+        return self.epochs * self.steps_per_epoch
 
     @classmethod
     def build(
@@ -111,17 +142,17 @@ class Schedule:
         random_state: int | None,
         epochs: int,
         n_samples: int,
+        own_max: int,
         batch: int,
         record_every: str | int = "epoch",
         record_initial: bool = False,
     ) -> Schedule:
-        steps = math.ceil(n_samples / batch)
-        padded = steps * batch
-        rows = np.zeros((epochs, padded), dtype=np.int64)
+        """``own_max`` is the most rows any member has; it sets the epoch's length."""
+        batch = min(batch, own_max)
+        steps = math.ceil(own_max / batch)
+        orders = np.zeros((epochs, max(n_samples, steps * batch)), dtype=np.int64)
         for e in range(epochs):
-            rows[e, :n_samples] = batch_order(random_state, e, n_samples)
-        real = np.full((epochs, steps), batch, dtype=np.int64)
-        real[:, -1] = n_samples - (steps - 1) * batch
+            orders[e, :n_samples] = batch_order(random_state, e, n_samples)
         records: list[tuple[int, float]] = [(0, 0.0)] if record_initial else []
         if record_every == "epoch":
             records += [((e + 1) * steps, float(e + 1)) for e in range(epochs)]
@@ -131,41 +162,7 @@ class Schedule:
             for t in range(int(record_every), epochs * steps + 1, int(record_every)):
                 e, s = divmod(t - 1, steps)
                 records.append((t, e + (s + 1) / steps))
-        return cls(rows.reshape(-1, batch), real.reshape(-1), tuple(records), epochs, steps)
-
-
-def batch_flags(
-    mask: torch.Tensor, rows: torch.Tensor, real: np.ndarray, block_bytes: int = 2**26
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per update: does every member have a row, and does every member have every row?
-
-    ``mask`` is the chunk's ``(K, n)`` bool mask and ``rows`` the schedule's
-    ``(updates, B)`` table, both on the training device. Computed there in
-    blocks of at most ``block_bytes`` and brought back once, before the loop.
-
-    Examples
-    --------
-    >>> import numpy as np, torch
-    >>> mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
-    >>> rows = torch.tensor([[0, 1], [2, 3], [3, 0]])  # the last batch: row 3 and padding
-    >>> active, full = batch_flags(mask, rows, np.array([2, 2, 1]))
-    >>> active.tolist(), full.tolist()  # member 0 has no row in the last batch
-    ([True, True, False], [True, False, False])
-    """
-    n_members, batch = mask.shape[0], rows.shape[1]
-    if bool(mask.all()):
-        return np.ones(len(real), dtype=bool), real == batch
-    real_dev = torch.as_tensor(real, device=rows.device)
-    valid = torch.arange(batch, device=rows.device) < real_dev.unsqueeze(1)  # (T, B)
-    step = max(1, block_bytes // max(1, n_members * batch))
-    active, full = [], []
-    for t0 in range(0, rows.shape[0], step):
-        t1 = t0 + step
-        counts = (mask[:, rows[t0:t1]] & valid[t0:t1]).sum(dim=2)  # (K, steps)
-        active.append((counts > 0).all(dim=0))
-        full.append((counts == real_dev[t0:t1]).all(dim=0))
-    both = torch.stack([torch.cat(active), torch.cat(full)]).cpu().numpy()
-    return both[0], both[1] & (real == batch)
+        return cls(orders, batch, steps, tuple(records))
 
 
 def trim_weights(

@@ -14,11 +14,12 @@
   ablation of the four fixes.
 """
 
+from .._runtime import ConfigMismatchError
 from .data import Dataset, load_dataset, load_digits_split, load_mnist1d
 from .estimator import MemorizationEstimator, NotMemorizedWarning, relabel_random
 from .leakage import LeakageReport, find_near_duplicates
 from .membership import c_scores, lira_scores, membership_auroc
-from .runs import ConfigMismatchError, MemberResults, TrainingConfig, train_in_blocks
+from .runs import MemberResults, TrainingConfig, train_in_blocks
 from .scores import (
     StarvedExamplesWarning,
     SubsampleScores,

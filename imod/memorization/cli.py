@@ -6,12 +6,15 @@ Registered by the root :mod:`imod.cli` through :func:`add_parser`, as every pack
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from imod._runtime import folder_argument
 
 __all__ = ["add_parser", "run", "build_parser", "main"]
 
@@ -21,11 +24,13 @@ outputs (in --out):
                         same command after a kill; a larger --members extends the run)
   scores.csv            per training example: labels, IN/OUT counts, p_in, p_out, difference,
                         fractional, score, memorized, c_score (held-out accuracy at --rate),
-                        lira (online LiRA: mean log likelihood ratio over IN members)
+                        lira (online LiRA: mean log likelihood ratio over IN members),
+                        cumulative_loss (one-run proxy: summed training loss of the pilot)
   high_influence_pairs.csv   train/test pairs with mem >= --mem-threshold, infl >= --infl-threshold
   leakage_pairs.csv     train/test near-duplicates (cosine >= --dup-threshold)
   summary.md            settings, in-sample accuracy of natural and random-label rows,
-                        random-label AUROC / AUPR / FPR@95%TPR, threshold, counts, LiRA
+                        random-label AUROC / AUPR / FPR@95%TPR, threshold, counts,
+                        split-half stability (how many members), cumulative loss, LiRA
   score_distribution.png, random_label_roc.png
   --rate-study:  rate_study.csv/.md (subsampled vs exact leave-one-out on a small subset)
   --ablation:    ablation.csv/.md (the critique's Table 1: original F&Z setup, one fix at a time,
@@ -111,7 +116,8 @@ def add_parser(subparsers, name: str = "memorize", help: str | None = None
                         "--null-side)")
     g.add_argument("--ablation-members-095", type=int, default=None,
                    help="members of the rate-0.95 scoring run (default: --members)")
-    p.add_argument("--out", type=Path, default=Path("imod-memorization"), help="output folder")
+    p.add_argument("--out", type=folder_argument, default=Path("imod-memorization"),
+                   help="output folder")
     p.add_argument("--overwrite", action="store_true",
                    help="replace runs with another configuration in --out")
     p.add_argument("--no-progress", action="store_true")
@@ -144,7 +150,7 @@ def _not_meaningful(est, args) -> str:
     if why:
         return ("; ".join(why) + ": the null threshold and the memorized count below are not "
                 "meaningful. Train longer: --epochs auto (the default) or a larger --epochs; "
-                "or a wider --hidden or a larger --lr.")
+                "or a wider --hidden.")
     if (args.threshold == "null" and args.null_side == "upper" and not len(est.memorized_)
             and est.threshold_ >= np.nanmax(est.scores_)):
         return ("the upper null threshold is the largest score (memorized random-label "
@@ -166,8 +172,99 @@ def _md_table(df) -> str:
     return "\n".join(lines)
 
 
+# Flags that must be whole numbers >= 1 (attribute, flag).
+_POSITIVE_INTS = (("members", "--members"), ("block_size", "--block-size"),
+                  ("batch_size", "--batch-size"), ("threads", "--threads"),
+                  ("loo_examples", "--loo-examples"), ("loo_seeds", "--loo-seeds"),
+                  ("utility_members", "--utility-members"),
+                  ("ablation_members_095", "--ablation-members-095"))
+# Configuration keys of a stored run -> the flags that set them (for a refused resume).
+_FLAG_OF_KEY = {
+    "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.optimizer.lr": "--lr",
+    "train.optimizer.weight_decay": "--weight-decay", "train.random_state": "--seed",
+    "train.precision": "--precision", "rate": "--rate", "extra.rate": "--rate",
+    "model.sizes": "--hidden", "extra.model.sizes": "--hidden",
+    "extra.random_label_fraction": "--random-label-fraction",
+    "data": "--dataset",
+    "extra.data": "--dataset", "extra.test": "--dataset", "recorders": "--dataset",
+    "block_grid": "--block-size", "extra.block_size": "--block-size",
+}
+
+
+def _value_problem(args: argparse.Namespace) -> str | None:
+    """Values argparse cannot check, in command-line words, before any work."""
+    from imod._runtime import resolve_device
+
+    for attr, flag in _POSITIVE_INTS:
+        v = getattr(args, attr)
+        if v is not None and v < 1:
+            return f"{flag} must be 1 or more, got {v}"
+    if isinstance(args.epochs, int) and args.epochs < 1:
+        return f"--epochs must be 'auto' or 1 or more, got {args.epochs}"
+    if any(h < 1 for h in args.hidden):
+        return f"--hidden widths must be 1 or more, got {' '.join(map(str, args.hidden))}"
+    for flag, v in (("--rate", args.rate), *(("--rates", r) for r in args.rates)):
+        if not 0.0 < v < 1.0:
+            return f"{flag} must be between 0 and 1 (both excluded), got {v:g}"
+    if not 0.0 < args.alpha < 1.0:
+        return f"--alpha must be between 0 and 1 (both excluded), got {args.alpha:g}"
+    if not 0.0 <= args.random_label_fraction < 1.0:
+        return f"--random-label-fraction must be in [0, 1), got {args.random_label_fraction:g}"
+    if args.threshold == "null" and args.random_label_fraction == 0:
+        return "--threshold null needs --random-label-fraction above 0 (the null points)"
+    if not args.lr > 0:
+        return f"--lr must be above 0, got {args.lr:g}"
+    if args.weight_decay < 0 or args.min_out < 0:
+        return "--weight-decay and --min-out must be 0 or more"
+    if args.scheduler is not None:
+        from imod.distributed.backend import check_scheduler
+
+        try:
+            check_scheduler(args.scheduler)
+        except ValueError as exc:
+            return f"--scheduler: {exc}"
+    try:
+        resolve_device(args.device)
+    except ValueError:
+        kind = args.device.split(":")[0]
+        if kind in ("cuda", "mps"):
+            return f"--device {args.device}: this machine has no {kind.upper()} device; use " \
+                   "--device auto or cpu"
+        return f"--device {args.device} is not a device; use auto, cpu, cuda[:i] or mps"
+    return _members_problem(args)
+
+
+def _members_problem(args: argparse.Namespace) -> str | None:
+    """Every example needs --min-out OUT members (and one IN): too few --members is an
+    error before training, said with the flags."""
+    from .inputs import member_counts
+
+    n_in, n_out, need = member_counts(args.members, args.block_size, args.rate, 1, args.min_out)
+    if n_in >= 1 and n_out >= args.min_out:
+        return None
+    return (f"--members {args.members} is too few for --rate {args.rate:g}: every example would "
+            f"be held out of {n_out} members, and --min-out {args.min_out} are needed (and "
+            f"trained on by at least 1); use --members {need} or more (in blocks of "
+            f"--block-size {args.block_size})")
+
+
+def _mismatch_words(exc) -> str:
+    """A refused resume in command-line words: the flags whose values changed."""
+    flags = []
+    for key in exc.changed:
+        flag = ("the imod code (another version or edit)" if key.startswith("extra.imod")
+                else _FLAG_OF_KEY.get(key))
+        if flag is not None and flag not in flags:
+            flags.append(flag)
+    if not flags:
+        return exc.cli_message()
+    return (f"{exc.folder} holds members trained with other settings ({', '.join(flags)} "
+            "changed). Use another --out, or --overwrite to discard them.")
+
+
 def _usage_problem(args: argparse.Namespace) -> str | None:
-    """--out must be a writable folder and a --dataset path an existing file."""
+    """An --out that is no writable folder, a --dataset path that is no file, bad values
+    (a folder made for the check is removed again when a value is bad)."""
     from imod._runtime import output_folder
 
     name = str(args.dataset)
@@ -178,15 +275,27 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
                     ".npz file with arrays X, y)")
         if path.is_dir():
             return f"--dataset {name} is a folder; give an .npz file with arrays X, y"
+    new = [f for f in (args.out, *args.out.parents) if not f.exists()]
     try:
         output_folder(args.out)
     except ValueError as exc:
         return f"--out: {exc}"
-    return None
+    problem = _value_problem(args)
+    if problem is not None:
+        for folder in new:  # innermost first; only the empty folders made just now
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return problem
 
 
 def run(args: argparse.Namespace) -> int:
-    from imod._runtime import ConfigMismatchError, FolderInUseError, folder_lock, torch_threads
+    from imod._runtime import (
+        ConfigMismatchError,
+        FolderInUseError,
+        TrainingDiverged,
+        folder_lock,
+        torch_threads,
+    )
 
     problem = _usage_problem(args)
     if problem is not None:
@@ -194,69 +303,113 @@ def run(args: argparse.Namespace) -> int:
         print(f"imod memorize: error: {problem}", file=sys.stderr)
         return 2
     try:
-        with folder_lock(args.out), torch_threads(args.threads or None):
+        with folder_lock(args.out), torch_threads(args.threads):
             return _run(args)
-    except (ConfigMismatchError, FolderInUseError) as exc:
+    except ConfigMismatchError as exc:
+        print(f"imod memorize: error: {_mismatch_words(exc)}", file=sys.stderr)
+        return 2
+    except FolderInUseError as exc:
         print(f"imod memorize: error: {exc.cli_message()}", file=sys.stderr)
         return 2
+    except TrainingDiverged:
+        print(f"imod memorize: error: training diverged: the members' losses on their own rows "
+              f"became infinite, NaN or exploded (--lr {args.lr:g}); use a smaller --lr",
+              file=sys.stderr)
+        return 1
     except (ValueError, ImportError, OSError) as exc:
         print(f"imod memorize: error: {exc}", file=sys.stderr)
         return 2
 
 
 def _run(args: argparse.Namespace) -> int:
-    from imod.engine import OptimizerSpec
-
-    from . import MemorizationEstimator, find_near_duplicates, load_dataset
-    from .plots import plot_random_label_roc, plot_score_distribution
-    from .runs import TrainingConfig
-    from .study import (
-        ablation_rows,
-        ablation_study,
-        leave_one_out_reference,
-        sampling_rate_study,
-    )
-
+    """Fit, write the tables and plots, run the studies asked for, write the report."""
     if not 0.0 < args.rate < 1.0:
         raise ValueError(f"--rate must be in (0, 1), got {args.rate}")
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    data, X, Xt = _load(args)
+    est = _fit(args, data, X, Xt)
+    pairs, leak = _write_tables(args, est, X, Xt)
+    lines = _summary_lines(args, est, data, X, Xt, pairs, leak)
+    summary = {"dataset": data.name, "detection": est.detection_, "epochs": est.epochs_,
+               "in_sample_accuracy": est.in_sample_accuracy_, "membership": est.membership_,
+               "threshold": est.threshold_, "null_meaningful": est.null_meaningful_,
+               "n_memorized": int(len(est.memorized_)), "stability": est.stability_}
+    if args.rate_study:
+        md, summary["rate_study"] = _rate_study(args, est, X, data.y)
+        lines += [""] + md
+    if args.ablation:
+        md, summary["ablation"] = _ablation(args, est, X, data.y, Xt, data.y_test)
+        lines += [""] + md
+    lines += ["", f"Total {time.perf_counter() - t_all:.0f} s."]
+    (args.out / "summary.md").write_text("\n".join(lines) + "\n")
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    print("\n".join(lines))
+    return 0
+
+
+def _load(args: argparse.Namespace):
+    """The data set and its training and test inputs as flat float32 rows."""
+    from .data import load_dataset
+
     data = load_dataset(args.dataset, cache_dir=args.cache_dir, random_state=args.seed)
     X = data.X.reshape(len(data.X), -1).astype(np.float32)
     Xt = data.X_test.reshape(len(data.X_test), -1).astype(np.float32)
-    opt = OptimizerSpec("adam", lr=args.lr, weight_decay=args.weight_decay)
-    progress = not args.no_progress
-    hidden = tuple(args.hidden)
-    t_all = time.perf_counter()
-    est = MemorizationEstimator(
-        model=hidden, n_members=args.members, rate=args.rate, epochs=args.epochs,
-        batch_size=args.batch_size, optimizer=opt, score=args.score,
-        random_label_fraction=args.random_label_fraction, alpha=args.alpha,
-        threshold=args.threshold, null_side=args.null_side, min_out=args.min_out,
-        block_size=args.block_size, mem_threshold=args.mem_threshold,
-        infl_threshold=args.infl_threshold, random_state=args.seed, device=args.device,
-        precision=args.precision, out_dir=out / "members", scheduler=args.scheduler,
-        n_threads=args.threads, overwrite=args.overwrite, progress=progress,
-    )
+    return data, X, Xt
+
+
+def _optimizer(args: argparse.Namespace):
+    from imod.engine import OptimizerSpec
+
+    return OptimizerSpec("adam", lr=args.lr, weight_decay=args.weight_decay)
+
+
+def _fit(args: argparse.Namespace, data, X, Xt):
+    """The estimator from the command line, fitted (members saved in --out/members)."""
     import warnings
 
-    from .estimator import NotMemorizedWarning
+    from .estimator import MemorizationEstimator, NotMemorizedWarning
 
+    est = MemorizationEstimator(
+        model=tuple(args.hidden), n_members=args.members, rate=args.rate, epochs=args.epochs,
+        batch_size=args.batch_size, optimizer=_optimizer(args), score=args.score,
+        random_label_fraction=args.random_label_fraction, alpha=args.alpha,
+        threshold=args.threshold, null_side=args.null_side, min_out=args.min_out,
+        block_size=args.block_size, random_state=args.seed, device=args.device,
+        precision=args.precision, out_dir=args.out / "members", scheduler=args.scheduler,
+        n_threads=args.threads, overwrite=args.overwrite, progress=not args.no_progress,
+    )
     with warnings.catch_warnings():
-        # said below in command-line words
+        # said in the summary in command-line words
         warnings.simplefilter("ignore", NotMemorizedWarning)
         warnings.filterwarnings("ignore", message="the \\(1 - alpha\\) quantile")
         est.fit(X, data.y, Xt, data.y_test)
-    df = est.to_frame()
-    df.to_csv(out / "scores.csv", index=False)
-    pairs = est.high_influence_pairs()
+    return est
+
+
+def _write_tables(args: argparse.Namespace, est, X, Xt):
+    """scores.csv, high_influence_pairs.csv, leakage_pairs.csv and the two plots."""
+    from .leakage import find_near_duplicates
+    from .plots import plot_random_label_roc, plot_score_distribution
+
+    out = args.out
+    est.to_frame().to_csv(out / "scores.csv", index=False)
+    pairs = est.high_influence_pairs(args.mem_threshold, args.infl_threshold)
     pairs.to_csv(out / "high_influence_pairs.csv", index=False)
     leak = find_near_duplicates(X, Xt, threshold=args.dup_threshold)
     leak.pairs.to_csv(out / "leakage_pairs.csv", index=False)
     plot_score_distribution(est, out / "score_distribution.png")
     plot_random_label_roc(est, out / "random_label_roc.png")
+    return pairs, leak
 
-    n_nat = int((~est.is_random_label_).sum())
+
+_DETECTION_LABELS = {"lira": "LiRA (mean log LR over IN members)",
+                     "cumulative_loss": "cumulative loss (pilot members, one run)"}
+
+
+def _summary_lines(args: argparse.Namespace, est, data, X, Xt, pairs, leak) -> list[str]:
+    """summary.md without the studies: settings, detection, threshold, stability, LiRA."""
+    acc = est.in_sample_accuracy_
     lines = [
         f"# Memorization scores: {data.name}",
         "",
@@ -265,17 +418,15 @@ def _run(args: argparse.Namespace) -> int:
         f"- members: {est.n_members}, rate {est.rate}, every example IN {int(est.in_counts_.min())}"
         f"-{int(est.in_counts_.max())} / OUT {int(est.out_counts_.min())}-"
         f"{int(est.out_counts_.max())} members",
-        f"- model: MLP {X.shape[1]}-{'-'.join(map(str, hidden))}-{len(est.classes_)}, Adam lr "
-        f"{args.lr}, {est.epochs_} epochs"
-        f"{' (--epochs auto)' if args.epochs == 'auto' else ''}, batch {args.batch_size}, "
-        f"seed {args.seed}",
+        f"- model: MLP {X.shape[1]}-{'-'.join(map(str, args.hidden))}-{len(est.classes_)}, Adam "
+        f"lr {args.lr}, {est.epochs_} epochs{' (--epochs auto)' if args.epochs == 'auto' else ''}"
+        f", batch {args.batch_size}, seed {args.seed}",
         f"- in-sample accuracy (members on the rows they trained on): natural rows "
-        f"{100 * est.in_sample_accuracy_['natural']:.1f} %, random-label rows "
-        f"{_fmt(100 * est.in_sample_accuracy_['random_label'], 1)} %",
+        f"{100 * acc['natural']:.1f} %, random-label rows {_fmt(100 * acc['random_label'], 1)} %",
         f"- mean test accuracy of the members: {100 * est.correct_test_.mean():.2f} %",
-        f"- training {est.fit_seconds_:.1f} s wall, {est.train_seconds_:.1f} s in block tasks "
-        f"(members trained in this call: {est.members_.trained_members}), scoring "
-        f"{est.score_seconds_:.2f} s",
+        f"- training {est.fit_seconds_:.1f} s wall (pilot {est.pilot_seconds_:.1f} s), "
+        f"{est.train_seconds_:.1f} s in block tasks (members trained in this call: "
+        f"{est.members_.trained_members}), scoring {est.score_seconds_:.2f} s",
         "",
         "## Random-label detection (random-label points = positives)",
         "",
@@ -283,17 +434,21 @@ def _run(args: argparse.Namespace) -> int:
         "|---|---|---|---|",
     ]
     for name, m in est.detection_.items():
-        label = "LiRA (mean log LR over IN members)" if name == "lira" else name
-        lines.append(f"| {label} | {_fmt(m['auroc'])} | {_fmt(m['aupr'])} | "
-                     f"{_fmt(m['fpr_at_95tpr'])} |")
+        lines.append(f"| {_DETECTION_LABELS.get(name, name)} | {_fmt(m['auroc'])} | "
+                     f"{_fmt(m['aupr'])} | {_fmt(m['fpr_at_95tpr'])} |")
     warn = _not_meaningful(est, args)
     if warn:
         lines += ["", f"**WARNING: {warn}**"]
         print(f"imod memorize: warning: {warn}", file=sys.stderr)
+    return (lines + _threshold_lines(args, est, pairs, leak) + _stability_lines(est)
+            + _membership_lines(est))
+
+
+def _threshold_lines(args: argparse.Namespace, est, pairs, leak) -> list[str]:
     inclusive = args.threshold == "null" and args.null_side == "lower"
     thr_desc = (f"null, {'1 - alpha' if args.null_side == 'upper' else 'alpha'} quantile "
                 f"(alpha={args.alpha})" if args.threshold == "null" else "fixed")
-    lines += [
+    return [
         "",
         f"## Threshold ({args.score} score)",
         "",
@@ -301,87 +456,117 @@ def _run(args: argparse.Namespace) -> int:
         + ("" if est.null_meaningful_ or args.threshold != "null"
            else " -- NOT MEANINGFUL, see the warning above"),
         f"- memorized natural points (score {'>=' if inclusive else '>'} threshold): "
-        f"{len(est.memorized_)} of {n_nat}",
+        f"{len(est.memorized_)} of {int((~est.is_random_label_).sum())}",
         f"- high-influence pairs (mem >= {args.mem_threshold}, infl >= {args.infl_threshold}): "
         f"{len(pairs)}",
         f"- train/test near-duplicates (cosine >= {args.dup_threshold}): {len(leak.pairs)} pairs, "
         f"{len(leak.duplicate_test_idx)} test examples ({100 * leak.duplicate_fraction:.1f} %)",
+    ]
+
+
+def _stability_lines(est) -> list[str]:
+    """How many members: the split-half agreement and the cumulative-loss proxy."""
+    from .stability import score_agreement
+
+    st = est.stability_
+    rho = score_agreement(est.cumulative_loss_, est.scores_)["spearman"]
+    return [
+        "",
+        "## Members needed and the one-run proxy",
+        "",
+        f"- split-half stability: the {est.score} scores of two halves of "
+        f"{st['members_per_half']} members agree at Spearman {_fmt(st['spearman'])} and their "
+        f"memorized sets overlap at Jaccard {_fmt(st['jaccard'])}: the agreement of two "
+        f"independent runs of {st['members_per_half']} members on the curve of "
+        f"docs/memorization.md (digits: 0.82 at 32 members, 0.90 at 256; MNIST-1D: 0.91 at "
+        f"32, 0.95 at 64); Spearman-Brown predicts {_fmt(st['spearman_brown'])} for two runs "
+        f"of {est.n_members} (measured: right on MNIST-1D, up to 0.07 too high on digits). "
+        f"More members (--members) raise it.",
+        f"- cumulative loss (the pilot's {min(4, est.n_members, est.block_size)} members, "
+        f"{est.epochs_} epochs; column cumulative_loss): Spearman {_fmt(rho)} with the "
+        f"{est.score} score",
+    ]
+
+
+def _membership_lines(est) -> list[str]:
+    nat = ~est.is_random_label_
+    return [
         "",
         "## C-scores and LiRA (same members)",
         "",
         f"- C-score at rate {est.rate} (held-out accuracy): mean {np.nanmean(est.c_scores_):.3f}"
-        f", natural rows below 0.5: {int((est.c_scores_[~est.is_random_label_] < 0.5).sum())}",
+        f", natural rows below 0.5: {int((est.c_scores_[nat] < 0.5).sum())}",
         f"- online LiRA membership inference over all (member, row) pairs: AUROC "
         f"{_fmt(est.membership_['auroc'])}, TPR at 1 % FPR {_fmt(est.membership_['tpr_at_1fpr'])}"
         f", at 0.1 % FPR {_fmt(est.membership_['tpr_at_01fpr'])}",
     ]
-    summary = {"dataset": data.name, "detection": est.detection_, "epochs": est.epochs_,
-               "in_sample_accuracy": est.in_sample_accuracy_, "membership": est.membership_,
-               "threshold": est.threshold_, "null_meaningful": est.null_meaningful_,
-               "n_memorized": int(len(est.memorized_))}
 
-    if args.rate_study:
-        rng = np.random.default_rng(args.seed)
-        n_sub = min(args.loo_examples, len(X))
-        sub = np.sort(rng.choice(len(X), size=n_sub, replace=False))
-        Xs, ys = X[sub], data.y[sub]
-        if len(np.unique(ys)) < 2:
-            raise ValueError("the rate-study subset holds a single class; use more examples")
-        common = dict(epochs=est.epochs_, batch_size=min(args.batch_size, max(8, n_sub // 4)),
-                      optimizer=opt, random_state=args.seed, device=args.device)
-        t0 = time.perf_counter()
-        loo = leave_one_out_reference(hidden, Xs, ys, n_seeds=args.loo_seeds,
-                                      progress=progress, **common)
-        rs = sampling_rate_study(hidden, Xs, ys, loo=loo, rates=args.rates,
-                                 n_target=args.loo_seeds, progress=False, **common)
-        rs.to_csv(out / "rate_study.csv", index=False)
-        md = ["## Sampling rate vs exact leave-one-out", "",
-              f"{n_sub} examples, {args.loo_seeds} LOO models per example "
-              f"({loo.n_models} models), batch {common['batch_size']}; every rate has >= "
-              f"{args.loo_seeds} IN and OUT members per example. "
-              f"{time.perf_counter() - t0:.0f} s.", "", _md_table(rs)]
-        (out / "rate_study.md").write_text("\n".join(md) + "\n")
-        lines += [""] + md
-        summary["rate_study"] = rs.to_dict(orient="records")
 
-    if args.ablation:
-        t0 = time.perf_counter()
-        k95 = args.ablation_members_095 or args.members
-        with warnings.catch_warnings():  # the main run's warning above already said it
-            warnings.simplefilter("ignore", NotMemorizedWarning)
-            ab = ablation_study(
-                hidden, X, data.y, Xt, data.y_test,
-                n_members={0.7: args.members, 0.95: k95}, n_utility_models=args.utility_members,
-                fixed_threshold=(args.mem_threshold if args.threshold == "null"
-                                 else args.threshold),
-                alpha=args.alpha, null_side=args.null_side,
-                random_label_fraction=args.random_label_fraction,
-                dup_threshold=args.dup_threshold,
-                training=TrainingConfig(
-                    epochs=est.epochs_, batch_size=args.batch_size, optimizer=opt,
-                    block_size=args.block_size, random_state=args.seed, device=args.device,
-                    precision=args.precision, torch_threads=args.threads,
-                    scheduler=args.scheduler, overwrite=args.overwrite),
-                min_out=args.min_out, out_dir=out / "ablation", progress=progress,
-                rows=ablation_rows(tuple(args.ablation_null_sides or [args.null_side])),
-            )
-        ab.table.to_csv(out / "ablation.csv", index=False)
-        md = ["## Ablation of the four fixes (critique Table 1)", "",
-              f"Utility = test accuracy (%) with the memorized natural points removed minus with "
-              f"as many random points removed, {args.utility_members} paired models each "
-              f"(clean labels); pvalue: paired two-sided t-test; delta / p_vs_baseline: vs the "
-              f"first row, paired by seed. Null threshold: upper = (1 - alpha) quantile, lower = "
-              f"alpha quantile of the random-label scores (alpha = {args.alpha}). "
-              f"{time.perf_counter() - t0:.0f} s.", "", _md_table(ab.table)]
-        (out / "ablation.md").write_text("\n".join(md) + "\n")
-        lines += [""] + md
-        summary["ablation"] = ab.table.to_dict(orient="records")
+def _rate_study(args: argparse.Namespace, est, X, y) -> tuple[list[str], list[dict]]:
+    """--rate-study: subsampled scores at --rates vs exact leave-one-out on a subset."""
+    from .study import leave_one_out_reference, sampling_rate_study
 
-    lines += ["", f"Total {time.perf_counter() - t_all:.0f} s."]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    print("\n".join(lines))
-    return 0
+    rng = np.random.default_rng(args.seed)
+    n_sub = min(args.loo_examples, len(X))
+    sub = np.sort(rng.choice(len(X), size=n_sub, replace=False))
+    Xs, ys = X[sub], y[sub]
+    if len(np.unique(ys)) < 2:
+        raise ValueError("the rate-study subset holds a single class; use more examples")
+    hidden = tuple(args.hidden)
+    common = dict(epochs=est.epochs_, batch_size=min(args.batch_size, max(8, n_sub // 4)),
+                  optimizer=_optimizer(args), random_state=args.seed, device=args.device)
+    t0 = time.perf_counter()
+    loo = leave_one_out_reference(hidden, Xs, ys, n_seeds=args.loo_seeds,
+                                  progress=not args.no_progress, **common)
+    rs = sampling_rate_study(hidden, Xs, ys, loo=loo, rates=args.rates,
+                             n_target=args.loo_seeds, progress=False, **common)
+    rs.to_csv(args.out / "rate_study.csv", index=False)
+    md = ["## Sampling rate vs exact leave-one-out", "",
+          f"{n_sub} examples, {args.loo_seeds} LOO models per example "
+          f"({loo.n_models} models), batch {common['batch_size']}; every rate has >= "
+          f"{args.loo_seeds} IN and OUT members per example. "
+          f"{time.perf_counter() - t0:.0f} s.", "", _md_table(rs)]
+    (args.out / "rate_study.md").write_text("\n".join(md) + "\n")
+    return md, rs.to_dict(orient="records")
+
+
+def _ablation(args: argparse.Namespace, est, X, y, Xt, yt) -> tuple[list[str], list[dict]]:
+    """--ablation: the critique's Table 1 (one fix at a time, utility by paired t-tests)."""
+    import warnings
+
+    from .estimator import NotMemorizedWarning
+    from .runs import TrainingConfig
+    from .study import ablation_rows, ablation_study
+
+    t0 = time.perf_counter()
+    training = TrainingConfig(
+        epochs=est.epochs_, batch_size=args.batch_size, optimizer=_optimizer(args),
+        block_size=args.block_size, random_state=args.seed, device=args.device,
+        precision=args.precision, torch_threads=args.threads, scheduler=args.scheduler,
+        overwrite=args.overwrite)
+    with warnings.catch_warnings():  # the main run's summary already said it
+        warnings.simplefilter("ignore", NotMemorizedWarning)
+        ab = ablation_study(
+            tuple(args.hidden), X, y, Xt, yt,
+            n_members={0.7: args.members, 0.95: args.ablation_members_095 or args.members},
+            n_utility_models=args.utility_members,
+            fixed_threshold=args.mem_threshold if args.threshold == "null" else args.threshold,
+            alpha=args.alpha, null_side=args.null_side,
+            random_label_fraction=args.random_label_fraction, dup_threshold=args.dup_threshold,
+            training=training, min_out=args.min_out, out_dir=args.out / "ablation",
+            progress=not args.no_progress,
+            rows=ablation_rows(tuple(args.ablation_null_sides or [args.null_side])),
+        )
+    ab.table.to_csv(args.out / "ablation.csv", index=False)
+    md = ["## Ablation of the four fixes (critique Table 1)", "",
+          f"Utility = test accuracy (%) with the memorized natural points removed minus with "
+          f"as many random points removed, {args.utility_members} paired models each "
+          f"(clean labels); pvalue: paired two-sided t-test; delta / p_vs_baseline: vs the "
+          f"first row, paired by seed. Null threshold: upper = (1 - alpha) quantile, lower = "
+          f"alpha quantile of the random-label scores (alpha = {args.alpha}). "
+          f"{time.perf_counter() - t0:.0f} s.", "", _md_table(ab.table)]
+    (args.out / "ablation.md").write_text("\n".join(md) + "\n")
+    return md, ab.table.to_dict(orient="records")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,14 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from imod._dataset import Dataset, read_npz
-from imod._runtime import atomic_write, cache_dir
+from imod._runtime import atomic_write
+from imod._runtime import cache_dir as cache_root
 
-__all__ = ["Dataset", "load_dataset", "load_digits_split", "load_mnist1d", "default_cache_dir"]
-
-
-def default_cache_dir() -> Path:
-    """imod's one cache root, ``imod._runtime.cache_dir()`` (``$IMOD_CACHE_DIR``)."""
-    return cache_dir()
+__all__ = ["Dataset", "load_dataset", "load_digits_split", "load_mnist1d"]
 
 
 def load_digits_split(test_size: float = 0.3, random_state: int = 0) -> Dataset:
@@ -40,7 +36,7 @@ def load_digits_split(test_size: float = 0.3, random_state: int = 0) -> Dataset:
 
 def load_mnist1d(cache_dir=None, seed: int = 42) -> Dataset:
     """MNIST-1D (4,000 train / 1,000 test), generated once and cached as .npz."""
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "mnist1d"
+    folder = Path(cache_dir) if cache_dir is not None else cache_root("mnist1d")
     path = folder / f"mnist1d_seed{seed}.npz"
     if not path.exists():
         try:

@@ -70,7 +70,8 @@ def check_classification_data(X, y, X_test=None, y_test=None):
         raise ValueError("X must be numeric without NaN or infinite values")
     classes, y_enc = np.unique(y, return_inverse=True)
     if len(classes) < 2:
-        raise ValueError(f"y has a single class ({classes[0]!r}); memorization needs >= 2 classes")
+        label = classes[0].item() if isinstance(classes[0], np.generic) else classes[0]
+        raise ValueError(f"y has a single class ({label!r}); memorization needs >= 2 classes")
     if (X_test is None) != (y_test is None):
         raise ValueError("give both X_test and y_test, or neither")
     yt_enc = None
@@ -112,7 +113,7 @@ def relabel_random(y, n_classes: int, fraction: float, random_state):
     return y_new, idx
 
 
-def _is_widths(model) -> bool:
+def is_widths(model) -> bool:
     return model is None or (
         isinstance(model, Sequence) and all(isinstance(w, numbers.Integral) for w in model)
     )
@@ -122,9 +123,25 @@ def build_model(model, n_features: int, n_classes: int):
     """None -> MLP (d, *DEFAULT_HIDDEN, C); a sequence of ints -> those hidden widths."""
     if model is None:
         model = DEFAULT_HIDDEN
-    if _is_widths(model):
+    if is_widths(model):
         return StackedMLP((n_features, *[int(w) for w in model], n_classes))
     return model
+
+
+def member_counts(n_members: int, block_size: int, rate: float, min_in: int, min_out: int
+                  ) -> tuple[int, int, int]:
+    """IN and OUT members of every example with balanced masks, and about how many
+    members give ``min_in`` IN and ``min_out`` OUT.
+
+    Examples
+    --------
+    >>> member_counts(4, 4, 0.7, 1, 3)
+    (3, 1, 11)
+    """
+    sizes = block_sizes(n_members, block_size)
+    n_in = sum(int(round(rate * s)) for s in sizes)
+    need = int(np.ceil(max(min_in / rate, min_out / (1.0 - rate)))) + 1
+    return n_in, int(n_members) - n_in, need
 
 
 def check_member_counts(n_members, block_size, rate, min_in, min_out, mask_kind="balanced"):
@@ -136,10 +153,8 @@ def check_member_counts(n_members, block_size, rate, min_in, min_out, mask_kind=
     if mask_kind != "balanced":
         return
     sizes = block_sizes(n_members, block_size)
-    n_in = sum(int(round(rate * s)) for s in sizes)
-    n_out = int(n_members) - n_in
+    n_in, n_out, need = member_counts(n_members, block_size, rate, min_in, min_out)
     if n_in < min_in or n_out < min_out:
-        need = int(np.ceil(max(min_in / rate, min_out / (1.0 - rate)))) + 1
         raise ValueError(
             f"too few members for rate={rate}: with n_members={n_members} (blocks {sizes}) every "
             f"example is IN {n_in} and OUT {n_out} members, but min_in={min_in} and "

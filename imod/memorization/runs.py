@@ -22,7 +22,7 @@ its hash) and one ``block_<first>_<stop>.npz`` per finished block with the mask 
 the recordings ``rec__correct_train``, ``rec__margin_train``, ``rec__confidence_train``
 (and ``rec__correct_test``, ``rec__margin_test`` with a test set), written atomically and read with
 ``allow_pickle=False``. A folder made with another configuration is refused
-(:class:`ConfigMismatchError`).
+(:class:`~imod._runtime.ConfigMismatchError`).
 """
 
 from __future__ import annotations
@@ -36,14 +36,22 @@ import numpy as np
 import torch
 
 from imod.distributed import EnsembleJob
-from imod.distributed.store import StoreConfigError
-from imod.engine import OptimizerSpec, Recorder, StackedMLP, correctness, margin
+from imod.engine import (
+    OptimizerSpec,
+    Placement,
+    Recorder,
+    Recording,
+    StackedMLP,
+    Task,
+    Training,
+    correctness,
+    margin,
+)
 from imod.engine.members import ModuleMembers
 
 from .._runtime import array_digest, torch_threads
 
 __all__ = [
-    "ConfigMismatchError",
     "DEFAULT_HIDDEN",
     "TrainingConfig",
     "MemberResults",
@@ -54,11 +62,11 @@ __all__ = [
     "train_in_blocks",
     "evaluate_members",
     "epochs_to_fit",
+    "fit_epoch",
+    "pilot_run",
+    "signed_loss",
     "logit_confidence",
 ]
-
-#: The output folder holds a run made with a different configuration.
-ConfigMismatchError = StoreConfigError
 
 #: Hidden widths of the default member MLP (from benchmarks/studies/memorization_defaults.py).
 DEFAULT_HIDDEN: tuple[int, ...] = (512,)
@@ -120,6 +128,12 @@ class TrainingConfig:
     @property
     def uses_dask(self) -> bool:
         return self.scheduler not in (None, "local")
+
+    def engine_training(self, epochs: int | None = None) -> Training:
+        """The engine's :class:`~imod.engine.Training` record of this configuration."""
+        return Training(optimizer=self.optimizer, batch_size=self.batch_size,
+                        epochs=int(self.epochs if epochs is None else epochs),
+                        random_state=self.random_state)
 
 
 @dataclass
@@ -238,35 +252,74 @@ AUTO_FIT = 0.99
 AUTO_MARGIN = 1.25
 
 
-def epochs_to_fit(model, X, y, mask, groups, training: TrainingConfig, *, rate: float,
-                  progress: bool = False) -> tuple[int, np.ndarray]:
-    """The ``epochs="auto"`` rule: train pilot members and find when they fit their rows.
+def signed_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every row, negated where the member's arg-max class is wrong.
 
-    The pilot members (the rows of ``mask``) record their correctness on every row
-    after every epoch, up to :data:`AUTO_MAX_EPOCHS`. The fit epoch is the first at
-    which the mean accuracy on the rows each member trained on reaches
-    :data:`AUTO_FIT` in every group of rows (``groups``: boolean ``(n,)`` masks, e.g.
-    natural and random-label rows); the budget is :data:`AUTO_MARGIN` times that,
-    at most :data:`AUTO_MAX_EPOCHS`. Returns ``(epochs, curve)`` with ``curve`` the
-    ``(AUTO_MAX_EPOCHS, len(groups))`` in-sample accuracies.
+    One recording (one forward pass) then gives both the correctness (``>= 0``) and the
+    loss (the absolute value): a wrong arg-max leaves ``p_y <= 1/2``, so its loss is at
+    least ``log 2`` and its sign never ambiguous. Shape ``(K, B)``.
+
+    Examples
+    --------
+    >>> out = torch.tensor([[[2.0, 0.0], [2.0, 0.0]]])
+    >>> [round(v, 3) for v in signed_loss(out, torch.tensor([0, 1]))[0].tolist()]
+    [0.127, -2.127]
+    """
+    from imod.engine.losses import cross_entropy
+
+    loss = cross_entropy(outputs, targets)
+    return torch.where(correctness(outputs, targets) > 0, loss, -loss)
+
+
+def pilot_run(model, X, y, mask, training: TrainingConfig, *, epochs: int = AUTO_MAX_EPOCHS,
+              progress: bool = False) -> np.ndarray:
+    """Train the members of ``mask`` for ``epochs`` and record every row after every epoch.
+
+    Returns the ``(epochs, k, n)`` :func:`signed_loss` recordings: ``>= 0`` where the
+    member classifies the row correctly, the absolute value its cross-entropy. The
+    members are seeded as the run's members of the same global index, so with the
+    run's first mask rows they follow the run's first members' trajectories.
     """
     from imod.engine import train_ensemble
 
     with torch_threads(training.torch_threads):
         res = train_ensemble(
-            model, X, y, mask=mask, loss="cross_entropy", optimizer=training.optimizer,
-            epochs=AUTO_MAX_EPOCHS, batch_size=training.batch_size, rate=rate,
-            random_state=training.random_state, device=training.device,
-            precision=training.precision or "fp32",
-            recorders=[Recorder("c", correctness)], record_every="epoch", progress=progress,
+            Task(model, X, y, mask=mask, loss="cross_entropy"),
+            training.engine_training(int(epochs)),
+            Placement(device=training.device, precision=training.precision or "fp32",
+                      progress=progress),
+            Recording([Recorder("s", signed_loss)], every="epoch"),
         )
-    c = res.records["c"].astype(bool)  # (E, k, n)
+    return res.records["s"]
+
+
+def fit_epoch(correct, mask, groups) -> tuple[int, np.ndarray]:
+    """The ``epochs="auto"`` budget from per-epoch correctness ``(E, k, n)`` of pilot members.
+
+    The fit epoch is the first at which the mean accuracy on the rows each member
+    trained on reaches :data:`AUTO_FIT` in every group of rows (``groups``: boolean
+    ``(n,)`` masks, e.g. natural and random-label rows); the budget is
+    :data:`AUTO_MARGIN` times that, at most the recorded epochs. Returns ``(epochs,
+    curve)`` with ``curve`` the ``(E, len(groups))`` in-sample accuracies.
+    """
+    c = np.asarray(correct, dtype=bool)
     groups = [g for g in groups if (mask & g[None]).any()]
     curve = np.stack([c[:, mask & g[None]].mean(axis=1) for g in groups], axis=1)
     fit = np.flatnonzero((curve >= AUTO_FIT).all(axis=1))
     if fit.size == 0:
-        return AUTO_MAX_EPOCHS, curve
-    return min(AUTO_MAX_EPOCHS, int(np.ceil(AUTO_MARGIN * (fit[0] + 1)))), curve
+        return len(c), curve
+    return min(len(c), int(np.ceil(AUTO_MARGIN * (fit[0] + 1)))), curve
+
+
+def epochs_to_fit(model, X, y, mask, groups, training: TrainingConfig, *,
+                  progress: bool = False) -> tuple[int, np.ndarray]:
+    """The ``epochs="auto"`` rule: train pilot members and find when they fit their rows.
+
+    The pilot members (the rows of ``mask``) train :data:`AUTO_MAX_EPOCHS` epochs
+    (:func:`pilot_run`), then :func:`fit_epoch` picks the budget.
+    """
+    rec = pilot_run(model, X, y, mask, training, progress=progress)
+    return fit_epoch(rec >= 0, mask, groups)
 
 
 def train_in_blocks(
@@ -297,8 +350,8 @@ def train_in_blocks(
     n_members : int
         K.
     rate : float
-        The ensemble-wide subset rate; sets the shared batch size of the engine
-        (``ceil(batch_size / rate)`` rows per step, rounded up to a multiple of 8).
+        The ensemble-wide subset rate the masks are drawn with (hashed with the
+        configuration; each member trains on batches of its own rows whatever it is).
     training : TrainingConfig, optional
         Epochs, batch size, optimizer, seed, device, block size (members per engine
         call, saved block and Dask task), scheduler, overwrite (default: its defaults).
@@ -320,7 +373,7 @@ def train_in_blocks(
 
     Raises
     ------
-    ConfigMismatchError
+    imod._runtime.ConfigMismatchError
         If ``out_dir`` holds a run with another configuration.
 
     Examples
@@ -359,14 +412,15 @@ def train_in_blocks(
     if y_test is not None:
         recorders += [Recorder("correct_test", correctness, X=X_test, y=y_test, reduce="last"),
                       Recorder("margin_test", margin, X=X_test, y=y_test, reduce="last")]
-    extra = {"model": model_description(model), "block_size": block_size, **(config or {})}
+    extra = {"model": model_description(model), "block_size": block_size, "rate": float(rate),
+             **(config or {})}
     job = EnsembleJob(
         model, X, y, mask=mask_rows, n_members=n_members, block_size=block_size,
-        rate=float(rate), recorders=recorders, torch_threads=t.torch_threads, grid_only=True,
-        config=extra, loss="cross_entropy", optimizer=t.optimizer, epochs=int(t.epochs),
-        batch_size=t.batch_size, random_state=t.random_state, device=t.device,
-        chunk_size=block_size if t.chunk_size is None else t.chunk_size,
-        precision=t.precision or "fp32", record_every="end",
+        loss="cross_entropy", training=t.engine_training(),
+        placement=Placement(device=t.device, precision=t.precision or "fp32",
+                            chunk_size=block_size if t.chunk_size is None else t.chunk_size),
+        recording=Recording(recorders, every="end"),
+        torch_threads=t.torch_threads, grid_only=True, config=extra,
     )
 
     def on_block(blk, done: int, total: int) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "null_threshold",
     "detection_metrics",
     "fpr_at_tpr",
+    "cumulative_loss",
 ]
 
 SCORES = ("difference", "fractional")
@@ -274,3 +275,34 @@ def detection_metrics(scores, is_positive) -> dict[str, float]:
         "fpr_at_95tpr": fpr_at_tpr(y, s, 0.95),
         "n_used": int(ok.sum()),
     }
+
+
+def cumulative_loss(losses, mask) -> np.ndarray:
+    """Cumulative training loss of every row (Ravikumar et al., ICML 2025), ``(n,)``.
+
+    The sum over the recorded epochs of a row's loss, averaged over the members that
+    trained on it (NaN where none did): a one-run proxy for memorization, high for rows
+    that are fit late or never (mislabelled, atypical).
+
+    Parameters
+    ----------
+    losses : array of shape (E, k, n)
+        Per-row loss of every member after every epoch.
+    mask : array of shape (k, n)
+        ``True`` where member ``k`` trained on row ``i``.
+
+    Examples
+    --------
+    >>> L = np.array([[[1.0, 2.0]], [[0.5, 2.0]]])  # 2 epochs, 1 member, 2 rows
+    >>> cumulative_loss(L, np.array([[True, False]])).tolist()
+    [1.5, nan]
+    """
+    L = np.asarray(losses, dtype=np.float64)
+    m = np.asarray(mask, dtype=bool)
+    if L.ndim != 3 or L.shape[1:] != m.shape:
+        raise ValueError(f"losses must be (E, k, n) with (k, n) = mask's {m.shape}, "
+                         f"got {L.shape}")
+    total = (L.sum(axis=0) * m).sum(axis=0)
+    count = m.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from imod._runtime import resolve_device
-from imod.engine import full_mask, train_ensemble
+from imod.engine import Placement, Task, Training, full_mask, train_ensemble
 
 from .estimator import (
     MemorizationEstimator,
@@ -113,11 +113,11 @@ def leave_one_out_reference(
     if not isinstance(n_seeds, (int, np.integer)) or n_seeds < 2:
         raise ValueError(f"n_seeds must be an integer >= 2, got {n_seeds!r}")
     dev = resolve_device(device)
-    common = dict(loss="cross_entropy", optimizer=optimizer, epochs=epochs,
-                  batch_size=batch_size, random_state=random_state, device=dev)
+    training = Training(optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                        random_state=random_state)
     n_loo = len(idx) * n_seeds
-    full = train_ensemble(model, X, y_enc, mask=full_mask(n_seeds, n),
-                          first_member=0 if paired else n_loo, **common)
+    full = train_ensemble(Task(model, X, y_enc, mask=full_mask(n_seeds, n), loss="cross_entropy",
+                               first_member=0 if paired else n_loo), training, Placement(dev))
     c_full, _ = evaluate_members(full, X[idx], y_enc[idx], dev)
     c_loo = np.zeros((n_seeds, len(idx)), dtype=bool)
     if paired:
@@ -129,14 +129,16 @@ def leave_one_out_reference(
         for j, i in enumerate(it):
             mask = np.ones((n_seeds, n), dtype=bool)
             mask[:, i] = False
-            res = train_ensemble(model, X, y_enc, mask=mask, **common)
+            res = train_ensemble(Task(model, X, y_enc, mask=mask, loss="cross_entropy"),
+                                 training, Placement(dev))
             c, _ = evaluate_members(res, X[i : i + 1], y_enc[i : i + 1], dev)
             c_loo[:, j] = c[:, 0]
     else:
         mask = np.ones((n_loo, n), dtype=bool)
         rows = np.arange(n_loo)
         mask[rows, np.repeat(idx, n_seeds)] = False
-        res = train_ensemble(model, X, y_enc, mask=mask, progress=progress, **common)
+        res = train_ensemble(Task(model, X, y_enc, mask=mask, loss="cross_entropy"), training,
+                             Placement(dev, progress=progress))
         c, _ = evaluate_members(res, X[idx], y_enc[idx], dev)  # (n_loo, len(idx))
         held = c[rows, np.repeat(np.arange(len(idx)), n_seeds)]
         c_loo = held.reshape(len(idx), n_seeds).T
@@ -278,8 +280,10 @@ def ablation_study(
     ``diff`` = mean accuracy(removed memorized) - accuracy(removed random) in
     percentage points, its std and the paired t-test p-value; ``delta`` and
     ``p_vs_baseline`` compare each row's per-seed differences with the first
-    row's (paired by seed, two-sided). ``training`` (a :class:`TrainingConfig`) says
-    how every member of the scoring runs and of the utility ensembles trains.
+    row's (paired by seed, two-sided). A setting that flags no point has
+    ``n_memorized`` 0 and NaN utility (nothing is trained for it). ``training`` (a
+    :class:`TrainingConfig`) says how every member of the scoring runs and of the utility
+    ensembles trains.
     """
     import pandas as pd
 
@@ -324,6 +328,10 @@ def ablation_study(
         mem_idx = np.flatnonzero(est.memorized_for(
             s, thr, inclusive=thr_kind.startswith("null") and side == "lower"))
         key = mem_idx.tobytes()
+        if not mem_idx.size:  # nothing flagged: no utility to measure, nothing to train
+            table.append({"setting": label, "rate": rate, "score": score, "threshold": thr,
+                          "threshold_kind": thr_kind, "n_memorized": 0})
+            continue
         if key not in util_cache:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)

@@ -54,7 +54,7 @@ def test_views_of_equal_width_train_in_one_engine_call(adbench_dir, monkeypatch)
     calls = []
 
     def counting(*args, **kwargs):
-        calls.append(kwargs["views"])
+        calls.append(args[0].views)  # the Task record
         return real(*args, **kwargs)
 
     monkeypatch.setattr(training, "train_ensemble", counting)
@@ -212,7 +212,7 @@ def test_projection_dim_trains_wide_inputs_narrowed_in_one_engine_call(
     real, calls = training.train_ensemble, []
 
     def counting(*args, **kwargs):
-        calls.append(kwargs["views"])
+        calls.append(args[0].views)  # the Task record
         return real(*args, **kwargs)
 
     monkeypatch.setattr(training, "train_ensemble", counting)
