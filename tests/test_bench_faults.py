@@ -396,6 +396,7 @@ def test_resume_with_other_code_or_detector_parameters_is_refused(tmp_path: Path
     cfg = json.loads((out / "run.json").read_text())
     assert len(cfg["versions"]["imod_code"]) == 16
     assert cfg["detector_params"]["PCA"]["n_components"] == "None"
+    assert len(cfg["detector_params"]["PCA"]["class file"]) == 16  # pyod's pca.py
     edited = dict(cfg, versions=dict(cfg["versions"], imod_code="0123456789abcdef"))
     (out / "run.json").write_text(json.dumps(edited))
     res = _imod(*run, cwd=tmp_path)

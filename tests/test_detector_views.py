@@ -183,7 +183,8 @@ def test_whitening_cap_and_scaled_max_on_image_embeddings(adbench_dir):
 def test_auto_threshold_is_tukeys_fence_on_the_loss_scale(adbench_dir, normalization, views):
     data = np.load(adbench_dir / "Classical" / "6_cardio.npz", allow_pickle=False)
     X, y = data["X"].astype(np.float64), data["y"]
-    det = variant(normalization=normalization, view_combination=views)(**FAST).fit(X)
+    det = variant(normalization=normalization, view_combination=views)(
+        contamination="auto", **FAST).fit(X)
     outlier = -det.train_scores_
     # log ratios are thresholded on the ratio scale, robust z-scores as they are
     log_scale = normalization == "log_ratio"

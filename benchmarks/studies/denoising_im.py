@@ -51,6 +51,7 @@ from imod.detector import IMDetector
 from imod.detector.preprocessing import IMPreprocessor
 from imod.detector.projection import RandomProjection
 from imod.detector.scoring import normalize, offset_from, robust_stats, select_weights
+from imod.detector.ties import share_ties
 from imod.detector.training import (
     ACTIVATION,
     TrainingDiverged,
@@ -221,7 +222,8 @@ class DenoisingIM:
                         Xp, [views[i] for i in g], [pre[i] for i in g],
                         [counts[i] for i in g], seed + g[0], settings, task, self.rate,
                         device)
-        det.train_scores_ = det._combine([v.train_scores for v in det.views_])
+        det.train_scores_ = share_ties(X[det.views_[0].record_index],
+                                       det._combine([v.train_scores for v in det.views_]))
         det.offset_ = offset_from(det.train_scores_, det.contamination, settings.normalization)
         return self
 

@@ -56,6 +56,7 @@ KINDS = {"classical": "Classical (30)", "embedding": "CV/NLP (18)",
          "global": "synthetic global (30)", "dependency": "synthetic dependency (30)"}
 REAL = ("classical", "embedding")
 SYNTHETIC_SEEDS = [1]
+BASELINE = "c23_default"  # today's IMDetector()
 WEIGHTS = {"classical": 0.3, "embedding": 0.3, "local": 0.1, "clustered": 0.1,
            "global": 0.1, "dependency": 0.1}
 
@@ -364,9 +365,13 @@ def main(argv: list[str] | None = None) -> None:
                   f"Run on under half of these sets (not tabled): {', '.join(left) or '-'}.",
                   ""]
     inside = pd.concat([cand, peers], ignore_index=True)
-    for kind, title in KINDS.items():
-        lines += [f"## In-sample, the default after the study ({final}) and every peer, "
-                  f"{title}", "", fmt(summarize(inside, [final, *peer_names], kind)), ""]
+    for who in dict.fromkeys([BASELINE, final]):
+        if who not in candidates:
+            continue
+        role = "the default after the study" if who == final else "the default before"
+        for kind, title in KINDS.items():
+            lines += [f"## In-sample, {role} ({who}) and every peer, {title}", "",
+                      fmt(summarize(inside, [who, *peer_names], kind)), ""]
     lines += ["## The candidates in-sample (the ablation around the default)", "",
               fmt(ablation(cand, candidates, folds["chosen"].tolist()), index=False), ""]
     (args.out / "oof.md").write_text("\n".join(lines))

@@ -107,7 +107,7 @@ def run_dataset(name: str, work: Path) -> tuple[dict, dict]:
                                n_members=1, rate=est.rate, training=replace(t1, block_size=1))
 
     def proxy():  # the same member, its loss recorded after every epoch
-        return pilot_run(model, X, est.y_train_, row0, t1, rate=est.rate, epochs=est.epochs_)
+        return pilot_run(model, X, est.y_train_, row0, t1, epochs=est.epochs_)
 
     _, member_s = timed(one_member)
     rec, proxy_s = timed(proxy)

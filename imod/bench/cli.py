@@ -282,26 +282,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _check_bench_options(p: argparse.ArgumentParser, args: argparse.Namespace
                          ) -> tuple[list[int], list[str], str]:
-    """Every option checked before any work, in command-line words: seeds, detectors, the
-    reference, row limits, --n-jobs, --scheduler, the folders."""
+    """Every option checked before any work, in command-line words: the cheap ones first
+    (seeds, row limits, --n-jobs, --scheduler), then the detectors (importing them takes
+    seconds), the reference and the folders."""
     from imod.bench.protocol import MIN_MAX_ROWS
 
     try:
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:
         p.error(f"--seeds: {exc}")
-    detectors = _resolve_detectors(p, args.detectors)
-    if not detectors:
-        p.error("no detectors to run")
-    reference = args.reference
-    if reference is not None:
-        matches = [d for d in detectors if d.casefold() == reference.casefold()]
-        if not matches:
-            p.error(f"--reference {reference!r} is not among the detectors: "
-                    f"{', '.join(detectors)}")
-        reference = matches[0]
-    else:  # the rule of imod.bench.summary.summarize, fixed here so run.json names it
-        reference = "IMDetector" if "IMDetector" in detectors else detectors[0]
     if args.min_rows < 0:
         p.error("--min-rows must be >= 0")
     if args.max_rows != 0 and args.max_rows < MIN_MAX_ROWS:
@@ -316,6 +305,18 @@ def _check_bench_options(p: argparse.ArgumentParser, args: argparse.Namespace
             check_scheduler(args.scheduler)
         except ValueError as exc:
             p.error(f"--scheduler: {exc}")
+    detectors = _resolve_detectors(p, args.detectors)
+    if not detectors:
+        p.error("no detectors to run")
+    reference = args.reference
+    if reference is not None:
+        matches = [d for d in detectors if d.casefold() == reference.casefold()]
+        if not matches:
+            p.error(f"--reference {reference!r} is not among the detectors: "
+                    f"{', '.join(detectors)}")
+        reference = matches[0]
+    else:  # the rule of imod.bench.summary.summarize, fixed here so run.json names it
+        reference = "IMDetector" if "IMDetector" in detectors else detectors[0]
     _check_folders(p, args)
     return seeds, detectors, reference
 

@@ -127,8 +127,13 @@ def _versions() -> dict[str, str]:
 
 
 def _detector_params(detectors: Sequence[str], n_jobs: int | None) -> dict[str, Any]:
-    """Each detector's constructor parameters as a cell builds it (``random_state`` apart,
-    which is the seed): a changed default or import-path class shows here on resume."""
+    """Each detector's constructor parameters as a cell builds it (``random_state``,
+    ``n_jobs`` and ``verbose`` apart), its class's fixed choices (``_fixed``, as a study
+    variant of IMDetector sets them) and the SHA-256 of the file defining its class (an
+    import-path detector's code is not imod's): a change of any shows here on resume."""
+    import hashlib
+    import inspect
+
     from imod.bench.detectors import make_detector
 
     out: dict[str, Any] = {}
@@ -139,8 +144,16 @@ def _detector_params(detectors: Sequence[str], n_jobs: int | None) -> dict[str, 
         except Exception as exc:  # noqa: BLE001 - its cells record the error
             out[name] = {"error": type(exc).__name__}
             continue
-        out[name] = {k: repr(v) for k, v in sorted(params.items())
-                     if k not in ("random_state", "n_jobs", "verbose") and not k.startswith("_")}
+        rec = {k: repr(v) for k, v in sorted(params.items())
+               if k not in ("random_state", "n_jobs", "verbose") and not k.startswith("_")}
+        if isinstance(getattr(det, "_fixed", None), dict):
+            rec["fixed choices"] = repr(sorted(det._fixed.items()))
+        try:
+            source = Path(inspect.getsourcefile(type(det)) or "").read_bytes()
+            rec["class file"] = hashlib.sha256(source).hexdigest()[:16]
+        except (OSError, TypeError):
+            pass  # a class without a source file (built-in): its library's version covers it
+        out[name] = rec
     return out
 
 

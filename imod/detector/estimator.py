@@ -417,14 +417,9 @@ class IMDetector(OutlierMixin, BaseEstimator):
         return np.where(scores - self.offset_ < 0, -1, 1)
 
     def explain(self, X) -> Explanation:
-        """Each input feature's contribution to each row's outlier score.
-
-        The outlier score ``-score_samples(X)`` (higher = more abnormal) of a row is split
-        over the input columns, in the units of the score: the loss of each network is
-        split over the columns where it arises, whitened and randomly projected columns
-        are split over the inputs in proportion to each input's term in them (exact for
-        these linear maps), and the deciding view's scale is applied
-        (:mod:`imod.detector.explain` says what is exact and what is not).
+        """Each input feature's contribution to each row's outlier score
+        ``-score_samples(X)``, in the units of the score (:mod:`imod.detector.explain`
+        says what is exact and what is not; about the cost of scoring).
 
         Parameters
         ----------
@@ -433,12 +428,10 @@ class IMDetector(OutlierMixin, BaseEstimator):
         Returns
         -------
         Explanation
-            ``contributions`` ``(n_samples, n_features)``, ``scores``, ``reference``:
-            ``contributions.sum(axis=1)`` equals ``scores - reference`` to float64
-            rounding (within ``1e-9 * max(1, |score|)``), and ``scores`` equals
-            ``-score_samples(X)`` to the float32 rounding of the losses (within
-            ``1e-5``). Copies of a row get identical numbers. Explaining costs about as
-            much as scoring (``benchmarks/conventions/explain_cost.py``).
+            ``contributions`` ``(n_samples, n_features)``: ``contributions.sum(axis=1)``
+            equals ``scores - reference`` within ``1e-9 * max(1, |score|)``, and
+            ``scores`` equals ``-score_samples(X)`` within ``1e-5`` (float32 losses).
+            Copies of a row get identical numbers.
 
         Examples
         --------

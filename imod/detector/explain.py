@@ -41,9 +41,10 @@ import numpy as np
 import torch
 
 from ..engine import StackedMLP
+from ..engine.runtime import memory_budget
 from .scoring import _LOG_FLOOR, view_maps
 from .ties import first_copies
-from .views import View, batch_rows, memory_budget
+from .views import View, batch_rows
 
 __all__ = ["Explanation", "explain_rows"]
 
@@ -165,7 +166,7 @@ def _view_contributions(view: View, Xp: np.ndarray, device: torch.device):
     members = StackedMLP(view.sizes, activation=view.activation)
     n_members = len(used) * view.n_members
     # the per-column losses of every member: about twice the activations' bytes
-    step = batch_rows(view.sizes, 2 * n_members, memory_budget(device))
+    step = batch_rows(view.sizes, 2 * n_members, memory_budget(device, "score"))
     x = torch.as_tensor(Xt, dtype=torch.float32, device=device)
     d = x.shape[1]
     scores, columns = [], []
