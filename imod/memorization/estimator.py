@@ -36,6 +36,7 @@ from imod._runtime import TrainingDiverged
 from imod._version import __version__, code_digest
 from imod.engine import OptimizerSpec, balanced_mask
 
+from .fitted_results import FittedResultsMixin
 from .inputs import (
     CHANCE_AUROC,
     MEMORIZED_ACCURACY,
@@ -44,7 +45,6 @@ from .inputs import (
     check_classification_data,
     check_member_counts,
     is_widths,
-    null_problems,
     relabel_random,
 )
 from .membership import lira_scores, membership_auroc
@@ -62,7 +62,6 @@ from .scores import (
     SCORES,
     cumulative_loss,
     detection_metrics,
-    high_influence_pairs,
     influence_matrix,
     null_threshold,
     subsample_scores,
@@ -82,7 +81,7 @@ MIN_IN = 1
 DIVERGED_LOSS = 10.0
 
 
-class MemorizationEstimator(BaseEstimator):
+class MemorizationEstimator(FittedResultsMixin, BaseEstimator):
     """Subsampled memorization and influence estimator on the ensemble engine.
 
     The defaults train each member until it fits its own training rows, random
@@ -466,85 +465,6 @@ class MemorizationEstimator(BaseEstimator):
             alpha=self.alpha, side=self.null_side, min_out=1)  # a half has half the OUT members
         self._warn_if_not_meaningful()
         self.score_seconds_ = time.perf_counter() - t0
-
-    def _warn_if_not_meaningful(self) -> None:
-        why = null_problems(self)
-        self.null_meaningful_ = bool(self.random_label_idx_.size) and not why
-        if why:
-            warnings.warn(
-                "; ".join(why) + ": the null threshold, memorized_ and detection_ are not "
-                "meaningful. Train longer (epochs='auto' or a larger epochs), or give the "
-                "members more capacity (model).",
-                NotMemorizedWarning, stacklevel=3)
-        if (self.threshold == "null" and self.null_side == "upper"
-                and not self.memorized_mask_.any() and np.isfinite(self.threshold_)
-                and self.threshold_ >= np.nanmax(self.scores_)):
-            warnings.warn(
-                f"the (1 - alpha) quantile of the null scores is the largest {self.score} score "
-                f"({self.threshold_:.3g}): no natural point can exceed it, so memorized_ is empty. "
-                "Memorized random-label points are rarely predicted when held out, so their "
-                "scores pile up at the maximum. null_side='lower' thresholds at 95 % TPR on "
-                "the random-label points instead.", UserWarning, stacklevel=3)
-
-    def memorized_for(self, scores, threshold: float, inclusive: bool = False) -> np.ndarray:
-        """Natural (not relabelled) points with a finite score above ``threshold``.
-
-        ``inclusive=True`` also counts scores equal to it: the lower null threshold is
-        the 95 % TPR operating point (random-label points *at or above* it are found),
-        and memorized scores tie at the maximum (fractional score 1 when ``p_out = 0``).
-        """
-        s = np.asarray(scores, dtype=float)
-        with np.errstate(invalid="ignore"):
-            above = (s >= threshold) if inclusive else (s > threshold)
-            return np.isfinite(s) & above & ~self.is_random_label_
-
-    def null_threshold_for(self, score: str, alpha: float | None = None,
-                           side: str | None = None) -> float:
-        """The null threshold of another score (``"difference"`` / ``"fractional"``)."""
-        s = getattr(self, score + "_")[self.random_label_idx_]
-        return null_threshold(s, self.alpha if alpha is None else alpha,
-                              self.null_side if side is None else side)
-
-    # ------------------------------------------------------------- reporting
-    def high_influence_pairs(self, mem_threshold: float = 0.25, infl_threshold: float = 0.15,
-                             top_k: int | None = None, score: str = "difference"):
-        """Train/test pairs with high memorization and influence (F&Z: 0.25 / 0.15).
-
-        Uses the ``difference`` score by default, as F&Z; relabelled points are
-        left out (their influence is measured against a wrong label).
-        """
-        if self.influence_ is None:
-            raise ValueError("no influence matrix: fit with X_test/y_test and influence=True")
-        mem = getattr(self, score + "_").astype(float).copy()
-        mem[self.is_random_label_] = np.nan
-        return high_influence_pairs(
-            mem, self.influence_,
-            mem_threshold=mem_threshold, infl_threshold=infl_threshold,
-            top_k=top_k, train_labels=self.classes_[self.y_clean_],
-            test_labels=self.classes_[self.y_test_],
-        )
-
-    def to_frame(self):
-        """One row per training example with every score."""
-        import pandas as pd
-
-        return pd.DataFrame({
-            "index": np.arange(len(self.scores_)),
-            "label": self.classes_[self.y_clean_],
-            "train_label": self.classes_[self.y_train_],
-            "random_label": self.is_random_label_,
-            "in_count": self.in_counts_,
-            "out_count": self.out_counts_,
-            "p_in": self.p_in_,
-            "p_out": self.p_out_,
-            "difference": self.difference_,
-            "fractional": self.fractional_,
-            "score": self.scores_,
-            "memorized": self.memorized_mask_,
-            "c_score": self.c_scores_,
-            "lira": self.lira_scores_,
-            "cumulative_loss": self.cumulative_loss_,
-        })
 
 
 def _check_diverged(runs: MemberResults, n_classes: int, training: TrainingConfig) -> None:

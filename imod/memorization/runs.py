@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from imod.distributed import EnsembleJob
+from imod.distributed import BlockRunResult, EnsembleJob
 from imod.engine import (
     OptimizerSpec,
     Placement,
@@ -389,14 +389,49 @@ def train_in_blocks(
     ((6, 40), 6)
     """
     t = training or TrainingConfig()
-    block_size = t.block_size
+    block_size, n_members = _check_block_counts(t.block_size, n_members)
+    X = np.asarray(X)
+    y = np.asarray(y)
+    job = _block_job(model, X, y, mask_for_block=mask_for_block, n_members=n_members,
+                     rate=rate, training=t, X_test=X_test, y_test=y_test, config=config)
+
+    def on_block(blk, done: int, total: int) -> None:
+        if callback is not None:
+            callback(blk.first // block_size, done, total)
+
+    res = job.run(out_dir, backend="dask" if t.uses_dask else "local",
+                  client=t.scheduler if t.uses_dask else None, overwrite=t.overwrite,
+                  callback=on_block)
+    return _member_results(res, has_test=y_test is not None)
+
+
+def _check_block_counts(block_size, n_members) -> tuple[int, int]:
+    """``(block_size, n_members)`` as ints, refused before any work when not positive ints."""
     for name, v in (("block_size", block_size), ("n_members", n_members)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    block_size, n_members = int(block_size), int(n_members)
-    X = np.asarray(X)
-    y = np.asarray(y)
-    n = len(y)
+    return int(block_size), int(n_members)
+
+
+def _member_recorders(X_test, y_test) -> list[Recorder]:
+    """What every member records at the end of training: on its training set always (the
+    scores and LiRA), on the test set only when one is given (influence)."""
+    recorders = [Recorder("correct_train", correctness, reduce="last"),
+                 Recorder("margin_train", margin, reduce="last"),
+                 Recorder("confidence_train", logit_confidence, reduce="last")]
+    if y_test is not None:
+        recorders += [Recorder("correct_test", correctness, X=X_test, y=y_test, reduce="last"),
+                      Recorder("margin_test", margin, X=X_test, y=y_test, reduce="last")]
+    return recorders
+
+
+def _block_job(model, X: np.ndarray, y: np.ndarray, *,
+               mask_for_block: Callable[[int, int], np.ndarray], n_members: int, rate: float,
+               training: TrainingConfig, X_test, y_test, config: dict | None) -> EnsembleJob:
+    """The :class:`~imod.distributed.EnsembleJob` of a run: one task per block of the grid,
+    whose mask rows come from ``mask_for_block`` and whose config hash covers the model,
+    block size, rate and ``config``."""
+    block_size, n = int(training.block_size), len(y)  # validated by _check_block_counts
 
     def mask_rows(first: int, stop: int) -> np.ndarray:
         # grid_only=True below: always one whole block of this run's grid
@@ -406,32 +441,24 @@ def train_in_blocks(
                 f"mask_for_block returned shape {rows.shape}, expected {(stop - first, n)}")
         return rows
 
-    recorders = [Recorder("correct_train", correctness, reduce="last"),
-                 Recorder("margin_train", margin, reduce="last"),
-                 Recorder("confidence_train", logit_confidence, reduce="last")]
-    if y_test is not None:
-        recorders += [Recorder("correct_test", correctness, X=X_test, y=y_test, reduce="last"),
-                      Recorder("margin_test", margin, X=X_test, y=y_test, reduce="last")]
+    recorders = _member_recorders(X_test, y_test)
     extra = {"model": model_description(model), "block_size": block_size, "rate": float(rate),
              **(config or {})}
-    job = EnsembleJob(
+    return EnsembleJob(
         model, X, y, mask=mask_rows, n_members=n_members, block_size=block_size,
-        loss="cross_entropy", training=t.engine_training(),
-        placement=Placement(device=t.device, precision=t.precision or "fp32",
-                            chunk_size=block_size if t.chunk_size is None else t.chunk_size),
+        loss="cross_entropy", training=training.engine_training(),
+        placement=Placement(device=training.device, precision=training.precision or "fp32",
+                            chunk_size=block_size if training.chunk_size is None
+                            else training.chunk_size),
         recording=Recording(recorders, every="end"),
-        torch_threads=t.torch_threads, grid_only=True, config=extra,
+        torch_threads=training.torch_threads, grid_only=True, config=extra,
     )
 
-    def on_block(blk, done: int, total: int) -> None:
-        if callback is not None:
-            callback(blk.first // block_size, done, total)
 
-    res = job.run(out_dir, backend="dask" if t.uses_dask else "local",
-                  client=t.scheduler if t.uses_dask else None, overwrite=t.overwrite,
-                  callback=on_block)
+def _member_results(res: BlockRunResult, *, has_test: bool) -> MemberResults:
+    """Stack a finished job's records (loaded and trained blocks alike) into
+    :class:`MemberResults` with the dtypes the scores expect."""
     rec = res.records
-    has_test = y_test is not None
     return MemberResults(
         mask=res.mask.astype(bool),
         correct_train=rec["correct_train"].astype(bool),

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -288,18 +290,40 @@ def ablation_study(
     import pandas as pd
 
     X, y_enc, classes, X_test, yt_enc = check_classification_data(X, y, X_test, y_test)
-    from pathlib import Path
-
     if rows is None:
         rows = ablation_rows((null_side,))
     t = training or TrainingConfig()
-
     sub = (lambda name: None) if out_dir is None else (lambda name: Path(out_dir) / name)
-    estimators = {}
-    for rate in sorted({r[1] for r in rows}):  # fail before any training
+    estimators = _scoring_runs(
+        model, X, y_enc, X_test, yt_enc, rates=sorted({r[1] for r in rows}),
+        n_members=n_members, training=t, random_label_fraction=random_label_fraction,
+        alpha=alpha, null_side=null_side, min_out=min_out, sub=sub, progress=progress)
+    leak = find_near_duplicates(X, X_test, threshold=dup_threshold, features=dup_features)
+    measure = _utility_of(build_model(model, X.shape[1], len(classes)), X, y_enc, X_test,
+                          yt_enc, n_models=n_utility_models, training=t, sub=sub)
+    table, utilities = _ablation_table(rows, estimators, leak, measure,
+                                       fixed_threshold=fixed_threshold, alpha=alpha,
+                                       null_side=null_side)
+    return AblationResult(table=pd.DataFrame(table), estimators=estimators, leakage=leak,
+                          utilities=utilities)
+
+
+def _scoring_runs(model, X: np.ndarray, y: np.ndarray, X_test, y_test, *, rates: list[float],
+                  n_members: int | dict, training: TrainingConfig,
+                  random_label_fraction: float, alpha: float, null_side: str, min_out: int,
+                  sub: Callable[[str], Path | None],
+                  progress: bool) -> dict[float, MemorizationEstimator]:
+    """One fitted :class:`MemorizationEstimator` per rate (difference score, no influence).
+
+    Every rate's member counts are checked before the first one trains, so a bad
+    ``n_members`` fails at once instead of after hours of training.
+    """
+    t = training
+    for rate in rates:  # fail before any training
         k = n_members[rate] if isinstance(n_members, dict) else n_members
         check_member_counts(k, t.block_size, rate, 1, min_out)
-    for rate in sorted({r[1] for r in rows}):
+    estimators = {}
+    for rate in rates:
         k = n_members[rate] if isinstance(n_members, dict) else n_members
         est = MemorizationEstimator(
             model=model, n_members=k, rate=rate, epochs=t.epochs, batch_size=t.batch_size,
@@ -309,37 +333,73 @@ def ablation_study(
             chunk_size=t.chunk_size, precision=t.precision, n_threads=t.torch_threads,
             scheduler=t.scheduler, out_dir=sub(f"scores_rate{rate:g}"), overwrite=t.overwrite,
             progress=progress,
-        ).fit(X, y_enc, X_test, yt_enc)
+        ).fit(X, y, X_test, y_test)
         estimators[rate] = est
-    leak = find_near_duplicates(X, X_test, threshold=dup_threshold, features=dup_features)
-    arch = build_model(model, X.shape[1], len(classes))
-    util_cache: dict[bytes, UtilityResult] = {}
-    utilities = {}
-    table = []
-    base_diff = None
-    for label, rate, score, thr_kind, dedup in rows:
-        est = estimators[rate]
-        s = getattr(est, score + "_")
-        side = null_side if thr_kind in ("null", "fixed") else thr_kind.split("_", 1)[1]
-        if thr_kind.startswith("null"):
-            thr = est.null_threshold_for(score, alpha, side)
-        else:
-            thr = float(fixed_threshold)
-        mem_idx = np.flatnonzero(est.memorized_for(
-            s, thr, inclusive=thr_kind.startswith("null") and side == "lower"))
+    return estimators
+
+
+def _memorized_set(est: MemorizationEstimator, score: str, thr_kind: str, *,
+                   fixed_threshold: float, alpha: float,
+                   null_side: str) -> tuple[float, np.ndarray]:
+    """``(threshold, indices)`` of the natural points one table row calls memorized.
+
+    ``thr_kind`` is ``"fixed"`` (``fixed_threshold``), ``"null"`` (the study's
+    ``null_side``) or ``"null_upper"`` / ``"null_lower"`` (a fixed side); the lower null
+    side counts ties at the threshold (its 95 % TPR operating point).
+    """
+    side = null_side if thr_kind in ("null", "fixed") else thr_kind.split("_", 1)[1]
+    if thr_kind.startswith("null"):
+        thr = est.null_threshold_for(score, alpha, side)
+    else:
+        thr = float(fixed_threshold)
+    mem_idx = np.flatnonzero(est.memorized_for(
+        getattr(est, score + "_"), thr,
+        inclusive=thr_kind.startswith("null") and side == "lower"))
+    return thr, mem_idx
+
+
+def _utility_of(arch, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, *,
+                n_models: int, training: TrainingConfig,
+                sub: Callable[[str], Path | None]) -> Callable[[np.ndarray], UtilityResult]:
+    """``measure(mem_idx)``: the utility of removing ``mem_idx``, trained once per distinct
+    set -- rows that flag the same points share one pair of utility ensembles."""
+    cache: dict[bytes, UtilityResult] = {}
+
+    def measure(mem_idx: np.ndarray) -> UtilityResult:
         key = mem_idx.tobytes()
-        if not mem_idx.size:  # nothing flagged: no utility to measure, nothing to train
-            table.append({"setting": label, "rate": rate, "score": score, "threshold": thr,
-                          "threshold_kind": thr_kind, "n_memorized": 0})
-            continue
-        if key not in util_cache:
+        if key not in cache:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                util_cache[key] = marginal_utility(
-                    arch, X, y_enc, X_test, yt_enc, mem_idx, n_models=n_utility_models,
-                    training=t, out_dir=sub("utility"),
+                cache[key] = marginal_utility(
+                    arch, X, y, X_test, y_test, mem_idx, n_models=n_models,
+                    training=training, out_dir=sub("utility"),
                 )
-        u = util_cache[key]
+        return cache[key]
+
+    return measure
+
+
+def _ablation_table(rows, estimators: dict[float, MemorizationEstimator], leak: LeakageReport,
+                    measure: Callable[[np.ndarray], UtilityResult], *, fixed_threshold: float,
+                    alpha: float, null_side: str) -> tuple[list[dict], dict[str, UtilityResult]]:
+    """The table's rows and the utility of every row that flags points.
+
+    ``delta`` / ``p_vs_baseline`` compare with the first row that flags any point (its
+    per-seed differences are the baseline); a row flagging none has NaN utility columns.
+    """
+    utilities: dict[str, UtilityResult] = {}
+    table: list[dict] = []
+    base_diff = None
+    for label, rate, score, thr_kind, dedup in rows:
+        thr, mem_idx = _memorized_set(estimators[rate], score, thr_kind,
+                                      fixed_threshold=fixed_threshold, alpha=alpha,
+                                      null_side=null_side)
+        row = {"setting": label, "rate": rate, "score": score, "threshold": thr,
+               "threshold_kind": thr_kind, "n_memorized": int(mem_idx.size)}
+        if not mem_idx.size:  # nothing flagged: no utility to measure, nothing to train
+            table.append(row)
+            continue
+        u = measure(mem_idx)
         if dedup:
             u = u.on_subset(leak.dedup_test_idx)
         utilities[label] = u
@@ -348,12 +408,7 @@ def ablation_study(
             base_diff = d
         cmp = paired_report(d, base_diff)
         table.append({
-            "setting": label,
-            "rate": rate,
-            "score": score,
-            "threshold": thr,
-            "threshold_kind": thr_kind,
-            "n_memorized": int(mem_idx.size),
+            **row,
             "n_test": int(len(u.test_idx)),
             "acc_removed": 100.0 * float(u.acc_removed.mean()),
             "acc_random": 100.0 * float(u.acc_random.mean()),
@@ -363,8 +418,6 @@ def ablation_study(
             "delta": cmp["mean_diff"],
             "p_vs_baseline": cmp["pvalue"],
         })
-    return AblationResult(table=pd.DataFrame(table), estimators=estimators, leakage=leak,
-                          utilities=utilities)
-
+    return table, utilities
 
 __all__ += ["members_for_rate", "ablation_rows", "StarvedExamplesWarning"]
