@@ -129,9 +129,10 @@ def _stability_lines(est) -> list[str]:
         f"{st['members_per_half']} members agree at Spearman {fmt(st['spearman'])} and their "
         f"memorized sets overlap at Jaccard {fmt(st['jaccard'])}: the agreement of two "
         f"independent runs of {st['members_per_half']} members on the curve of "
-        f"docs/memorization.md (digits: 0.82 at 32 members, 0.90 at 256; MNIST-1D: 0.91 at "
-        f"32, 0.95 at 64); Spearman-Brown predicts {fmt(st['spearman_brown'])} for two runs "
-        f"of {est.n_members} (measured: right on MNIST-1D, up to 0.07 too high on digits). "
+        f"docs/memorization.md (digits: 0.81 at 32 members, 0.87 at 256; MNIST-1D: 0.91 at "
+        f"32, 0.95 at 64, 0.98 at 256); Spearman-Brown predicts "
+        f"{fmt(st['spearman_brown'])} for two runs of {est.n_members} (measured: right on "
+        f"MNIST-1D, up to 0.07 too high on digits). "
         f"More members (--members) raise it.",
         f"- cumulative loss (the pilot's {min(4, est.n_members, est.block_size)} members, "
         f"{est.epochs_} epochs; column cumulative_loss): Spearman {fmt(rho)} with the "
