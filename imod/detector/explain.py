@@ -42,7 +42,7 @@ import torch
 
 from ..engine import StackedMLP
 from ..engine.runtime import memory_budget
-from .scoring import _LOG_FLOOR, view_maps
+from .scoring import normalize, view_maps
 from .ties import first_copies
 from .views import View, batch_rows
 
@@ -179,8 +179,8 @@ def _view_contributions(view: View, Xp: np.ndarray, device: torch.device):
             if view.normalization == "log_ratio":
                 # each member's weighted normalized loss, split over the columns in
                 # proportion to their losses (a member without loss: evenly)
-                q = w[:, None] * (torch.log(total.double() / d + _LOG_FLOOR)
-                                  - torch.log(center + _LOG_FLOOR))  # (M, b) float64
+                q = w[:, None] * normalize(total.double() / d, center[:, 0], None,
+                                           "log_ratio")  # (M, b) float64
                 per = q / torch.where(total > 0, total, 1.0).double()
                 even = torch.where(total > 0, 0.0, q).sum(dim=0, keepdim=True).T / d
             else:  # robust z-score: linear in the per-column losses

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from .losses import LossFn
 from .members import Members
 from .optim import OptimizerSpec, StackedOptimizer
-from .recorders import Recorder, _Store
+from .recorders import Recorder, RecorderStore
 from .runtime import maybe_compile, precision_context, sync, to_host
 from .schedule import Schedule, batch_counts, batch_flags, own_rows, trim_weights
 
@@ -108,7 +108,7 @@ class ChunkResult:
     """What one chunk of members brings back (host tensors, read after the sync)."""
 
     params: Params
-    stores: list[_Store]
+    stores: list[RecorderStore]
     snapshots: list[Params] = field(default_factory=list)
     epochs: list[float] = field(default_factory=list)
     updates: list[int] = field(default_factory=list)
@@ -157,7 +157,7 @@ class ChunkRun:
         # Host decisions for every step of an epoch, read off the row counts.
         counts = batch_counts(mask.sum(axis=1), sched.batch, sched.steps_per_epoch)
         shared = None if mask.all() else torch.as_tensor(mask, device=dev)
-        out = ChunkResult(params, [_Store(r.reduce) for r in self.recorders])
+        out = ChunkResult(params, [RecorderStore(r.reduce) for r in self.recorders])
         sync(dev)
         start = time.perf_counter()
         self.update_loop(params, shared, counts, x, targets, views, out, bar)

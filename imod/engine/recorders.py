@@ -118,7 +118,7 @@ def margin(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return true - others.max(dim=-1).values
 
 
-class _Store:
+class RecorderStore:
     """One recorder's values for one chunk of members, kept off the host until the end.
 
     ``"stack"`` recordings go to host memory asynchronously (:func:`to_host`),
