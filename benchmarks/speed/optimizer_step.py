@@ -1,5 +1,5 @@
 """One Adam step over stacked members: float32 state (torch's fused Adam) against
-bfloat16 state (:func:`imod.engine.optim.adam_bf16_step`, compiled and eager).
+bfloat16 state (:func:`imod.engine.optim.adam_masked_step`, compiled and eager).
 
 K MLPs 40-256-256-10 (issue 17's memorization workload; K=64: 5.1M parameters) get
 random gradients; each variant is warmed up (compiling, for the compiled one), then

@@ -39,7 +39,7 @@ from .losses import LossFn
 from .members import Members
 from .optim import OptimizerSpec, StackedOptimizer
 from .recorders import Recorder, RecorderStore
-from .runtime import maybe_compile, precision_context, sync, to_host
+from .runtime import maybe_compile, precision_context, sync, to_device, to_host
 from .schedule import Schedule, batch_counts, batch_flags, own_rows, trim_weights
 
 __all__ = ["ChunkResult", "ChunkRun", "member_losses", "take_rows"]
@@ -161,9 +161,11 @@ class ChunkRun:
         sync(dev)
         start = time.perf_counter()
         self.update_loop(params, shared, counts, x, targets, views, out, bar)
+        # Through pinned memory: a plain copy to pageable memory took 0.9 s of a
+        # 30-epoch run of 4,000 MLPs 40-256-256-10 on a GPU (1.3 GB of weights).
+        out.params = {k: to_host(v) for k, v in params.items()}
         sync(dev)
         out.seconds = time.perf_counter() - start
-        out.params = {k: v.detach().cpu() for k, v in params.items()}
         return out
 
     def update_loop(
@@ -188,29 +190,32 @@ class ChunkRun:
         names, leaves = list(params), list(params.values())
         opt = StackedOptimizer(self.spec, params)
         active, full = batch_flags(counts, b)
-        real = torch.as_tensor(counts, device=dev).unsqueeze(2)  # (steps, K, 1)
+        real = to_device(counts, dev).unsqueeze(2)  # (steps, K, 1)
         weights = (torch.arange(b, device=dev) < real).to(x.dtype)  # (steps, K, B): 1 = real
         losses = maybe_compile(member_losses, self.compile)
         records, t = list(sched.records), 0
         while records and records[0][0] == 0:
             self._record(out, records.pop(0), views)
-        for epoch in range(sched.epochs):
-            order = self.orders[epoch]
-            # (width,) shared rows, or (K, width): each member's own rows in this order
-            table = order[:width] if mask is None else own_rows(mask, order[:n], width)
-            for s in range(sched.steps_per_epoch):
-                idx = table[..., s * b : (s + 1) * b]  # (B,) or (K, B), on the device
-                loss, n_rows = losses(
-                    self.members, self.loss_fn, params, take_rows(x, idx, views),
-                    take_rows(targets, idx, views), weights[s], self.trim, bool(full[s]),
-                    mask is not None, self.precision, dev)
-                grads = dict(zip(names, torch.autograd.grad(loss, leaves)))
-                # A member with no row in the batch (n_rows == 0) takes no step.
-                opt.step(params, grads, n_rows > 0, bool(active[s]), counts[s] > 0)
-                bar.update(1)
-                t += 1
-                while records and records[0][0] == t:
-                    self._record(out, records.pop(0), views)
+        # The TF32 switch for the backward pass too (autograd runs outside the forward's
+        # context); bfloat16 autocast wraps only the forward (member_losses).
+        with precision_context(self.precision, dev, autocast=False):
+            for epoch in range(sched.epochs):
+                order = self.orders[epoch]
+                # (width,) shared rows, or (K, width): each member's own rows in this order
+                table = order[:width] if mask is None else own_rows(mask, order[:n], width)
+                for s in range(sched.steps_per_epoch):
+                    idx = table[..., s * b : (s + 1) * b]  # (B,) or (K, B), on the device
+                    loss, n_rows = losses(
+                        self.members, self.loss_fn, params, take_rows(x, idx, views),
+                        take_rows(targets, idx, views), weights[s], self.trim, bool(full[s]),
+                        mask is not None, self.precision, dev)
+                    grads = dict(zip(names, torch.autograd.grad(loss, leaves)))
+                    # A member with no row in the batch (n_rows == 0) takes no step.
+                    opt.step(params, grads, n_rows > 0, bool(active[s]), counts[s] > 0)
+                    bar.update(1)
+                    t += 1
+                    while records and records[0][0] == t:
+                        self._record(out, records.pop(0), views)
 
     @torch.no_grad()
     def _record(

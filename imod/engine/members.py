@@ -22,6 +22,7 @@ Parameter names follow ``torch.nn.Sequential`` (``"0.weight"``, ``"0.bias"``,
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -130,21 +131,28 @@ class StackedMLP:
         """Stacked initial parameters of ``members`` (weights ``(K, out, in)``).
 
         Weights are drawn for blocks of ``INIT_BLOCK`` consecutive members from
-        one generator per block (one call per layer rather than one per member:
-        thousands of members initialize in well under a second) and sliced, so a
-        member's values still depend only on ``random_state`` and its index.
+        one generator per block (one call per layer rather than one per member)
+        and sliced, so a member's values still depend only on ``random_state`` and
+        its index. Blocks are drawn on torch's threads at once (a CPU generator
+        draws on one thread): 4,000 MLPs 40-256-256-10, 316M weights, took 2.0 s
+        of a 30-epoch GPU run drawn one block after another.
         """
         first_block = members.start // INIT_BLOCK
         last_block = (members.stop - 1) // INIT_BLOCK
         scheme = "normal" if init == "normal" else "default"
-        blocks = [
-            self._init_block(random_state, b, scheme) for b in range(first_block, last_block + 1)
-        ]
-        lo = members.start - first_block * INIT_BLOCK
-        params = {
-            name: torch.cat([blk[name] for blk in blocks])[lo : lo + len(members)].clone()
-            for name in blocks[0]
-        }
+        params = {name: torch.empty(len(members), *shape) for name, shape in self._shapes()}
+
+        def fill(block: int) -> None:
+            # the block's members that are in ``members``, copied into their rows
+            lo = max(members.start, block * INIT_BLOCK)
+            hi = min(members.stop, (block + 1) * INIT_BLOCK)
+            for name, t in self._init_block(random_state, block, scheme).items():
+                skip = lo - block * INIT_BLOCK
+                params[name][lo - members.start : hi - members.start] = t[skip : skip + hi - lo]
+
+        numbers = range(first_block, last_block + 1)
+        with ThreadPoolExecutor(max(1, min(len(numbers), torch.get_num_threads()))) as pool:
+            list(pool.map(fill, numbers))
         if callable(init) or init == "orthogonal":
             # Per-member schemes: each member from its own generator.
             for j, k in enumerate(members):
@@ -157,6 +165,15 @@ class StackedMLP:
                 if t.ndim == 3:
                     t.mul_(init_scale)
         return params
+
+    def _shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Each parameter's name and shape for one member, in :meth:`init`'s order."""
+        out = []
+        for i in range(self.n_layers):
+            out.append((f"{2 * i}.weight", (self.sizes[i + 1], self.sizes[i])))
+            if self.bias:
+                out.append((f"{2 * i}.bias", (self.sizes[i + 1],)))
+        return out
 
     def _init_block(self, random_state: int | None, block: int, scheme: str) -> Params:
         """One block's weights: nn.Linear's default (uniform in +-1/sqrt(fan_in))

@@ -7,7 +7,7 @@ batch. The formulas are those of ``torch.optim.SGD``, ``Adam`` and ``AdamW``.
 
 With ``OptimizerSpec(state_precision="bf16")`` Adam keeps its two moments in
 bfloat16 (2 bytes each instead of 4) next to float32 weights: on a GPU the step
-is memory-bound, and the fused step (:func:`adam_bf16_step`, compiled with
+is memory-bound, and the fused step (:func:`adam_masked_step`, compiled with
 ``torch.compile`` into one kernel per parameter tensor) moves 20 bytes per parameter
 instead of 28. The arithmetic runs in float32: the moments are widened, updated,
 used, then stored back, rounded stochastically (unbiased; :func:`round_to_bf16`).
@@ -32,7 +32,7 @@ from torch.optim.sgd import sgd as torch_sgd
 from .runtime import maybe_compile
 
 __all__ = ["OptimizerSpec", "StackedOptimizer", "OPTIMIZERS", "STATE_PRECISIONS",
-           "adam_bf16_step", "round_to_bf16"]
+           "adam_masked_step", "round_to_bf16"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 STATE_PRECISIONS = ("fp32", "bf16")
@@ -117,10 +117,13 @@ class StackedOptimizer:
     is torch's own fused (CUDA) or multi-tensor (CPU) implementation: one pass
     over memory, which matters when K members hold hundreds of millions of
     weights. Once some member skips a batch, members' step counts differ and the
-    per-member formula of :meth:`_masked_step` takes over for good. With
-    bfloat16 moments every step is :func:`adam_bf16_step` (torch's fused Adam
-    wants its state in the parameters' dtype), compiled by ``torch.compile`` into
-    one loop per parameter tensor (a warning, then eager, where compiling fails).
+    per-member formula of :meth:`_masked_step` takes over for good: on the CPU,
+    torch's fused step over each active member's slices (:meth:`_member_steps`);
+    on CUDA, and with bfloat16 moments always (torch's fused Adam wants its state
+    in the parameters' dtype), :func:`adam_masked_step` compiled by
+    ``torch.compile`` into one loop per parameter tensor (a warning, then eager,
+    where compiling fails). Eager, that formula is about ten passes over memory:
+    on a GPU it took a third of a K = 4,000 memorization run.
     Measured on one CPU thread, 5.0M parameters (64 MLPs 40-256-256-10;
     ``benchmarks/speed/optimizer_step.py --threads 1``): 7.9 ms per step compiled,
     331 ms eagerly (the rounding's integer hash is a dozen passes over memory), 2.1 ms
@@ -155,7 +158,7 @@ class StackedOptimizer:
         # Salt of the stochastic rounding: a device counter (no host value enters the
         # compiled step, so it compiles once); runs stay reproducible.
         self.salt = torch.zeros((), dtype=torch.int64, device=first.device)
-        self._bf16_step = maybe_compile(adam_bf16_step, low, dynamic=None)
+        self._adam_step = maybe_compile(adam_masked_step, low or first.is_cuda, dynamic=None)
         # SGD momentum buffers; torch creates them from the first gradient.
         self.momentum: list[torch.Tensor | None] = [None] * len(params)
         # Per-member views of parameters, moments and step counts (:meth:`_member_steps`).
@@ -273,13 +276,6 @@ class StackedOptimizer:
         for i, (p, g) in enumerate(zip(ps, gs)):
             shape = (-1,) + (1,) * (p.ndim - 1)
             a = act.view(shape)
-            if self.low_precision:
-                self.salt += 1
-                self._bf16_step(p, g, self.exp_avg[i], self.exp_avg_sq[i], a,
-                                s.lr / corr1.view(shape), corr2.view(shape), self.salt,
-                                lr=s.lr, beta1=b1, beta2=b2, eps=s.eps, weight_decay=s.weight_decay,
-                                decoupled=s.name == "adamw")
-                continue
             if s.name == "sgd":
                 if s.weight_decay:
                     g = g + s.weight_decay * p
@@ -294,41 +290,41 @@ class StackedOptimizer:
                     g = buf
                 p.sub_(a * s.lr * g)
                 continue
-            m, v = self.exp_avg[i], self.exp_avg_sq[i]
-            if s.name == "adamw" and s.weight_decay:
-                p.mul_(1 - a * s.lr * s.weight_decay)
-            elif s.weight_decay:
-                g = g + s.weight_decay * p
-            m.lerp_(g, a * (1 - b1))
-            v.lerp_(g * g, a * (1 - b2))
-            denom = (v / corr2.view(shape)).sqrt_().add_(s.eps)
-            p.sub_(a * (s.lr / corr1.view(shape)) * m / denom)
+            self.salt += 1
+            self._adam_step(p, g, self.exp_avg[i], self.exp_avg_sq[i], a,
+                            s.lr / corr1.view(shape), corr2.view(shape), self.salt,
+                            lr=s.lr, beta1=b1, beta2=b2, eps=s.eps, weight_decay=s.weight_decay,
+                            decoupled=s.name == "adamw")
 
 
-def adam_bf16_step(
-    p: torch.Tensor, g: torch.Tensor, m16: torch.Tensor, v16: torch.Tensor,
+def adam_masked_step(
+    p: torch.Tensor, g: torch.Tensor, m_state: torch.Tensor, v_state: torch.Tensor,
     active: torch.Tensor, step_size: torch.Tensor, corr2: torch.Tensor, salt: torch.Tensor,
     *, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
     decoupled: bool,
 ) -> None:
-    """One Adam(W) step of float32 weights ``p`` with bfloat16 moments ``m16``, ``v16``.
+    """One Adam(W) step of float32 weights ``p``, each member with its own step count,
+    moments ``m_state``, ``v_state`` in float32 or bfloat16.
 
     Every tensor op of the step, in one function so that ``torch.compile`` fuses it
     into one loop (a GPU kernel): it reads ``p``, ``g`` and the two moments and writes
-    ``p`` and the moments, 20 bytes per parameter. ``active`` (a member axis view of
-    0/1) freezes members without an example in the batch, moments included (their
-    bfloat16 values are stored back exactly); ``step_size`` is ``lr / (1 - beta1**t)``
-    and ``corr2`` is ``1 - beta2**t`` per member; ``salt`` varies the rounding noise.
+    ``p`` and the moments, 28 bytes per parameter (20 with bfloat16 moments).
+    ``active`` (a member axis view of 0/1) freezes members without an example in the
+    batch, moments included (bfloat16 values are stored back exactly); ``step_size``
+    is ``lr / (1 - beta1**t)`` and ``corr2`` is ``1 - beta2**t`` per member; ``salt``
+    varies the rounding noise of bfloat16 moments. Float32 moments are updated in
+    place (``.float()`` is the tensor itself).
     """
     if decoupled and weight_decay:
         p.mul_(1 - active * (lr * weight_decay))
     elif weight_decay:
         g = g + weight_decay * p
-    m = m16.float().lerp_(g, active * (1 - beta1))
-    v = v16.float().lerp_(g * g, active * (1 - beta2))
+    m = m_state.float().lerp_(g, active * (1 - beta1))
+    v = v_state.float().lerp_(g * g, active * (1 - beta2))
     p.sub_(active * step_size * m / ((v / corr2).sqrt() + eps))
-    m16.copy_(round_to_bf16(m, 2 * salt))
-    v16.copy_(round_to_bf16(v, 2 * salt + 1))
+    if m_state.dtype == torch.bfloat16:
+        m_state.copy_(round_to_bf16(m, 2 * salt))
+        v_state.copy_(round_to_bf16(v, 2 * salt + 1))
 
 
 def round_to_bf16(x: torch.Tensor, salt: torch.Tensor) -> torch.Tensor:

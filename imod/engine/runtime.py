@@ -44,6 +44,7 @@ __all__ = [
     "precision_context",
     "resolve_device",
     "sync",
+    "to_device",
     "to_host",
 ]
 
@@ -51,11 +52,15 @@ PRECISIONS = ("fp32", "ieee", "tf32", "bf16")
 
 
 @contextlib.contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+def precision_context(precision: str, device: torch.device,
+                      autocast: bool = True) -> Iterator[None]:
     """Matrix-product precision for the training forward and backward pass.
 
     See the module docstring for the modes. The previous global TF32 settings
-    are restored on exit.
+    are restored on exit. ``autocast=False`` sets the TF32 switch alone: the
+    update loop holds that around the backward pass too (autograd runs outside
+    the forward's context, and its products read the global switch), while
+    bfloat16 autocast wraps only the forward pass, as torch advises.
 
     Examples
     --------
@@ -75,18 +80,18 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    # No autocast context at all unless it casts: an enclosing one, even disabled, keeps
+    # torch's cache of bfloat16 weight copies alive across updates (stale weights).
+    cast = autocast and precision == "bf16"
     if device.type != "cuda":
-        if precision != "bf16":
-            yield
-            return
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16) if cast else contextlib.nullcontext():
             yield
         return
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     tf32 = precision != "ieee"
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     try:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast("cuda", dtype=torch.bfloat16) if cast else contextlib.nullcontext():
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
@@ -96,6 +101,21 @@ def sync(device: torch.device) -> None:
     """Wait for the device (CUDA); nothing to wait for on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def to_device(array, device: torch.device) -> torch.Tensor:
+    """``array`` on ``device`` without waiting: on CUDA an asynchronous copy from pinned
+    memory (a plain copy from pageable memory makes the host wait for the device).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> to_device(np.arange(3), torch.device("cpu"))
+    tensor([0, 1, 2])
+    """
+    if device.type != "cuda":
+        return torch.as_tensor(array, device=device)
+    return torch.as_tensor(array).pin_memory().to(device, non_blocking=True)
 
 
 def to_host(t: torch.Tensor, copy: bool = False) -> torch.Tensor:
