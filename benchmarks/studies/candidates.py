@@ -1,4 +1,4 @@
-"""The candidate detectors of the out-of-fold selection, round 7 (issue 23).
+"""The candidate detectors of the out-of-fold selection, rounds 7-9 (issue 23).
 
 Each candidate is a function ``cNN_name(random_state=None)`` returning a detector with
 ``fit`` and ``score_samples``; ``imod bench`` builds it by import path, e.g.::
@@ -34,6 +34,8 @@ CHANGES = {
     "c28_init_scale_03": "init_scale=0.3",
     "c29_capacity_rule": "latent and widths from d, updates from n (rule)",
     "c30_swap_standard": "8 swap-noise members on the standard view only (one engine call)",
+    "c31_feature_log": "c23 + per-column calibrated errors, log scale (scaled max with c23's)",
+    "c32_feature_robust": "c23 + per-column calibrated errors, robust z (scaled max with c23's)",
 }
 
 
@@ -117,6 +119,28 @@ def c30_swap_standard(random_state: int | None = None):
 
     return DenoisingIM(tasks=("swap",), rate=0.2, preprocessing="standard",
                        random_state=random_state)
+
+
+# Round 9 (issue 23, second session), fixed here before any of it was scored on the folds:
+# the same training as c23, with each column's early error also read on that column's own
+# scale (`feature_calibrated_im.py`), the local/dependency lead of an in-sample probe on
+# 10 development sources (its numbers are in that module's docstring). The rule is round
+# 7's, unchanged; the peers are round 7's stored cells plus MCD, AutoEncoder and DIF run
+# on the synthetic tasks this round.
+
+
+def c31_feature_log(random_state: int | None = None):
+    """c23 plus per-column calibrated errors on a log scale."""
+    from feature_calibrated_im import FeatureCalibratedIM
+
+    return FeatureCalibratedIM(aggregation="log", random_state=random_state)
+
+
+def c32_feature_robust(random_state: int | None = None):
+    """c23 plus per-column calibrated errors as positive robust z-scores."""
+    from feature_calibrated_im import FeatureCalibratedIM
+
+    return FeatureCalibratedIM(aggregation="robust", random_state=random_state)
 
 
 __all__ = ["CHANGES", *CHANGES]

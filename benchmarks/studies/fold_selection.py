@@ -84,9 +84,11 @@ def cell_table(folders: list[Path]) -> pd.DataFrame:
 
 
 def stored_peers(path: Path, detectors: list[str]) -> pd.DataFrame:
-    """Peers' per-set AUROC (mean over seeds 1-3) from an earlier round's
-    ``auroc_per_dataset.csv`` (the same ``imod bench`` protocol and PyOD peers), for the
-    real sets only; AUPR and seconds are not stored there."""
+    """Peers' per-task AUROC from an earlier round's ``auroc_per_dataset.csv`` (the same
+    ``imod bench`` protocol and PyOD peers): real sets (mean over seeds 1-3) and, where the
+    file has them, synthetic tasks (seed 1; round 9 regenerated the tasks and reran six
+    peers on them: max |difference| 5e-5, the file's rounding); AUPR and seconds are not
+    stored there."""
     wide = pd.read_csv(path)
     long = wide.melt(id_vars=["dataset"], value_vars=detectors, var_name="detector",
                      value_name="auroc").dropna(subset=["auroc"])
