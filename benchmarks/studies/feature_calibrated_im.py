@@ -50,8 +50,9 @@ import torch
 
 from imod._runtime import torch_threads
 from imod.detector import IMDetector
-from imod.detector.scoring import combine_views
+from imod.detector.scoring import combine_views, normalize
 from imod.engine import StackedMLP
+from imod.engine.members import ACTIVATIONS
 
 AGGREGATIONS = ("log", "robust")
 _ROWS = 2048  # rows per forward pass (S*K members x rows x columns of float32)
@@ -134,3 +135,97 @@ class FeatureCalibratedIM:
 
     def decision_function(self, X) -> np.ndarray:
         return -self.score_samples(X)
+
+
+# ---------------------------------------------------------------- round 10: one pass
+
+
+def residual_batches(view, Xt: np.ndarray, step: int = 4096):
+    """``|x_hat - x|`` of every kept snapshot's members, feature-major ``(S*K, d, rows)``,
+    batch after batch: IMDetector's scoring forward pass (``reconstruction_losses``),
+    stopped before it sums the columns."""
+    params = {n: torch.cat([s[n] for s in view.snapshots]) for n in view.snapshots[0]}
+    members = StackedMLP(view.sizes, activation=view.activation)
+    xt = torch.as_tensor(np.ascontiguousarray(Xt.T, dtype=np.float32))
+    w0 = params["0.weight"]
+    k, width, d = w0.shape
+    w0 = w0.reshape(k * width, d)
+    with torch.no_grad():
+        for i in range(0, xt.shape[1], step):
+            x = xt[:, i : i + step]
+            h = torch.addmm(params["0.bias"].reshape(-1, 1), w0, x).view(k, width, -1)
+            for j in range(1, members.n_layers + 1):
+                last = j == members.n_layers
+                ACTIVATIONS[members.output_activation if last else members.activation].inplace(h)
+                if last:
+                    break
+                h = torch.baddbmm(params[f"{2 * j}.bias"].unsqueeze(-1),
+                                  params[f"{2 * j}.weight"], h)
+            yield h.sub_(x).abs_()
+
+
+class FusedFeatureCalibratedIM:
+    """c31's two readings of the early errors from one forward pass, column scales from a
+    fixed subsample (round 10).
+
+    c31 cost 3.3x IForest's time (a second forward pass over every scored row, and
+    ``torch.quantile`` sorting up to 20,000 recorded rows for every column of every
+    snapshot-member: 1.8 of 2.9 s of a 7,000-row cell). Here one pass gives both the
+    default per-row loss (the same numbers as IMDetector's scoring) and the per-column
+    reading, and each column's median error comes from at most ``median_rows`` (511) of the
+    recorded training rows (evenly spaced; no random draw; ``torch.median``, the lower
+    middle value for an even count). Only ``aggregation="log"`` (c31's reading).
+    """
+
+    def __init__(self, *, median_rows: int = 511, random_state: int | None = None,
+                 **params: Any) -> None:
+        self.median_rows, self.random_state = median_rows, random_state
+        self.detector_ = IMDetector(random_state=random_state, **params)
+
+    def _readings(self, v, Xt: np.ndarray, c: torch.Tensor | None):
+        """Per view: default outlier scores (IMDetector's) and the per-column log reading,
+        both (rows,) float64, higher = more abnormal; ``c`` None: return the residuals."""
+        used = v.used_recordings
+        w = torch.as_tensor(v.weights[used], dtype=torch.float64).reshape(-1)
+        center = torch.as_tensor(v.center[used], dtype=torch.float64).reshape(-1)
+        scale = torch.as_tensor(v.scale[used], dtype=torch.float64).reshape(-1)
+        d = v.sizes[0]
+        default, calibrated = [], []
+        for r in residual_batches(v, Xt):
+            losses = r.sum(dim=1).div_(d)  # IMDetector's l1 loss, (S*K, rows)
+            z = normalize(losses, center, scale, v.normalization)
+            default.append(z.T @ w)
+            per = torch.log((r + c) / (2 * c)).mean(dim=1)  # (S*K, rows)
+            calibrated.append(per.double().T @ w)
+        return torch.cat(default).numpy(), torch.cat(calibrated).numpy()
+
+    def fit(self, X, y=None) -> FusedFeatureCalibratedIM:
+        det = self.detector_.fit(X)
+        X = np.asarray(X, dtype=np.float64)
+        rows = det.views_[0].record_index  # the same recorded rows in every view
+        if len(rows) > self.median_rows:
+            rows = rows[np.linspace(0, len(rows) - 1, self.median_rows).astype(int)]
+        P = X[rows] if det.projection_ is None else det.projection_.transform(X[rows])
+        self.c_, extra = [], []
+        with torch_threads(det.n_threads):
+            for v in det.views_:
+                Xt = v.preprocessor.transform(P)
+                r = torch.cat(list(residual_batches(v, Xt)), dim=2)  # (S*K, d, m)
+                # torch's median (the lower middle value for an even count): no full sort
+                c = r.median(dim=2, keepdim=True).values.clamp_min(1e-12)
+                self.c_.append(c)
+                extra.append(-self._readings(v, Xt, c)[1])
+        self.train_lists_ = [v.train_scores for v in det.views_] + extra
+        return self
+
+    def score_samples(self, X) -> np.ndarray:
+        det = self.detector_
+        X = np.asarray(X, dtype=np.float64)
+        P = X if det.projection_ is None else det.projection_.transform(X)
+        default, extra = [], []
+        with torch_threads(det.n_threads):
+            for v, c in zip(det.views_, self.c_, strict=True):
+                a, b = self._readings(v, v.preprocessor.transform(P), c)
+                default.append(-a)
+                extra.append(-b)
+        return combine_views(default + extra, self.train_lists_, "scaled_max")
