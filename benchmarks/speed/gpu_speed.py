@@ -9,7 +9,8 @@
 2. IMDetector on 1,000,000 x 20 synthetic rows on the GPU against PyOD's IForest on all
    CPU cores (``detector_speed.py --scale``).
 
-No GPU was lent to the session that wrote this script: its GPU figures are unmeasured.
+Measured on one H200 (README, Speed): engine fp32 6.21 s, bf16 5.58 s, bf16 + bf16 Adam
+state 5.50 s, plain script 7.37 s; the detector 2.8 s against IForest's 14.2 s on 16 cores.
 ``--smoke`` runs both parts tiny (12 members, 1 epoch, 16 wide; 20,000 detector rows) on
 the given device, the CPU by default, to check that the script works.
 
