@@ -75,8 +75,6 @@ def _nonnegative_int(value, name: str, minimum: int = 0) -> int:
 
 def _check_views(views, x: torch.Tensor, y, members: Members) -> np.ndarray:
     """Validate the member -> version map of ``Task(views=...)``."""
-    if y is not None:
-        raise ValueError("views are for autoencoders: y must be None")
     if not isinstance(members, StackedMLP):
         raise ValueError("views need a StackedMLP model (members with their own inputs)")
     if x.ndim != 3:
@@ -86,6 +84,9 @@ def _check_views(views, x: torch.Tensor, y, members: Members) -> np.ndarray:
         raise ValueError("views must be a 1-D array of integers, one per member")
     if arr.min() < 0 or arr.max() >= x.shape[0]:
         raise ValueError(f"views must index the {x.shape[0]} versions of X (0..{x.shape[0] - 1})")
+    if y is not None and (np.ndim(y) != 3 or tuple(np.shape(y)[:2]) != tuple(x.shape[:2])):
+        raise ValueError(f"with views, y must have shape (V, n, d_out) = ({x.shape[0]}, "
+                         f"{x.shape[1]}, d_out), got {tuple(np.shape(y))}")
     return arr.astype(np.int64)
 
 
@@ -110,10 +111,11 @@ class Task:
     n_members : int, optional
         K, when no mask is given (or the number of ``views``).
     views : ndarray of int of shape (K,), optional
-        Autoencoders with a :class:`StackedMLP` only: ``X`` then has shape
-        ``(V, n, d)``, V versions of the same rows (e.g. under V feature
-        scalings), and member ``k`` reads and reconstructs ``X[views[k]]``; so do
-        recorders, whose ``X`` must then be ``(V, m, d)``.
+        With a :class:`StackedMLP` only: ``X`` then has shape ``(V, n, d)``, V
+        versions of the same rows (e.g. under V feature scalings), and member
+        ``k`` reads ``X[views[k]]`` and learns ``y[views[k]]`` (``y`` of shape
+        ``(V, n, d_out)``), or reconstructs ``X[views[k]]`` without ``y``; so do
+        recorders, whose ``X`` (and ``y``) must then be ``(V, m, ...)``.
     loss : {"mse", "l1", "cross_entropy", "bce"} or callable
         Per-example loss ``(outputs (K, B, ...), targets) -> (K, B)``; targets
         are ``(B, ...)`` when members share a batch and ``(K, B, ...)`` when each
@@ -155,7 +157,7 @@ class Task:
         y = None
         if self.y is not None:
             y = as_tensor(self.y, "y", integer=self.loss == "cross_entropy")
-            if y.shape[0] != n:
+            if y.shape[0 if views is None else 1] != n:
                 raise ValueError(f"X has {n} examples but y has {y.shape[0]}")
         mask = self._mask(n, views)
         if views is not None and len(views) != mask.shape[0]:
@@ -219,7 +221,7 @@ class Task:
                 ey = ex
             else:
                 raise ValueError(f"recorder {rec.name!r} has X but no y for a supervised model")
-            if ey.shape[0] != ex.shape[0] or (views is not None and ey.shape != ex.shape):
+            if ey.shape[0] != ex.shape[0] or (views is not None and ey.shape[:2] != ex.shape[:2]):
                 raise ValueError(f"recorder {rec.name!r}: X and y lengths differ")
             out.append((ex, ey))
         return out
