@@ -459,8 +459,8 @@ def test_bad_data_gets_clear_errors(digits):
     with pytest.raises(ValueError, match="activation"):
         StackedMLP((64, 4), activation="swishy")
     versions = np.stack([X, X])
-    with pytest.raises(ValueError, match="autoencoders"):
-        train_ensemble(StackedMLP((64, 4, 10)), versions, y, views=[0, 1])
+    with pytest.raises(ValueError, match=r"with views, y must have shape \(V, n, d_out\)"):
+        train_ensemble(StackedMLP((64, 4, 10)), versions, y, views=[0, 1])  # y: one version
     with pytest.raises(ValueError, match="index the 2 versions"):
         train_ensemble(StackedMLP((64, 4, 64)), versions, views=[0, 2])
     with pytest.raises(ValueError, match="2 entries but there are 3 members"):
