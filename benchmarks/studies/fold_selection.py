@@ -61,11 +61,13 @@ WEIGHTS = {"classical": 0.3, "embedding": 0.3, "local": 0.1, "clustered": 0.1,
            "global": 0.1, "dependency": 0.1}
 
 
-def cell_table(folders: list[Path]) -> pd.DataFrame:
+def cell_table(folders: list[Path], extra: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (detector, dataset): mean AUROC, AUPR and fit+score seconds over seeds 1-3 on
-    a real set, seed 1 on a synthetic task (SYNTHETIC_SEEDS: 2 cores shared by five)."""
+    a real set, over SYNTHETIC_SEEDS on a synthetic task (round 7 and round 9's first
+    tables: seed 1; ``--synthetic-seeds 1 2 3`` for seeds 1-3). ``extra``: cells in the
+    same columns from elsewhere (stored seed-1 cells, :func:`stored_synthetic_cells`)."""
     frames = [read_results(Path(f) / "results.csv") for f in folders]
-    df = pd.concat(frames, ignore_index=True)
+    df = pd.concat(frames + ([extra] if extra is not None else []), ignore_index=True)
     df = df[df["dataset"].isin(list(fold_of()))]
     real = df["dataset"].map(kind_of()).isin(REAL)
     df = df[(real & df["seed"].isin([1, 2, 3])) | (~real & df["seed"].isin(SYNTHETIC_SEEDS))]
@@ -98,6 +100,18 @@ def stored_peers(path: Path, detectors: list[str]) -> pd.DataFrame:
     long["fold"] = long["dataset"].map(fold_of())
     long["kind"] = long["dataset"].map(kind_of())
     return long
+
+
+def stored_synthetic_cells(path: Path, detectors: list[str]) -> pd.DataFrame:
+    """The stored peers' synthetic-task AUROC as seed-1 cells (the stored file holds seed 1
+    of the synthetic tasks), to be averaged with cells of seeds 2-3 run later; AUPR and
+    seconds unknown (NaN)."""
+    wide = pd.read_csv(path)
+    wide = wide[wide["dataset"].map(kind_of()).isin(set(KINDS) - set(REAL))]
+    long = wide.melt(id_vars=["dataset"], value_vars=detectors, var_name="detector",
+                     value_name="auroc").dropna(subset=["auroc"])
+    return long.assign(seed=1, aupr=np.nan, fit_seconds=np.nan, score_seconds=np.nan,
+                       status="ok")
 
 
 def short_name(detector: str) -> str:
@@ -289,17 +303,26 @@ def main(argv: list[str] | None = None) -> None:
                              "(too slow to rerun on 2 shared cores)")
     parser.add_argument("--stored-auroc", type=Path, default=None,
                         help="an earlier round's auroc_per_dataset.csv")
+    parser.add_argument("--synthetic-seeds", type=int, nargs="+", default=[1],
+                        help="seeds averaged on a synthetic task (default 1); with more, the "
+                             "stored peers' synthetic AUROC counts as their seed-1 cells")
     args = parser.parse_args(argv)
+    SYNTHETIC_SEEDS[:] = sorted(set(args.synthetic_seeds))
     if args.timing is not None:
         write_timing(args.timing, args.out)
 
     cand = cell_table(args.candidates)
     cand = cand[cand["detector"].str.match(r"c\d\d_")]  # not the IForest run beside them
     times = time_table(args.candidates) if args.max_time_ratio is not None else None
-    peers = cell_table(args.peers)
+    extra = None
+    if args.stored_peers and SYNTHETIC_SEEDS != [1]:
+        extra = stored_synthetic_cells(args.stored_auroc, args.stored_peers)
+    peers = cell_table(args.peers, extra)
     peers = peers[~peers["detector"].str.match(r"c\d\d_|IMDetector")]
     if args.stored_peers:
         old = stored_peers(args.stored_auroc, args.stored_peers)
+        if extra is not None:  # their synthetic cells are in `extra`, seed by seed
+            old = old[old["kind"].isin(REAL)]
         have = set(zip(peers["detector"], peers["dataset"], strict=True))
         keep = [(d, s) not in have for d, s in zip(old["detector"], old["dataset"], strict=True)]
         peers = pd.concat([peers, old[keep]], ignore_index=True)
