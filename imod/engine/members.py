@@ -146,8 +146,8 @@ class StackedMLP:
             # the block's members that are in ``members``, copied into their rows
             lo = max(members.start, block * INIT_BLOCK)
             hi = min(members.stop, (block + 1) * INIT_BLOCK)
+            skip = lo - block * INIT_BLOCK
             for name, t in self._init_block(random_state, block, scheme).items():
-                skip = lo - block * INIT_BLOCK
                 params[name][lo - members.start : hi - members.start] = t[skip : skip + hi - lo]
 
         numbers = range(first_block, last_block + 1)
@@ -167,7 +167,7 @@ class StackedMLP:
         return params
 
     def _shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        """Each parameter's name and shape for one member, in :meth:`init`'s order."""
+        """Each parameter's name and shape for one member, in the order they are drawn."""
         out = []
         for i in range(self.n_layers):
             out.append((f"{2 * i}.weight", (self.sizes[i + 1], self.sizes[i])))
@@ -179,23 +179,19 @@ class StackedMLP:
         """One block's weights: nn.Linear's default (uniform in +-1/sqrt(fan_in))
         or, for ``scheme="normal"``, N(0, 1/fan_in) weights and zero biases."""
         gen = torch.Generator().manual_seed(block_seed(random_state, block))
-        params = {}
-        for i in range(self.n_layers):
-            fan_in, fan_out = self.sizes[i], self.sizes[i + 1]
-            bound = fan_in**-0.5  # kaiming_uniform(a=sqrt(5)), as nn.Linear
-            w = torch.empty(INIT_BLOCK, fan_out, fan_in)
-            if scheme == "normal":
-                w.normal_(0.0, bound, generator=gen)
-            else:
-                w.uniform_(-bound, bound, generator=gen)
-            params[f"{2 * i}.weight"] = w
-            if self.bias:
-                b = torch.empty(INIT_BLOCK, fan_out)
+        params, bound = {}, 1.0
+        for name, shape in self._shapes():  # each layer's weight, then its bias
+            t = params[name] = torch.empty(INIT_BLOCK, *shape)
+            if len(shape) == 2:
+                bound = shape[1] ** -0.5  # kaiming_uniform(a=sqrt(5)), as nn.Linear
                 if scheme == "normal":
-                    b.zero_()
+                    t.normal_(0.0, bound, generator=gen)
                 else:
-                    b.uniform_(-bound, bound, generator=gen)
-                params[f"{2 * i}.bias"] = b
+                    t.uniform_(-bound, bound, generator=gen)
+            elif scheme == "normal":
+                t.zero_()
+            else:
+                t.uniform_(-bound, bound, generator=gen)  # the bias, with its weight's bound
         return params
 
     def forward(self, params: Params, x: torch.Tensor, own: bool = False) -> torch.Tensor:
