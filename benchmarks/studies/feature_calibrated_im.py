@@ -90,10 +90,6 @@ class FeatureCalibratedIM:
         self.aggregation, self.random_state = aggregation, random_state
         self.detector_ = IMDetector(random_state=random_state, **params)
 
-    def _projected(self, X: np.ndarray) -> np.ndarray:
-        p = self.detector_.projection_
-        return X if p is None else p.transform(X)
-
     def _column_scores(self, view, e: torch.Tensor, stats) -> np.ndarray:
         """Outlier score per row (higher = more abnormal) from errors ``e`` (S, K, n, d)."""
         c, iqr = stats
@@ -107,7 +103,7 @@ class FeatureCalibratedIM:
     def fit(self, X, y=None) -> FeatureCalibratedIM:
         det = self.detector_.fit(X)
         X = np.asarray(X, dtype=np.float64)
-        P = self._projected(X)
+        P = self.detector_._projected(X)
         self.stats_, extra = [], []
         with torch_threads(det.n_threads):
             for v in det.views_:
@@ -126,7 +122,7 @@ class FeatureCalibratedIM:
     def score_samples(self, X) -> np.ndarray:
         det = self.detector_
         X = np.asarray(X, dtype=np.float64)
-        P = self._projected(X)
+        P = self.detector_._projected(X)
         with torch_threads(det.n_threads):
             default = [-v.outlier_scores(P, torch.device("cpu")) for v in det.views_]
             extra = [-self._column_scores(v, column_errors(v, v.preprocessor.transform(P)), st)
@@ -205,7 +201,7 @@ class FusedFeatureCalibratedIM:
         rows = det.views_[0].record_index  # the same recorded rows in every view
         if len(rows) > self.median_rows:
             rows = rows[np.linspace(0, len(rows) - 1, self.median_rows).astype(int)]
-        P = X[rows] if det.projection_ is None else det.projection_.transform(X[rows])
+        P = det._projected(X[rows])
         self.c_, extra = [], []
         with torch_threads(det.n_threads):
             for v in det.views_:
@@ -221,7 +217,7 @@ class FusedFeatureCalibratedIM:
     def score_samples(self, X) -> np.ndarray:
         det = self.detector_
         X = np.asarray(X, dtype=np.float64)
-        P = X if det.projection_ is None else det.projection_.transform(X)
+        P = det._projected(X)
         default, extra = [], []
         with torch_threads(det.n_threads):
             for v, c in zip(det.views_, self.c_, strict=True):

@@ -157,7 +157,7 @@ class Task:
         y = None
         if self.y is not None:
             y = as_tensor(self.y, "y", integer=self.loss == "cross_entropy")
-            if y.shape[0 if views is None else 1] != n:
+            if views is None and y.shape[0] != n:  # with views, _check_views checked it
                 raise ValueError(f"X has {n} examples but y has {y.shape[0]}")
         mask = self._mask(n, views)
         if views is not None and len(views) != mask.shape[0]:
