@@ -22,6 +22,11 @@ as bytes moved per optimizer step: a fused Adam step reads the gradient (4 bytes
 per parameter) and reads and writes the float32 weight (8) and both moments (16 in
 float32, 8 with ``--optimizer-state bf16``): 28 or 20 bytes per parameter.
 
+With ``--products`` a row per precision times the matrix products of the engine's
+updates alone (forward, weight and input gradients, the engine's shapes and update
+count; no activation, loss or optimizer): no engine that computes those products can
+be faster, so plain / products is the most the engine can reach on this machine.
+
 Usage (from the repository root, so that this checkout's ``imod`` is imported)::
 
     PYTHONPATH=. python benchmarks/speed/memorization_speed.py --members 64 --threads 1
@@ -101,6 +106,38 @@ def plain_arm(args, data, mask, sizes):
     return cpu, wall, {"mean_test_acc": round(float((pred == data.y_test).mean()), 4)}
 
 
+def products_arm(args, mask: np.ndarray, sizes: list[int], precision: str):
+    """Only the batched matrix products of the engine's updates, nothing else: per update
+    each layer's forward product, its weight gradient and (above the first layer) its
+    input gradient, feature-major ``(K, width, B)`` as the engine lays them out, at the
+    engine's update count. No activation, loss, optimizer or data movement, so its CPU
+    seconds bound from below what any engine doing these products takes; returns
+    (CPU s, wall s, numbers)."""
+    dev, K = torch.device(args.device), len(mask)
+    own = int(mask.sum(axis=1).max())
+    b = min(args.batch_size, own)
+    updates = args.epochs * math.ceil(own / b)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def draw(*shape):
+        return torch.randn(*shape, generator=gen, device=dev).to(dtype)
+
+    layers = [(draw(K, o, i), draw(K, i, b), draw(K, o, b))  # weight, input, output grad
+              for i, o in zip(sizes[:-1], sizes[1:])]
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(updates):
+        for j, (w, h, g) in enumerate(layers):
+            torch.bmm(w, h)  # forward
+            torch.bmm(g, h.transpose(1, 2))  # weight gradient
+            if j > 0:  # the first layer's input needs no gradient
+                torch.bmm(w.transpose(1, 2), g)
+    sync()
+    return time.process_time() - cpu, time.perf_counter() - wall, {}
+
+
 def load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
@@ -125,6 +162,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     p.add_argument("--no-plain", action="store_true", help="skip the plain baseline")
+    p.add_argument("--products", action="store_true",
+                   help="also time the matrix products alone at each precision: the floor "
+                        "under any engine that computes them")
     p.add_argument("--smoke", action="store_true",
                    help="a tiny run (12 members, 1 epoch, 16-wide) that checks the script works")
     args = p.parse_args()
@@ -151,6 +191,9 @@ def main() -> None:
     arms = {p: partial(engine_arm, args, data, mask, p) for p in args.precisions}
     if not args.no_plain:
         arms["plain"] = partial(plain_arm, args, data, mask, sizes)
+    if args.products:
+        arms.update({f"products {p}": partial(products_arm, args, mask, sizes, p)
+                     for p in args.precisions})
     best: dict[str, tuple[float, float, dict]] = {}
     for _ in range(args.repeat):  # the arms in turn, round after round
         for name, arm in arms.items():
@@ -188,18 +231,25 @@ def report(args, out: dict, best: dict, mask: np.ndarray, sizes: list[int]) -> N
         plain_flops = gemm_flops(sizes, plain_updates(mask, args.epochs, args.batch_size)
                                  * args.batch_size * args.members)
         rows.append(("plain vectorized (tf32 on CUDA)", "plain", plain_flops))
+    # the products arm skips the first layer's input gradient (gemm_flops counts it)
+    products_flops = flops - 2.0 * sizes[0] * sizes[1] * updates * b * args.members
+    rows += [(f"matrix products only, {p}", f"products {p}", products_flops)
+             for p in args.precisions if f"products {p}" in best]
     for name, key, arm_flops in rows:
         cpu, wall, row = best[key]
         row = {**row, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
                "tflops_cpu_time": round(arm_flops / cpu / 1e12, 4)}
-        if key != "plain":
+        if key in args.precisions:
             floor = floor_seconds(str(args.device), key, flops, step_bytes * updates)
             row["floor_s"] = None if floor is None else round(floor, 3)
         ratio = "" if plain_s is None else f"{plain_s / cpu:.2f}x"
         row["plain_over_run"] = ratio
-        out[f"engine_{key}" if key != "plain" else "plain_vectorized"] = row
+        label = ("plain_vectorized" if key == "plain" else f"engine_{key}"
+                 if key in args.precisions else key.replace(" ", "_"))
+        out[label] = row
+        acc = f"{row['mean_test_acc']:.4f}" if "mean_test_acc" in row else "-"
         print(f"{name:<32} {cpu:>8.2f} {wall:>8.2f} {row['tflops_cpu_time']:>8.4f} "
-              f"{row['mean_test_acc']:>9.4f} {ratio:>10}")
+              f"{acc:>9} {ratio:>10}")
     if not str(args.device).startswith("cuda"):
         print("floor: CUDA only (H100/H200/A100), not measured here")
     print(json.dumps(out, indent=2))
