@@ -74,8 +74,9 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         comparable), extended linearly beyond the training range with slope
         1 / (IQR / 1.349) so new extreme values stay
         extreme. ``"none"``: values as given (still clipped). The robust
-        quantiles and the whitening directions, variances and shrinkage come from at
-        most ``MAX_STATISTIC_ROWS`` (100,000) rows, a fixed random subset of larger
+        quantiles, the quantile knots and the whitening directions, variances and
+        shrinkage come from at most ``MAX_STATISTIC_ROWS`` (100,000) rows, a fixed random
+        subset of larger
         data (the mean, standard deviation, minimum and maximum from every row,
         the first two summed over blocks of rows).
     clip : float or None, default=1e4
@@ -150,10 +151,10 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         prescale = np.maximum(X.max(axis=0), -X.min(axis=0))  # max |x|, no |X| copy
         prescale[prescale == 0] = 1.0
         self.prescale_ = prescale
-        # The prescaled data: for robust and whitening statistics only the rows they are
-        # estimated from (the same numbers as those rows of X / prescale); the standard
-        # scaler sums over blocks of rows and needs no prescaled copy.
-        if self.method in ("robust", "whiten"):
+        # The prescaled data: for robust, whitening and quantile statistics only the rows
+        # they are estimated from (the same numbers as those rows of X / prescale); the
+        # standard scaler sums over blocks of rows and needs no prescaled copy.
+        if self.method in ("robust", "whiten", "quantile"):
             Z = _statistic_rows(X) / prescale
         elif self.method != "standard":
             Z = X / prescale
