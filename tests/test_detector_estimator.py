@@ -44,7 +44,7 @@ def fitted_cardio(cardio):
 def test_im_effect_on_cardio(cardio, fitted_cardio):
     X, y = cardio
     det = fitted_cardio
-    assert [v.method for v in det.views_] == ["standard", "robust", "whiten"]
+    assert [v.method for v in det.views_] == ["robust", "whiten", "quantile"]
     assert [v.n_members for v in det.views_] == [3, 3, 2]
     for view in det.views_:
         # Inliers are reconstructed better than outliers at every early recording.
@@ -75,7 +75,7 @@ def test_loss_trajectory_and_plot(fitted_cardio, cardio):
     det = fitted_cardio
     traj = det.loss_trajectory_
     assert list(traj.columns[:4]) == ["epoch", "update", "mean", "q05"]
-    assert list(traj["view"].unique()) == ["standard", "robust", "whiten"]
+    assert list(traj["view"].unique()) == ["robust", "whiten", "quantile"]
     for view in det.views_:
         vt = traj[traj["view"] == view.method]
         assert len(vt) == len(view.record_epochs) == view.weights.shape[0]

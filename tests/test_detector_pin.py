@@ -1,9 +1,11 @@
-"""Today's default detector, pinned: its scores on one bundled ADBench file.
+"""The detector pinned: its scores on one bundled ADBench file.
 
-The numbers below were produced by ``IMDetector(random_state=0)`` before the
-detector was restructured (issue 16, part 4). Refactors and speed work must
-leave them unchanged (to ~1e-5; bitwise equality is not required, since
-batch sizes may change the order of float sums).
+``PINNED`` was produced by ``IMDetector(random_state=0)`` with the views of issue 16,
+``("standard", "robust", "whiten")``, before the detector was restructured (issue 16,
+part 4); ``PINNED_DEFAULT`` by today's default views ``("robust", "whiten",
+"quantile")`` (issue 23, round 13). Refactors and speed work must leave both unchanged
+(to ~1e-5; bitwise equality is not required, since batch sizes may change the order of
+float sums).
 """
 
 from __future__ import annotations
@@ -25,9 +27,32 @@ PINNED = np.array([
 ])
 
 
+# the same for today's default views
+PINNED_DEFAULT = np.array([
+    -0.242028, -0.112047, -0.084844, -0.474224, 0.120457, -0.552833, -0.254711, 0.53115,
+    0.081431, 0.251482, 0.484323, 0.420553, 0.284054, 0.091731, -1.042995, -0.332433,
+    0.108625, -0.712969, 0.15922, -0.603567, -0.247793, -0.202799, 0.386592, -0.410201,
+    -0.40462, -0.120758, 0.055648, -0.163493, -0.616024, 0.039131, 0.053781, -0.623032,
+])
+
+
 def test_default_scores_on_pima_are_pinned():
     X = np.load(DATA, allow_pickle=False)["X"].astype(np.float64)
     det = IMDetector(random_state=0, device="cpu", contamination="auto").fit(X)
+    scores = det.score_samples(X)
+    np.testing.assert_allclose(scores[::24], PINNED_DEFAULT, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(det.train_scores_, scores, atol=1e-5, rtol=0)
+    np.testing.assert_allclose([det.offset_, scores.mean(), scores.std()],
+                               [-0.962343, -0.165837, 0.416714], atol=2e-6)
+    assert int((det.predict(X) == -1).sum()) == 24
+    det.set_params(contamination=0.1).fit(X)
+    assert int((det.predict(X) == -1).sum()) == 77
+
+
+def test_issue16_views_scores_on_pima_are_pinned():
+    X = np.load(DATA, allow_pickle=False)["X"].astype(np.float64)
+    det = IMDetector(random_state=0, device="cpu", contamination="auto",
+                     preprocessing=("standard", "robust", "whiten")).fit(X)
     scores = det.score_samples(X)
     np.testing.assert_allclose(scores[::24], PINNED, atol=2e-6, rtol=0)
     np.testing.assert_allclose(det.train_scores_, scores, atol=1e-5, rtol=0)

@@ -73,11 +73,13 @@ class IMDetector(OutlierMixin, BaseEstimator):
     hidden_sizes : "auto", "odim" or sequence of int, default="auto"
         Encoder widths ending with the latent size; the decoder mirrors them
         (:func:`auto_hidden_sizes`).
-    preprocessing : str or tuple of str, default=("standard", "robust", "whiten")
+    preprocessing : str or tuple of str, default=("robust", "whiten", "quantile")
         Feature scaling (:class:`IMPreprocessor` methods). A tuple trains one
         sub-ensemble per scaling ("view"): median/IQR scaling exposes outliers in
         a few skewed features, (shrunk) PCA whitening those off the correlation
-        structure.
+        structure, each column through its empirical CDF to normal scores those in
+        one column's tail (local anomalies). Chosen out of fold on the development
+        tasks (``docs/accuracy_study.md``, round 13).
     whiten_rows_per_component : float or None, default=2.0
         Whitening keeps at most (distinct training rows) / this many directions
         (``None``: all). It matters when the rows barely outnumber the features,
@@ -178,7 +180,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
     >>> det.predict(X[:3]).tolist()
     [1, 1, 1]
     >>> [(v.method, v.n_members) for v in det.views_]
-    [('standard', 3), ('robust', 3), ('whiten', 2)]
+    [('robust', 3), ('whiten', 3), ('quantile', 2)]
     """
 
     _fixed: ClassVar[dict[str, str]] = FIXED_CHOICES
@@ -210,7 +212,7 @@ class IMDetector(OutlierMixin, BaseEstimator):
         *,
         n_members: int = 8,
         hidden_sizes: str | tuple[int, ...] = "auto",
-        preprocessing: str | tuple[str, ...] = ("standard", "robust", "whiten"),
+        preprocessing: str | tuple[str, ...] = ("robust", "whiten", "quantile"),
         whiten_rows_per_component: float | None = 2.0,
         projection_dim: int | None = 64,
         init_scale: float = 1.0,
