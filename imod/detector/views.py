@@ -35,6 +35,13 @@ Params = dict[str, torch.Tensor]
 # Rows scaled at a time before CPU scoring (8 MiB of float64 at 20 features).
 CPU_SCALING_BLOCK = 65_536
 
+# Rows are scored in batches whose width is a multiple of this (the last one padded with
+# zero rows): float32 matrix products round a column differently in a partial panel of
+# columns, so a row's score would depend on how many rows came with it (sklearn's
+# subset-invariance check saw 2-4e-7); with every batch a whole number of panels it does
+# not (checked bitwise for 1-2,000 rows, 2-64 features, 10-30 members).
+SCORE_PANEL = 64
+
 
 def batch_rows(sizes: tuple[int, ...], n_members: int, budget: int) -> int:
     """Rows per forward pass so that ``n_members`` members' activations fit ``budget``.
@@ -151,12 +158,19 @@ class View:
                   for name in self.snapshots[0]}
         step = batch_rows(self.sizes, len(self.snapshots) * self.n_members,
                           memory_budget(device, "score"))
+        step = max(SCORE_PANEL, step // SCORE_PANEL * SCORE_PANEL)
         members = StackedMLP(self.sizes, activation=self.activation)
         # feature-major once (one float32 copy): every batch's residual is then contiguous
         xt = torch.as_tensor(np.ascontiguousarray(Xt.T, dtype=np.float32), device=device)
         with torch.no_grad():
             for i in range(0, xt.shape[1], step):
-                yield members.reconstruction_losses(params, xt[:, i : i + step], self.loss)
+                batch = xt[:, i : i + step]
+                rows = batch.shape[1]
+                if rows % SCORE_PANEL:
+                    padded = batch.new_zeros(batch.shape[0], -(-rows // SCORE_PANEL) * SCORE_PANEL)
+                    padded[:, :rows] = batch
+                    batch = padded
+                yield members.reconstruction_losses(params, batch, self.loss)[:, :rows]
 
     def outlier_scores(self, X: np.ndarray, device: torch.device) -> np.ndarray:
         """Weighted mean of normalized losses of raw rows ``X`` (higher = more abnormal).
