@@ -42,6 +42,7 @@ CHANGES = {
     "c36_quantile_view": "views standard, robust, whiten and quantile (2 members each)",
     "c37_quantile_for_standard": "views robust, whiten and quantile (quantile for standard)",
     "c38_reweighted_whitening": "c37 with the whitening fitted on the 70 % central rows (C-steps)",
+    "c39_plain_selection": "c38 with the central rows chosen by the plain covariance",
 }
 
 
@@ -230,6 +231,20 @@ def c38_reweighted_whitening(random_state: int | None = None):
 
     return ReweightedWhiteningIM(preprocessing=("robust", "whiten", "quantile"),
                                  random_state=random_state)
+
+
+# c39, added after c38 was scored and fixed here before c39 was: a unit test of the port
+# showed that c38's selection metric (the shrunk covariance) makes the C-steps truncate
+# the large directions hardest and feed that back; c39 chooses the central rows by the
+# plain covariance, as MCD does (`reweighted_whitening_im.py`).
+
+
+def c39_plain_selection(random_state: int | None = None):
+    """c38 with the central rows chosen by the kept rows' plain covariance."""
+    from reweighted_whitening_im import PlainSelectionIM
+
+    return PlainSelectionIM(preprocessing=("robust", "whiten", "quantile"),
+                            random_state=random_state)
 
 
 __all__ = ["CHANGES", *CHANGES]
