@@ -35,10 +35,15 @@ def test_statistics():
     np.testing.assert_allclose(np.median(Z, 0), 0, atol=1e-12)
     corr = np.c_[X[:, :1], X[:, :1] * 2 + 0.1 * X[:, 1:]]
     pre = IMPreprocessor("whiten").fit(corr)
-    C = np.cov(pre.transform(corr).T)
-    np.testing.assert_allclose(C - np.diag(np.diag(C)), 0, atol=1e-8)  # decorrelated
+    Z = pre.transform(corr)
+    central = (Z**2).sum(1) <= np.quantile((Z**2).sum(1), 0.7)
+    C = np.cov(Z[central].T)  # fitted to the central 70 % of rows: decorrelated there
+    np.testing.assert_allclose(C - np.diag(np.diag(C)), 0, atol=1e-8)
+    assert abs(np.corrcoef(Z.T)[0, 1]) < 0.05  # and nearly so on every row
     assert 0 <= pre.shrinkage_ < 0.05  # 250 rows per feature: almost plain whitening
-    np.testing.assert_allclose(C[0, 0], 1, rtol=0.05)  # the large component: unit variance
+    # the chi-square consistency factor: half of the rows within the median distance
+    from scipy.stats import chi2
+    assert abs(np.median((Z**2).sum(1)) - chi2.ppf(0.5, 2)) < 1e-9
     dup = np.c_[X[:, 0], X[:, 0]]  # rank 1: one whitened component
     assert IMPreprocessor("whiten").fit_transform(dup).shape == (500, 1)
 
@@ -73,7 +78,11 @@ def test_whitening_keeps_directions_the_distinct_rows_support():
     def inflation(pre):
         return np.abs(pre.transform(test)).mean() / np.abs(pre.transform(train)).mean()
 
-    assert inflation(capped) < 0.7 * inflation(full), (inflation(capped), inflation(full))
+    # New digits' whitened size over the training rows': 1.39x capped, 1.61x uncapped.
+    # (With the whitening of every row, before issue 23's round 14, it was 1.35x against
+    # 2.38x: fitted to the central rows, the uncapped whitening inflates less by itself.)
+    assert inflation(capped) < min(0.9 * inflation(full), 1.45), (inflation(capped),
+                                                                  inflation(full))
     with pytest.raises(ValueError, match="rows_per_component"):
         IMPreprocessor("whiten", rows_per_component=0).fit(train)
 
@@ -119,8 +128,12 @@ def test_large_data_statistics_come_from_a_row_subset(monkeypatch):
         again = IMPreprocessor(method).fit(X)
         np.testing.assert_array_equal(sub.scale_, again.scale_)  # a fixed subset
         assert not np.array_equal(sub.scale_, ref.scale_)  # the subset was used
-        # spreads within 25 % of the full data's (the smallest directions are noisiest)
-        np.testing.assert_allclose(sub.scale_, ref.scale_, rtol=0.25)
+        # spreads within 25 % of the full data's (the smallest directions are noisiest:
+        # the whitening is fitted to the central 70 % of the 600 rows, and its smallest
+        # two of 19 spreads differ from the full data's by 44 % and 52 %)
+        lead = slice(None) if method == "robust" else slice(len(ref.scale_) // 2)
+        np.testing.assert_allclose(sub.scale_[lead], ref.scale_[lead], rtol=0.25)
+        np.testing.assert_allclose(sub.scale_, ref.scale_, rtol=0.6)
     # the leading whitening direction is the full data's, up to sign
     lead = abs(full["whiten"].components_[0] @ IMPreprocessor("whiten").fit(X).components_[0])
     assert lead > 0.95
@@ -159,3 +172,20 @@ def test_projection_keeps_distances_of_wide_rows(adbench_dir):
     huge = RandomProjection(2, random_state=0).fit(H)
     assert np.isfinite(huge.transform(H)).all()
     assert np.isfinite(huge.transform([[1e300, -1e300, 0.0, 7.0, 1e-300]])).all()
+
+
+def test_whitening_from_the_central_rows_keeps_the_anomalies_from_setting_the_yardstick(
+        adbench_dir):
+    """ADBench's Wilt (4,819 rows, 5 % anomalies): whitened from every row, the anomalies
+    take part in the covariance that should expose them (whitened distance AUROC 0.67);
+    whitened from the central 70 % of rows, as MCD estimates it, they stand out (0.80)."""
+    from sklearn.metrics import roc_auc_score
+
+    with np.load(adbench_dir / "Classical" / "44_Wilt.npz", allow_pickle=False) as f:
+        X, y = f["X"], f["y"]
+    pre = IMPreprocessor("whiten").fit(X)
+    central = roc_auc_score(y, (pre.transform(X) ** 2).sum(1))
+    Z = X / pre.prescale_
+    var, vec = np.linalg.eigh(np.cov(Z.T))
+    every_row = roc_auc_score(y, ((((Z - Z.mean(0)) @ vec) / np.sqrt(var)) ** 2).sum(1))
+    assert central > every_row + 0.1, (central, every_row)

@@ -5,6 +5,11 @@ Each candidate is a function ``cNN_name(random_state=None)`` returning a detecto
 
     python -m imod bench --detectors benchmarks.studies.candidates:c23_default ...
 
+A round's cells reproduce at the commit its ``docs/results/oof_roundN/commands.md``
+names: the candidates build on ``IMDetector``, whose defaults changed with the choices of
+rounds 13 (the views) and 14 (the whitening from the central rows; since then c38 is
+today's ``IMDetector()``, to the bit).
+
 The list was fixed in git before any of them was scored on the development folds (real
 sets and the synthetic tasks of ``synthetic_anomalies.py``). ``c23_default`` is today's
 ``IMDetector()`` (issue 16's choice, c23); rounds 1-6 (c00-c24) are in git history and

@@ -20,6 +20,7 @@ from __future__ import annotations
 from numbers import Real
 
 import numpy as np
+from scipy.stats import chi2
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, _fit_context
 from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -36,6 +37,13 @@ _N_QUANTILES = 1000
 # from at most this many rows (a fixed random subset beyond): their sampling error is
 # then below 1 % of a feature's spread, and fitting 1M x 20 rows takes 0.4 s, not 2.8 s.
 MAX_STATISTIC_ROWS = 100_000
+
+# The whitening is re-estimated on the central 70 % of rows (the share the members'
+# trimmed loss, trim=0.3, already treats as possibly anomalous), from at most this many
+# rows, in at most this many steps (it stops when the kept rows no longer change).
+_CENTRAL_SHARE = 0.7
+_CENTRAL_ROWS = 20_000
+_CENTRAL_MAX_STEPS = 10
 
 # Bound on |x / prescale| before centering: keeps products in whitening finite
 # for any finite input (a new value 1e300 against a training max of 1e-300).
@@ -68,7 +76,10 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         ``"minmax"``: [0, 1] on the training data (ODIM's choice). ``"whiten"``:
         PCA whitening (decorrelated, unit-variance components; directions with
         no variance are dropped) of the Ledoit-Wolf shrunk covariance, so that
-        with few rows per feature the noisy smallest components are not blown up.
+        with few rows per feature the noisy smallest components are not blown up,
+        estimated like MCD's from the central 70 % of rows (C-steps from the
+        ordinary estimate, then scaled to the chi-square median distance), so the
+        anomalies among the training rows do not set their own yardstick.
         ``"quantile"``: each feature through its training empirical CDF to
         normal scores (rank-Gauss; skewed and heavy-tailed features become
         comparable), extended linearly beyond the training range with slope
@@ -178,27 +189,8 @@ class IMPreprocessor(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         elif self.method == "whiten":
             # the mean of every row (of the rows in Z when they are all of them)
             center = Z.mean(axis=0) if len(Z) == len(X) else X.mean(axis=0) / prescale
-            S = Z - center
-            _, s, vt = np.linalg.svd(S, full_matrices=False)
-            var = s**2 / max(S.shape[0] - 1, 1)
-            keep = var > 1e-12 * max(float(var.max(initial=0.0)), 1e-300)
-            if not keep.any():  # every column constant: keep one zero component
-                keep[:1] = True
-                var[:1] = 1.0
-            # Ledoit-Wolf shrinkage towards the mean variance: with few rows per
-            # feature the smallest sample variances are mostly estimation noise, and
-            # dividing by them makes every new row look extreme. The shrinkage is
-            # estimated from the data and vanishes as n / d grows.
-            alpha = ledoit_wolf_shrinkage(S, assume_centered=True)
-            mean_var = float(var.sum()) / Z.shape[1]
-            var = (1.0 - alpha) * var + alpha * mean_var
-            self.shrinkage_ = float(alpha)
-            if self.rows_per_component is not None:
-                # the largest directions only (s, var and vt are sorted, largest first)
-                cap = _whiten_cap(X, int(keep.sum()), float(self.rows_per_component))
-                keep &= np.arange(len(keep)) < cap
-            self.components_ = vt[keep]
-            scale = np.sqrt(var[keep])
+            center, self.components_, scale, self.shrinkage_ = _central_whitening(
+                Z, X, center, self.rows_per_component)
         else:  # "none"
             center, scale = np.zeros(X.shape[1]), 1.0 / prescale
         scale = np.where(scale > 0, scale, 1.0)  # constant columns map to 0
@@ -320,6 +312,70 @@ def _statistic_rows(Z: np.ndarray) -> np.ndarray:
         return Z
     rows = np.random.default_rng(0).choice(n, MAX_STATISTIC_ROWS, replace=False)
     return Z[np.sort(rows)]
+
+
+def _whitening(Z: np.ndarray, center: np.ndarray, X: np.ndarray,
+               rows_per_component: float | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Directions, scales and Ledoit-Wolf shrinkage of the rows ``Z`` about ``center``."""
+    S = Z - center
+    _, s, vt = np.linalg.svd(S, full_matrices=False)
+    var = s**2 / max(S.shape[0] - 1, 1)
+    keep = var > 1e-12 * max(float(var.max(initial=0.0)), 1e-300)
+    if not keep.any():  # every column constant: keep one zero component
+        keep[:1] = True
+        var[:1] = 1.0
+    # Ledoit-Wolf shrinkage towards the mean variance: with few rows per feature the
+    # smallest sample variances are mostly estimation noise, and dividing by them makes
+    # every new row look extreme. The shrinkage is estimated from the data and vanishes
+    # as n / d grows.
+    alpha = ledoit_wolf_shrinkage(S, assume_centered=True)
+    var = (1.0 - alpha) * var + alpha * float(var.sum()) / Z.shape[1]
+    if rows_per_component is not None:
+        # the largest directions only (s, var and vt are sorted, largest first)
+        cap = _whiten_cap(X, int(keep.sum()), float(rows_per_component))
+        keep &= np.arange(len(keep)) < cap
+    scale = np.sqrt(var[keep])
+    return vt[keep], np.where(scale > 0, scale, 1.0), float(alpha)
+
+
+def _central_whitening(Z: np.ndarray, X: np.ndarray, center: np.ndarray,
+                       rows_per_component: float | None):
+    """Whitening fitted, as MCD's C-steps fit a covariance, on the central rows.
+
+    The anomalies are among the training rows: estimated from all of them, the
+    covariance takes in the rows it should expose (independent features dilute the
+    inliers' correlations, a far cluster stretches the variance towards itself).
+    From the ordinary estimate, keep the ``_CENTRAL_SHARE`` of rows with the smallest
+    whitened distance, re-estimate on them, and repeat until the kept rows stop
+    changing; then scale the variances so that the median distance of all rows is the
+    chi-square median (the central rows alone understate the spread by a common
+    factor). Round 14 of the accuracy study chose it over the ordinary estimate.
+    """
+    components, scale, alpha = _whitening(Z, center, X, rows_per_component)
+    R = Z
+    if len(Z) > _CENTRAL_ROWS:  # a fixed random subset keeps 1M-row fits fast
+        R = Z[np.sort(np.random.default_rng(0).choice(len(Z), _CENTRAL_ROWS, replace=False))]
+    h = max(int(np.ceil(_CENTRAL_SHARE * len(R))), min(len(R), Z.shape[1] + 1))
+    kept = None
+    for _ in range(_CENTRAL_MAX_STEPS):
+        near = np.zeros(len(R), dtype=bool)
+        near[np.argsort(_distances(R, center, components, scale), kind="stable")[:h]] = True
+        if kept is not None and (near == kept).all():
+            break
+        kept = near
+        center = R[kept].mean(axis=0)
+        components, scale, alpha = _whitening(R[kept], center, X, rows_per_component)
+    factor = float(np.median(_distances(Z, center, components, scale)))
+    factor /= chi2.ppf(0.5, len(scale))
+    if factor > 0 and np.isfinite(factor):
+        scale = scale * np.sqrt(factor)
+    return center, components, scale, alpha
+
+
+def _distances(Z, center, components, scale) -> np.ndarray:
+    """Squared whitened distance of each row of ``Z``."""
+    W = ((Z - center) @ components.T) / scale
+    return np.einsum("ij,ij->i", W, W)
 
 
 def _whiten_cap(X: np.ndarray, n_directions: int, rows_per_component: float) -> int:
