@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from imod import IMDetector
 
@@ -37,29 +38,19 @@ PINNED_DEFAULT = np.array([
 ])
 
 
-def test_default_scores_on_pima_are_pinned():
+@pytest.mark.parametrize(("preprocessing", "pinned", "stats", "flagged_auto"), [
+    (None, PINNED_DEFAULT, [-0.929152, -0.167185, 0.423348], 48),
+    (("standard", "robust", "whiten"), PINNED, [-0.930626, -0.130552, 0.455271], 50),
+], ids=["default", "issue16_views"])
+def test_scores_on_pima_are_pinned(preprocessing, pinned, stats, flagged_auto):
     X = np.load(DATA, allow_pickle=False)["X"].astype(np.float64)
-    det = IMDetector(random_state=0, device="cpu", contamination="auto").fit(X)
+    views = {} if preprocessing is None else {"preprocessing": preprocessing}
+    det = IMDetector(random_state=0, device="cpu", contamination="auto", **views).fit(X)
     scores = det.score_samples(X)
-    np.testing.assert_allclose(scores[::24], PINNED_DEFAULT, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(scores[::24], pinned, atol=2e-6, rtol=0)
     np.testing.assert_allclose(det.train_scores_, scores, atol=1e-5, rtol=0)
-    np.testing.assert_allclose([det.offset_, scores.mean(), scores.std()],
-                               [-0.929152, -0.167185, 0.423348], atol=2e-6)
-    assert int((det.predict(X) == -1).sum()) == 48
-    det.set_params(contamination=0.1).fit(X)
-    assert int((det.predict(X) == -1).sum()) == 77
-
-
-def test_issue16_views_scores_on_pima_are_pinned():
-    X = np.load(DATA, allow_pickle=False)["X"].astype(np.float64)
-    det = IMDetector(random_state=0, device="cpu", contamination="auto",
-                     preprocessing=("standard", "robust", "whiten")).fit(X)
-    scores = det.score_samples(X)
-    np.testing.assert_allclose(scores[::24], PINNED, atol=2e-6, rtol=0)
-    np.testing.assert_allclose(det.train_scores_, scores, atol=1e-5, rtol=0)
-    np.testing.assert_allclose([det.offset_, scores.mean(), scores.std()],
-                               [-0.930626, -0.130552, 0.455271], atol=2e-6)
-    assert int((det.predict(X) == -1).sum()) == 50
+    np.testing.assert_allclose([det.offset_, scores.mean(), scores.std()], stats, atol=2e-6)
+    assert int((det.predict(X) == -1).sum()) == flagged_auto
     # the default contamination, 0.1: a tenth of Pima's 768 rows
     det.set_params(contamination=0.1).fit(X)
     assert int((det.predict(X) == -1).sum()) == 77
