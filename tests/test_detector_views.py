@@ -159,7 +159,9 @@ def test_whitening_cap_and_scaled_max_on_image_embeddings(adbench_dir):
     makes the whitened view noise, and a raw maximum lets the standardized views, whose
     scores spread wider, decide the rows; the cap and the scaled maximum each fix one
     of these. Shown with the views that have standardized ones (issue 16's default);
-    today's default views score 0.86 here."""
+    today's default views score 0.86 here. The AUROCs are means over seeds 0-4: with 102
+    rows one seed's gain is noise-sized (seeds 0-7 give the cap +0.029, +0.063, +0.033,
+    +0.115, +0.029, -0.004, +0.026, +0.066), and rounding alone (another CPU) moves it."""
     path = adbench_dir / "CV_by_ResNet18" / "MVTec-AD_toothbrush.npz"
     if not path.is_file():
         pytest.skip(f"{path} not found")
@@ -167,8 +169,11 @@ def test_whitening_cap_and_scaled_max_on_image_embeddings(adbench_dir):
     X, y = data["X"].astype(np.float64), data["y"]
 
     def auroc(cls=IMDetector, **kw) -> float:
-        det = cls(random_state=0, device="cpu", projection_dim=None, **kw).fit(X)
-        return roc_auc_score(y, -det.train_scores_)
+        return float(np.mean([
+            roc_auc_score(y, -cls(random_state=seed, device="cpu", projection_dim=None,
+                                  **kw).fit(X).train_scores_)
+            for seed in range(5)
+        ]))
 
     views = ("standard", "robust", "whiten")
     raw_max = variant(view_combination="max")
