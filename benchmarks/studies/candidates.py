@@ -49,6 +49,8 @@ CHANGES = {
     "c38_reweighted_whitening": "c37 with the whitening fitted on the 70 % central rows (C-steps)",
     "c39_plain_selection": "c38 with the central rows chosen by the plain covariance",
     "c40_central_cap": "c39 with the direction cap counted on the central rows",
+    "c41_mse_loss": "c38 trained and scored on the squared error",
+    "c42_mse_scores": "c38 trained on the absolute error, scored by the squared error",
 }
 
 
@@ -237,6 +239,31 @@ def c37_quantile_for_standard(random_state: int | None = None) -> IMDetector:
 def c38_reweighted_whitening(random_state: int | None = None) -> IMDetector:
     """c37 with the whitened view fitted on the central 70 % of rows: ``IMDetector()``."""
     return IMDetector(random_state=random_state)
+
+
+# Round 15 (issue 23, seventh session), fixed here before it was scored, with no probe on
+# the development tasks: the largest gaps after round 14 are dependency (-3.7 points below
+# MCD) and clustered anomalies (-1.9 below KDE), then local (-0.8 below ECOD). The loss has
+# been the mean absolute error since before issue 16, chosen on the real sets with other
+# views; in the whitened view a row that breaks one correlation differs in a few columns,
+# which a mean squared error weighs 2.4x more against the inliers' noise than a mean
+# absolute one (`squared_error_im.py`); MCD scores a squared distance. c41 trains and
+# scores on the squared error; c42 keeps training on the absolute error (bounded
+# gradients: the IM effect's early fit of the inliers) and scores by the squared error.
+
+
+def c41_mse_loss(random_state: int | None = None):
+    """c38 trained and scored on the squared error."""
+    from squared_error_im import SquaredErrorIM
+
+    return SquaredErrorIM(random_state=random_state)
+
+
+def c42_mse_scores(random_state: int | None = None):
+    """c38 trained on the absolute error, recorded and scored by the squared error."""
+    from squared_error_im import SquaredErrorScoresIM
+
+    return SquaredErrorScoresIM(random_state=random_state)
 
 
 # Candidates whose code is only in git (commit named): their cells keep these labels.
