@@ -8,7 +8,26 @@ import pytest
 from sklearn.pipeline import make_pipeline
 
 from imod import IMPreprocessor
-from imod.detector.preprocessing import PREPROCESSING_METHODS
+from imod.detector.preprocessing import PREPROCESSING_METHODS, _linear_quantiles
+
+
+def test_quantile_knots_are_numpys_bit_for_bit():
+    """The quantile view's knots come from one sort and NumPy's interpolation arithmetic:
+    the same numbers as ``np.quantile`` on real columns with ties (Pima's zeros, the
+    digits' 17 grey levels), few rows, heavy tails and the extremes of float64."""
+    from pathlib import Path
+
+    from sklearn.datasets import load_digits
+
+    pima = np.load(Path(__file__).resolve().parents[1] / "imod" / "data" / "29_Pima.npz",
+                   allow_pickle=False)["X"].astype(np.float64)
+    rng = np.random.default_rng(0)
+    tails = rng.standard_cauchy((2553, 7)) * np.array([1, 1e-300, 1e300, 1, 1, 1, 1])
+    for Z in (pima, load_digits().data, pima[:3], pima[:1], tails):
+        for levels in (np.linspace(0.0, 1.0, min(len(Z), 1000)), np.array([0.25, 0.75])):
+            expected = np.quantile(Z, levels, axis=0)
+            np.testing.assert_array_equal(_linear_quantiles(np.sort(Z, axis=0), levels),
+                                          expected)
 
 
 @pytest.mark.parametrize("method", PREPROCESSING_METHODS)
