@@ -205,10 +205,12 @@ class ChunkRun:
                 table = order[:width] if mask is None else own_rows(mask, order[:n], width)
                 for s in range(sched.steps_per_epoch):
                     idx = table[..., s * b : (s + 1) * b]  # (B,) or (K, B), on the device
+                    inputs = take_rows(x, idx, views)
+                    # an autoencoder's targets are its inputs: gathered once
+                    goal = inputs if targets is x else take_rows(targets, idx, views)
                     loss, n_rows = losses(
-                        self.members, self.loss_fn, params, take_rows(x, idx, views),
-                        take_rows(targets, idx, views), weights[s], self.trim, bool(full[s]),
-                        mask is not None, self.precision, dev)
+                        self.members, self.loss_fn, params, inputs, goal, weights[s],
+                        self.trim, bool(full[s]), mask is not None, self.precision, dev)
                     grads = dict(zip(names, torch.autograd.grad(loss, leaves)))
                     # A member with no row in the batch (n_rows == 0) takes no step.
                     opt.step(params, grads, n_rows > 0, bool(active[s]), counts[s] > 0)
@@ -235,9 +237,11 @@ class ChunkRun:
             for i in range(0, ex.shape[0 if views is None else 1], step):
                 rows = slice(i, i + step)
                 with precision_context("ieee", self.device):  # recordings in exact float32
-                    outputs = self.members.forward(out.params, take_rows(ex, rows, views))
+                    inputs = take_rows(ex, rows, views)
+                    outputs = self.members.forward(out.params, inputs)
                     for j in readers:
-                        ey = take_rows(self.eval_sets[j][1], rows, views)
+                        ey = self.eval_sets[j][1]
+                        ey = inputs if ey is ex else take_rows(ey, rows, views)
                         parts[j].append(self.recorders[j].fn(outputs, ey))
             for j in readers:
                 values[j] = torch.cat(parts[j], dim=1)
