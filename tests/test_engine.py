@@ -330,6 +330,24 @@ def test_runs_are_deterministic_and_chunking_does_not_change_numbers(digits):
     assert not torch.allclose(a.params["0.weight"], c.params["0.weight"])
 
 
+def test_a_chunk_with_no_rows_at_a_step_skips_it(digits):
+    """Member 0 has every row (10 batches an epoch), the others half (5): in chunks of
+    two, the second chunk has no row at steps 6-10. It skips them (this crashed the
+    optimizer before) and every number is the one-chunk run's."""
+    X, y = digits
+    mask = np.zeros((4, len(X)), dtype=bool)
+    mask[0], mask[1:, : len(X) // 2] = True, True
+    rec = [Recorder("loss", per_example_loss("cross_entropy"))]
+    kw = dict(mask=mask, loss="cross_entropy", epochs=2, batch_size=32, random_state=3,
+              recorders=rec, device="cpu")
+    a = train_ensemble(StackedMLP((64, 8, 10)), X, y, **kw)
+    b = train_ensemble(StackedMLP((64, 8, 10)), X, y, chunk_size=2, **kw)
+    assert b.chunk_size == 2
+    for name in a.params:
+        torch.testing.assert_close(a.params[name], b.params[name], rtol=0, atol=0)
+    np.testing.assert_array_equal(a.records["loss"], b.records["loss"])
+
+
 def test_members_trained_in_blocks_match_one_run(digits):
     X, y = digits
     mlp = StackedMLP((64, 8, 10))

@@ -204,16 +204,19 @@ class ChunkRun:
                 # (width,) shared rows, or (K, width): each member's own rows in this order
                 table = order[:width] if mask is None else own_rows(mask, order[:n], width)
                 for s in range(sched.steps_per_epoch):
-                    idx = table[..., s * b : (s + 1) * b]  # (B,) or (K, B), on the device
-                    inputs = take_rows(x, idx, views)
-                    # an autoencoder's targets are its inputs: gathered once
-                    goal = inputs if targets is x else take_rows(targets, idx, views)
-                    loss, n_rows = losses(
-                        self.members, self.loss_fn, params, inputs, goal, weights[s],
-                        self.trim, bool(full[s]), mask is not None, self.precision, dev)
-                    grads = dict(zip(names, torch.autograd.grad(loss, leaves)))
-                    # A member with no row in the batch (n_rows == 0) takes no step.
-                    opt.step(params, grads, n_rows > 0, bool(active[s]), counts[s] > 0)
+                    # A chunk whose members have fewer rows than the run's largest member
+                    # has steps where none of them has a row: nothing to compute.
+                    if counts[s].any():
+                        idx = table[..., s * b : (s + 1) * b]  # (B,) or (K, B), on the device
+                        inputs = take_rows(x, idx, views)
+                        # an autoencoder's targets are its inputs: gathered once
+                        goal = inputs if targets is x else take_rows(targets, idx, views)
+                        loss, n_rows = losses(
+                            self.members, self.loss_fn, params, inputs, goal, weights[s],
+                            self.trim, bool(full[s]), mask is not None, self.precision, dev)
+                        grads = dict(zip(names, torch.autograd.grad(loss, leaves)))
+                        # A member with no row in the batch (n_rows == 0) takes no step.
+                        opt.step(params, grads, n_rows > 0, bool(active[s]), counts[s] > 0)
                     bar.update(1)
                     t += 1
                     while records and records[0][0] == t:
