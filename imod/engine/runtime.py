@@ -172,22 +172,37 @@ def activation_width(members: Members, params_per_member: int) -> int:
     return 4 * params_per_member
 
 
+#: On the CPU, a chunk's activations of one layer (members x width x batch rows, float32)
+#: are kept to about this size: larger buffers are fresh memory every update (page
+#: faults, cache misses). 64 MLPs 40-256-256-10 with batches of 128 on one thread of an
+#: Intel Xeon: chunks of 8 (1 MiB a layer) trained 1.14x faster than one chunk of 64,
+#: chunks of 2, 4, 16 and 32 in between; the same numbers (chunking changes none).
+CPU_LAYER_BYTES = 1 << 20
+
+
 def auto_chunk(
     members: Members, params_per_member: int, batch_rows: int, device: torch.device
 ) -> int:
-    """Members per chunk so that training one chunk stays within the budget.
+    """Members per chunk so that training one chunk stays within the budget (and, on
+    the CPU, its layers' activations near :data:`CPU_LAYER_BYTES`).
 
     Examples
     --------
     >>> import torch
-    >>> auto_chunk(StackedMLP((40, 256, 256, 10)), 78_858, 183, torch.device("cpu"))
-    706
+    >>> mlp = StackedMLP((40, 256, 256, 10))
+    >>> auto_chunk(mlp, 78_858, 183, torch.device("cpu")), auto_chunk(mlp, 78_858, 128, "cpu")
+    (5, 8)
     """
+    device = torch.device(device)
     width = activation_width(members, params_per_member)
     # Parameters, gradients, two optimizer moments and a contiguous gradient
     # copy; activations kept for backward (pre/post activation and gradient).
     per_member = 4 * (6 * params_per_member + 3 * width * batch_rows)
-    return max(1, memory_budget(device) // per_member)
+    chunk = max(1, memory_budget(device) // per_member)
+    if device.type == "cpu" and isinstance(members, StackedMLP):
+        layer = 4 * max(members.sizes[1:]) * batch_rows
+        chunk = min(chunk, max(1, CPU_LAYER_BYTES // layer))
+    return chunk
 
 
 def auto_eval_rows(

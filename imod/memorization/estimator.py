@@ -136,7 +136,9 @@ class MemorizationEstimator(FittedResultsMixin, BaseEstimator):
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     chunk_size : int, optional
-        Members trained at once inside a block (default: the whole block).
+        Members trained at once inside a block (default: as many as the memory budget
+        allows, and on the CPU as keep a layer's activations near 1 MiB; the numbers
+        do not depend on it).
     precision : str, optional
         Engine precision (default fp32).
     out_dir : path, optional

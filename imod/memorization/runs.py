@@ -96,7 +96,9 @@ class TrainingConfig:
     block_size : int
         Members per engine call, per saved block and per Dask task.
     chunk_size : int, optional
-        Members trained at once inside a block (default: the whole block).
+        Members trained at once inside a block (default: as many as the memory budget
+        allows, and on the CPU as keep a layer's activations near 1 MiB,
+        :func:`~imod.engine.runtime.auto_chunk`).
     precision : str, optional
         Engine precision (default fp32).
     torch_threads : int, optional
@@ -448,8 +450,7 @@ def _block_job(model, X: np.ndarray, y: np.ndarray, *,
         model, X, y, mask=mask_rows, n_members=n_members, block_size=block_size,
         loss="cross_entropy", training=training.engine_training(),
         placement=Placement(device=training.device, precision=training.precision or "fp32",
-                            chunk_size=block_size if training.chunk_size is None
-                            else training.chunk_size),
+                            chunk_size=training.chunk_size or "auto"),
         recording=Recording(recorders, every="end"),
         torch_threads=training.torch_threads, grid_only=True, config=extra,
     )
