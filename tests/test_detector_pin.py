@@ -58,7 +58,8 @@ PINS = [
     },
     {  # made on the machine of the cross-CPU finding (issue 26's Xeon), same code
         "environment": {"cpu_vendor": "GenuineIntel", "cpu_model": "Intel(R) Xeon(R) Processor",
-                        "cpu_capability": "AVX512", "torch": "2.13.0+cpu"},
+                        "cpu_family_model": "6/167", "cpu_capability": "AVX512",
+                        "torch": "2.13.0+cpu"},
         "default": ([
             -0.073067, -0.127607, -0.092617, -0.464098, 0.132683, -0.535063, -0.253063,
             0.414151, 0.121194, 0.243257, 0.517697, 0.364204, 0.251925, 0.077832,
@@ -86,7 +87,8 @@ NOISE = {"max": 0.13, "median": 0.016, "pearson": 0.997, "offset": 0.027, "mean"
 
 
 def environment() -> dict[str, str]:
-    """What decides the fit's rounding: the CPU, torch's build and its kernels."""
+    """What decides the fit's rounding: the CPU, torch's build and its kernels
+    (``/proc/cpuinfo`` on Linux; elsewhere what :mod:`platform` knows)."""
     cpuinfo = Path("/proc/cpuinfo")
     fields = {}
     if cpuinfo.is_file():
@@ -96,6 +98,9 @@ def environment() -> dict[str, str]:
     return {
         "cpu_vendor": fields.get("vendor_id", platform.machine()),
         "cpu_model": fields.get("model name", platform.processor()),
+        # virtual machines often report a generic model name; family and model tell
+        # the generations (and their kernels) apart
+        "cpu_family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
     }
