@@ -217,6 +217,8 @@ class ChunkRun:
                         grads = dict(zip(names, torch.autograd.grad(loss, leaves)))
                         # A member with no row in the batch (n_rows == 0) takes no step.
                         opt.step(params, grads, n_rows > 0, bool(active[s]), counts[s] > 0)
+                    else:
+                        opt.idle()
                     bar.update(1)
                     t += 1
                     while records and records[0][0] == t:

@@ -165,6 +165,13 @@ class StackedOptimizer:
         # Per-member views of parameters, moments and step counts (:meth:`_member_steps`).
         self._slices: list[tuple[list[torch.Tensor], ...]] | None = None
 
+    def idle(self) -> None:
+        """A step at which none of these members has a row (other chunks' members may):
+        nothing moves, and the optimizer leaves its all-members-in-step path, as the
+        optimizer of a run with every member in one chunk does at this step, so that
+        chunking does not change the arithmetic."""
+        self.uniform = False
+
     @torch.no_grad()
     def step(
         self,
