@@ -172,27 +172,31 @@ def activation_width(members: Members, params_per_member: int) -> int:
     return 4 * params_per_member
 
 
-#: On the CPU, a chunk's activations of one layer (members x width x batch rows, float32)
-#: are kept to about this size: larger buffers are fresh memory every update (page
-#: faults, cache misses). 64 MLPs 40-256-256-10 with batches of 128 on one thread of an
-#: Intel Xeon: chunks of 8 (1 MiB a layer) trained 1.14x faster than one chunk of 64,
-#: chunks of 2, 4, 16 and 32 in between; the same numbers (each member's products have
-#: the same shapes in any chunk when members read their own rows).
+#: On the CPU, when members read their own rows, a chunk's activations of one layer
+#: (members x width x batch rows, float32) are kept to about this size: larger buffers are
+#: fresh memory every update (page faults, cache misses). 64 MLPs 40-256-256-10 with
+#: batches of 128 on one thread of an Intel Xeon: chunks of 8 (1 MiB a layer) trained
+#: 1.14x faster than one chunk of 64, chunks of 2, 4, 16 and 32 in between; the same
+#: numbers, as each member's products keep their shapes in any chunk. (With shared
+#: batches the first layer is one product per chunk, whose rounding can follow its shape,
+#: so those chunks stay as large as the budget allows.)
 CPU_LAYER_BYTES = 1 << 20
 
 
 def auto_chunk(
-    members: Members, params_per_member: int, batch_rows: int, device: torch.device
+    members: Members, params_per_member: int, batch_rows: int, device: torch.device,
+    own_rows: bool = False,
 ) -> int:
     """Members per chunk so that training one chunk stays within the budget (and, on
-    the CPU, its layers' activations near :data:`CPU_LAYER_BYTES`).
+    the CPU when members read their own rows, its layers' activations near
+    :data:`CPU_LAYER_BYTES`).
 
     Examples
     --------
     >>> import torch
     >>> mlp = StackedMLP((40, 256, 256, 10))
-    >>> auto_chunk(mlp, 78_858, 183, torch.device("cpu")), auto_chunk(mlp, 78_858, 128, "cpu")
-    (5, 8)
+    >>> auto_chunk(mlp, 78_858, 183, torch.device("cpu")), auto_chunk(mlp, 78_858, 128, "cpu", True)
+    (706, 8)
     """
     device = torch.device(device)
     width = activation_width(members, params_per_member)
@@ -200,7 +204,7 @@ def auto_chunk(
     # copy; activations kept for backward (pre/post activation and gradient).
     per_member = 4 * (6 * params_per_member + 3 * width * batch_rows)
     chunk = max(1, memory_budget(device) // per_member)
-    if device.type == "cpu" and isinstance(members, StackedMLP):
+    if own_rows and device.type == "cpu" and isinstance(members, StackedMLP):
         layer = 4 * max(members.sizes[1:]) * batch_rows
         chunk = min(chunk, max(1, CPU_LAYER_BYTES // layer))
     return chunk

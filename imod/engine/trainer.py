@@ -206,7 +206,8 @@ def _chunk_sizes(task: Task, training: Training, placement: Placement, batch: in
     params_per_member = sum(t[0].numel() for t in probe.values())
     chunk = placement.chunk_size
     if chunk == "auto":
-        chunk = auto_chunk(task.members, params_per_member, batch, device)
+        chunk = auto_chunk(task.members, params_per_member, batch, device,
+                           own_rows=not task.mask.all())
     chunk = min(int(chunk), task.n_members)
     rows = auto_eval_rows(task.members, params_per_member, chunk, device,
                           placement.eval_batch_size)
