@@ -52,6 +52,7 @@ from plain_vectorized import plain_predict, plain_updates, train_plain
 import imod
 from imod.engine import PRECISIONS, OptimizerSpec, StackedMLP, balanced_mask
 from imod.engine.optim import STATE_PRECISIONS
+from imod.engine.runtime import auto_chunk
 from imod.memorization import load_mnist1d
 from imod.memorization.runs import TrainingConfig, train_in_blocks
 
@@ -110,13 +111,16 @@ def products_arm(args, mask: np.ndarray, sizes: list[int], precision: str):
     """Only the batched matrix products of the engine's updates, nothing else: per update
     each layer's forward product, its weight gradient and (above the first layer) its
     input gradient, feature-major ``(K, width, B)`` as the engine lays them out, at the
-    engine's update count. No activation, loss, optimizer or data movement, so its CPU
-    seconds bound from below what any engine doing these products takes; returns
-    (CPU s, wall s, numbers)."""
-    dev, K = torch.device(args.device), len(mask)
+    engine's update count, in the engine's chunks of members (``auto_chunk``). No
+    activation, loss, optimizer or data movement, so its CPU seconds bound from below what
+    any engine doing these products takes; returns (CPU s, wall s, numbers)."""
+    dev = torch.device(args.device)
     own = int(mask.sum(axis=1).max())
     b = min(args.batch_size, own)
-    updates = args.epochs * math.ceil(own / b)
+    mlp = StackedMLP(sizes)
+    params = sum(t[0].numel() for t in mlp.init(0, range(1)).values())
+    K = min(len(mask), auto_chunk(mlp, params, b, dev, own_rows=True))
+    updates = args.epochs * math.ceil(own / b) * math.ceil(len(mask) / K)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     gen = torch.Generator(device=dev).manual_seed(0)
 
