@@ -17,6 +17,7 @@ environments.
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from pathlib import Path
 from unittest import mock
 
@@ -41,7 +42,9 @@ def fit_and_score(X: np.ndarray, views: dict, noise_seed: int | None) -> dict[st
         Zt = transform(self, Z)
         return Zt * (1 + 1e-7 * rng.standard_normal(Zt.shape))
 
-    with mock.patch.object(IMPreprocessor, "transform", noisy if noise_seed else transform):
+    patch = nullcontext() if noise_seed is None else mock.patch.object(
+        IMPreprocessor, "transform", noisy)
+    with patch:
         det = IMDetector(random_state=0, device="cpu", contamination="auto", **views).fit(X)
         s = det.score_samples(X)
         return {"scores": s, "offset": det.offset_, "flagged": int((det.predict(X) == -1).sum())}

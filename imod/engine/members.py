@@ -50,7 +50,8 @@ class Activation(NamedTuple):
     grad_inplace: bool = True
 
 
-#: The one activation table: name -> (module factory, function, in-place function).
+#: The one activation table: name -> (module factory, function, in-place function,
+#: whether training may use the in-place one).
 ACTIVATIONS: dict[str, Activation] = {
     "relu": Activation(nn.ReLU, torch.relu, torch.relu_),
     "leaky_relu": Activation(
