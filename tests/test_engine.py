@@ -650,6 +650,36 @@ def test_each_member_reads_its_own_rows_in_the_epochs_order(digits):
     assert active[0] and not active.all() and not full[-1]  # smaller members finish early
 
 
+def test_a_steps_batch_is_as_wide_as_its_largest_members_rows(digits, monkeypatch):
+    """Own-row batches carry no padding column that no member needs: the last steps of
+    an epoch are as wide as the run's largest member's rows there, in every chunk (so a
+    member's shapes, hence its numbers, do not depend on its chunk)."""
+    from imod.engine.schedule import batch_counts
+
+    X, y = digits
+    mask = bernoulli_mask(4, len(X), 0.1, random_state=0)  # uneven row counts
+    widths: list[int] = []
+    forward = StackedMLP.forward
+
+    def spy(self, params, x, own=False):
+        if x.ndim == 3 and torch.is_grad_enabled():  # a training batch of own rows
+            widths.append(x.shape[1])
+        return forward(self, params, x, own)
+
+    monkeypatch.setattr(StackedMLP, "forward", spy)
+    kw = dict(mask=mask, loss="cross_entropy", epochs=1, batch_size=16, random_state=0,
+              device="cpu")
+    a = train_ensemble(StackedMLP((64, 8, 10)), X, y, **kw)
+    steps = -(-int(mask.sum(axis=1).max()) // 16)
+    largest = batch_counts(mask.sum(axis=1), 16, steps).max(axis=1)
+    assert widths == largest.tolist() and largest[-1] < 16
+    widths.clear()
+    b = train_ensemble(StackedMLP((64, 8, 10)), X, y, chunk_size=2, **kw)
+    assert set(widths) == set(largest.tolist())
+    for name in a.params:
+        torch.testing.assert_close(a.params[name], b.params[name], rtol=0, atol=0)
+
+
 def test_fp32_means_tf32_products_on_cuda_and_ieee_turns_them_off():
     from imod.engine.runtime import precision_context
 

@@ -137,6 +137,11 @@ class ChunkRun:
     device: torch.device
     trim: float = 0.0
     compile: bool = False
+    #: Rows of each step's batch, ``(steps_per_epoch,)``: where members train on
+    #: subsets, the largest member's count at that step over the whole run (the last
+    #: steps of an epoch are short), so that a member's shapes, hence its numbers, do
+    #: not depend on its chunk; ``batch`` everywhere when every member has every row.
+    widths: np.ndarray | None = None
 
     def train(
         self,
@@ -187,9 +192,10 @@ class ChunkRun:
         """
         sched, dev, n = self.schedule, self.device, self.n_samples
         b, width = sched.batch, sched.steps_per_epoch * sched.batch
+        widths = np.full(sched.steps_per_epoch, b) if self.widths is None else self.widths
         names, leaves = list(params), list(params.values())
         opt = StackedOptimizer(self.spec, params)
-        active, full = batch_flags(counts, b)
+        active, full = batch_flags(counts, widths)
         real = to_device(counts, dev).unsqueeze(2)  # (steps, K, 1)
         weights = (torch.arange(b, device=dev) < real).to(x.dtype)  # (steps, K, B): 1 = real
         losses = maybe_compile(member_losses, self.compile)
@@ -207,12 +213,14 @@ class ChunkRun:
                     # A chunk whose members have fewer rows than the run's largest member
                     # has steps where none of them has a row: nothing to compute.
                     if counts[s].any():
-                        idx = table[..., s * b : (s + 1) * b]  # (B,) or (K, B), on the device
+                        # (B,) or (K, B), on the device
+                        idx = table[..., s * b : s * b + widths[s]]
                         inputs = take_rows(x, idx, views)
                         # an autoencoder's targets are its inputs: gathered once
                         goal = inputs if targets is x else take_rows(targets, idx, views)
                         loss, n_rows = losses(
-                            self.members, self.loss_fn, params, inputs, goal, weights[s],
+                            self.members, self.loss_fn, params, inputs, goal,
+                            weights[s, :, : widths[s]],
                             self.trim, bool(full[s]), mask is not None, self.precision, dev)
                         grads = dict(zip(names, torch.autograd.grad(loss, leaves)))
                         # A member with no row in the batch (n_rows == 0) takes no step.

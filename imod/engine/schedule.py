@@ -83,8 +83,9 @@ def batch_counts(own: np.ndarray, batch: int, steps: int) -> np.ndarray:
     return np.clip(np.asarray(own)[None, :] - start, 0, batch)
 
 
-def batch_flags(counts: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per step: does every member have a row, and does every member have a full batch?
+def batch_flags(counts: np.ndarray, batch: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per step: does every member have a row, and does every member fill the step's
+    batch (``batch`` rows, one width or one per step)?
 
     Examples
     --------
@@ -92,7 +93,8 @@ def batch_flags(counts: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]
     >>> active.tolist(), full.tolist()
     ([True, True, False], [True, False, False])
     """
-    return (counts > 0).all(axis=1), (counts == batch).all(axis=1)
+    width = np.reshape(batch, (-1, 1))
+    return (counts > 0).all(axis=1), (counts == width).all(axis=1)
 
 
 @dataclass(frozen=True)

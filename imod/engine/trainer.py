@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .loop import ChunkResult, ChunkRun
 from .members import Members, member_state_dict
 from .runtime import auto_chunk, auto_eval_rows, resolve_device
-from .schedule import Schedule
+from .schedule import Schedule, batch_counts
 from .spec import Placement, Recording, Task, Training, as_tensor
 
 __all__ = ["EnsembleResult", "Placement", "Recording", "Task", "Training", "as_tensor",
@@ -173,13 +173,15 @@ def train_ensemble(
                               int(task.mask.sum(axis=1).max()), training.batch_size,
                               recording.every, recording.initial)
     chunk, eval_rows = _chunk_sizes(task, training, placement, schedule.batch, dev)
+    widths = None if task.mask.all() else batch_counts(
+        task.mask.sum(axis=1), schedule.batch, schedule.steps_per_epoch).max(axis=1)
     run = ChunkRun(
         members=task.members, loss_fn=task.loss_fn, spec=training.optimizer,
         recorders=list(recording.recorders), eval_sets=eval_sets, schedule=schedule,
         orders=torch.as_tensor(schedule.orders, device=dev), n_samples=task.n_samples,
         keep_snapshots=recording.keep_snapshots, eval_batch_size=eval_rows,
         precision=placement.precision, device=dev, trim=training.trim,
-        compile=bool(placement.compile),
+        compile=bool(placement.compile), widths=widths,
     )  # fmt: skip
     x_dev, t_dev = task.X.to(dev), task.targets.to(dev)
     n_total = task.n_members
