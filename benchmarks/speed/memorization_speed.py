@@ -51,6 +51,7 @@ from plain_vectorized import plain_predict, plain_updates, train_plain
 
 import imod
 from imod.engine import PRECISIONS, OptimizerSpec, StackedMLP, balanced_mask
+from imod.engine.members import params_per_member
 from imod.engine.optim import STATE_PRECISIONS
 from imod.engine.runtime import auto_chunk
 from imod.memorization import load_mnist1d
@@ -118,8 +119,7 @@ def products_arm(args, mask: np.ndarray, sizes: list[int], precision: str):
     own = int(mask.sum(axis=1).max())
     b = min(args.batch_size, own)
     mlp = StackedMLP(sizes)
-    params = sum(t[0].numel() for t in mlp.init(0, range(1)).values())
-    K = min(len(mask), auto_chunk(mlp, params, b, dev, own_rows=True))
+    K = min(len(mask), auto_chunk(mlp, params_per_member(mlp), b, dev, own_rows=True))
     updates = args.epochs * math.ceil(own / b) * math.ceil(len(mask) / K)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     gen = torch.Generator(device=dev).manual_seed(0)

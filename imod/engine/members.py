@@ -31,7 +31,8 @@ from torch import nn
 
 from .init import InitHook, apply_init, block_seed, member_seed
 
-__all__ = ["ACTIVATIONS", "Activation", "StackedMLP", "ModuleMembers", "Members", "make_members"]
+__all__ = ["ACTIVATIONS", "Activation", "StackedMLP", "ModuleMembers", "Members", "make_members",
+           "params_per_member"]
 
 Params = dict[str, torch.Tensor]
 
@@ -388,6 +389,17 @@ def make_members(model: StackedMLP | ModuleMembers | Callable[[], nn.Module]) ->
     if callable(model):
         return ModuleMembers(model)
     raise TypeError(f"model must be a StackedMLP or a module factory, got {type(model).__name__}")
+
+
+def params_per_member(members: Members) -> int:
+    """Numbers in one member's parameters (weights and biases).
+
+    Examples
+    --------
+    >>> params_per_member(StackedMLP((40, 256, 256, 10)))
+    78858
+    """
+    return sum(t[0].numel() for t in members.init(0, range(1)).values())
 
 
 def member_state_dict(params: Params, k: int) -> dict[str, torch.Tensor]:

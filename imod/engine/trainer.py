@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .loop import ChunkResult, ChunkRun
-from .members import Members, member_state_dict
+from .members import Members, member_state_dict, params_per_member
 from .runtime import auto_chunk, auto_eval_rows, resolve_device
 from .schedule import Schedule, batch_counts
 from .spec import Placement, Recording, Task, Training, as_tensor
@@ -172,7 +172,7 @@ def train_ensemble(
     schedule = Schedule.build(training.random_state, training.epochs, task.n_samples,
                               int(task.mask.sum(axis=1).max()), training.batch_size,
                               recording.every, recording.initial)
-    chunk, eval_rows = _chunk_sizes(task, training, placement, schedule.batch, dev)
+    chunk, eval_rows = _chunk_sizes(task, placement, schedule.batch, dev)
     widths = None if task.mask.all() else batch_counts(
         task.mask.sum(axis=1), schedule.batch, schedule.steps_per_epoch).max(axis=1)
     run = ChunkRun(
@@ -200,19 +200,15 @@ def train_ensemble(
     return result
 
 
-def _chunk_sizes(task: Task, training: Training, placement: Placement, batch: int,
+def _chunk_sizes(task: Task, placement: Placement, batch: int,
                  device: torch.device) -> tuple[int, int]:
     """Members per chunk and rows per recording pass, from the memory budget."""
-    probe = task.members.init(training.random_state, range(0, 1), training.init,
-                              training.init_scale)
-    params_per_member = sum(t[0].numel() for t in probe.values())
+    per_member = params_per_member(task.members)
     chunk = placement.chunk_size
     if chunk == "auto":
-        chunk = auto_chunk(task.members, params_per_member, batch, device,
-                           own_rows=not task.mask.all())
+        chunk = auto_chunk(task.members, per_member, batch, device, own_rows=not task.mask.all())
     chunk = min(int(chunk), task.n_members)
-    rows = auto_eval_rows(task.members, params_per_member, chunk, device,
-                          placement.eval_batch_size)
+    rows = auto_eval_rows(task.members, per_member, chunk, device, placement.eval_batch_size)
     return chunk, rows
 
 
