@@ -5,8 +5,10 @@ One update (:meth:`ChunkRun.update_loop`, with the loss in :func:`member_losses`
 1. ``idx``: the batch. Where members train on subsets, ``(K, B)`` rows of each
    member's own (:func:`~imod.engine.schedule.own_rows`, once per epoch), so no
    member computes on a row it would mask out; where every member has every
-   row, one shared ``(B,)`` batch. ``weights`` ``(K, B)`` is 1 on real rows and
-   0 on the padding of a member's short or empty last batches.
+   row, one shared ``(B,)`` batch. With own rows ``B`` is the run's largest
+   member's rows at that step (the batch size but at the last steps of an epoch).
+   ``weights`` ``(K, B)`` is 1 on real rows and 0 on the padding of a member's
+   short or empty last batches.
 2. All members run on their batch: batched matrix products over ``(K, B, d)``
    (a shared batch makes the first layer one wide product), under the chosen
    precision.
