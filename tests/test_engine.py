@@ -296,6 +296,32 @@ def test_general_path_trains_a_convolutional_member(digits):
 # ------------------------------------------------------------------ mask isolation
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+def test_shared_and_own_batches_take_the_same_gradients_without_rebuilding_buffers(
+        digits, activation):
+    """A shared batch's first layer is one product for all members; its activation runs
+    in place on that product, not on a per-member view of it, whose backward would
+    rebuild the whole buffer (autograd's CopySlices: a zero fill and two copies an update,
+    a third of a width-32 update's time). Gradients equal the own-rows path's."""
+    X, _ = digits
+    mlp = StackedMLP((64, 16, 16, 64), activation=activation)
+    x = torch.as_tensor(X[:32])
+    grads = []
+    for inputs in (x, x.expand(3, -1, -1)):  # shared (B, d), own (K, B, d)
+        params = {k: v.requires_grad_(True) for k, v in mlp.init(0, range(3)).items()}
+        loss = (mlp.forward(params, inputs) - x).abs().sum()
+        nodes, seen = [loss.grad_fn], set()
+        while nodes:
+            node = nodes.pop()
+            if node is not None and node not in seen:
+                seen.add(node)
+                nodes += [f for f, _ in node.next_functions]
+        assert "CopySlices" not in {type(n).__name__ for n in seen}
+        grads.append(torch.autograd.grad(loss, list(params.values())))
+    for shared, own in zip(*grads):
+        torch.testing.assert_close(shared, own, rtol=1e-5, atol=1e-6)
+
+
 def test_examples_outside_a_members_mask_never_reach_its_gradient(digits):
     X, y = digits
     mask = bernoulli_mask(3, len(X), 0.5, random_state=0)

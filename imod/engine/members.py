@@ -226,7 +226,7 @@ class StackedMLP:
             h = torch.addmm(params["0.bias"].reshape(-1, 1), w0, x.T)
         else:
             h = torch.matmul(w0, x.T)
-        return self._hidden_layers(params, h.view(n_members, width, -1))
+        return self._hidden_layers(params, h)
 
     def reconstruction_losses(self, params: Params, xt: torch.Tensor,
                               loss: str = "l1") -> torch.Tensor:
@@ -269,7 +269,9 @@ class StackedMLP:
         return _RESIDUALS[loss](h.sub_(xt)).sum(dim=1).div_(d)
 
     def _hidden_layers(self, params: Params, h: torch.Tensor) -> torch.Tensor:
-        """From the first layer's pre-activation ``(K, h_1, B)`` to the outputs ``(K, B, out)``."""
+        """From the first layer's pre-activation ``(K, h_1, B)`` (or ``(K * h_1, B)``, one
+        shared batch's product) to the outputs ``(K, B, out)``."""
+        n_members, width = params["0.weight"].shape[:2]
         for i in range(self.n_layers):
             if i > 0:
                 w = params[f"{2 * i}.weight"]
@@ -282,6 +284,11 @@ class StackedMLP:
             # outputs, so this saves one (K, width, B) buffer a layer; fresh buffers
             # each update cost page faults (10 epochs of memorization_speed: 16.8 -> 14.6 s).
             h = act.inplace(h) if act.grad_inplace else act.fn(h)
+            if i == 0:
+                # Shaped per member after the activation: applied in place to a view,
+                # autograd's backward would rebuild the product's whole buffer (a zero
+                # fill and two copies an update: a third of 64 members' width-32 update).
+                h = h.view(n_members, width, -1)
         return h.transpose(1, 2)
 
 
