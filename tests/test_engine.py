@@ -27,6 +27,7 @@ from imod.engine import (
     per_example_loss,
 )
 from imod.engine import train_ensemble as engine_train
+from imod.engine.members import ACTIVATIONS
 from imod.engine.reference import train_one_by_one
 
 # The CPU, and a CUDA device where there is one (skipped without).
@@ -320,6 +321,26 @@ def test_shared_and_own_batches_take_the_same_gradients_without_rebuilding_buffe
         grads.append(torch.autograd.grad(loss, list(params.values())))
     for shared, own in zip(*grads):
         torch.testing.assert_close(shared, own, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("bias", [True, False])
+def test_scoring_pass_with_folded_biases_equals_forward_plus_loss(digits, activation, bias):
+    """The inference pass folds each bias into its product (a constant row of ones carried
+    from layer to layer); that row must not pass through the activation, which leaves 1
+    alone only for relu, leaky_relu and identity. Both losses, a sigmoid output."""
+    from imod.engine.losses import get_loss
+
+    X, _ = digits
+    x = torch.as_tensor(X[:100])
+    mlp = StackedMLP((64, 24, 8, 24, 64), activation=activation, output_activation="sigmoid",
+                     bias=bias)
+    params = mlp.init(0, range(5))
+    with torch.no_grad():
+        for loss in ("l1", "mse"):
+            fast = mlp.reconstruction_losses(mlp.folded_weights(params), x.T.contiguous(), loss)
+            torch.testing.assert_close(fast, get_loss(loss)(mlp.forward(params, x), x),
+                                       rtol=1e-5, atol=1e-6)
 
 
 def test_examples_outside_a_members_mask_never_reach_its_gradient(digits):

@@ -154,12 +154,13 @@ class View:
     def _stacked_losses(self, Xt: np.ndarray, device: torch.device) -> Iterator[torch.Tensor]:
         """Losses ``(T_used * K, rows)`` of every kept snapshot's members at once, batch
         after batch of rows: the data and the parameters go to the device once."""
-        params = {name: torch.cat([snap[name] for snap in self.snapshots]).to(device)
-                  for name in self.snapshots[0]}
+        members = StackedMLP(self.sizes, activation=self.activation)
+        weights = members.folded_weights({
+            name: torch.cat([snap[name] for snap in self.snapshots]).to(device)
+            for name in self.snapshots[0]})
         step = batch_rows(self.sizes, len(self.snapshots) * self.n_members,
                           memory_budget(device, "score"))
         step = max(SCORE_PANEL, step // SCORE_PANEL * SCORE_PANEL)
-        members = StackedMLP(self.sizes, activation=self.activation)
         # feature-major once (one float32 copy): every batch's residual is then contiguous
         xt = torch.as_tensor(np.ascontiguousarray(Xt.T, dtype=np.float32), device=device)
         with torch.no_grad():
@@ -170,7 +171,7 @@ class View:
                     padded = batch.new_zeros(batch.shape[0], -(-rows // SCORE_PANEL) * SCORE_PANEL)
                     padded[:, :rows] = batch
                     batch = padded
-                yield members.reconstruction_losses(params, batch, self.loss)[:, :rows]
+                yield members.reconstruction_losses(weights, batch, self.loss)[:, :rows]
 
     def outlier_scores(self, X: np.ndarray, device: torch.device) -> np.ndarray:
         """Weighted mean of normalized losses of raw rows ``X`` (higher = more abnormal).
