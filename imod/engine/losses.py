@@ -29,7 +29,7 @@ def mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             [1., 1., 1.]])
     """
     diff = outputs - _per_member(targets, outputs)
-    return diff.pow(2).flatten(2).mean(dim=2)
+    return (diff.pow(2) if diff.requires_grad else diff.square_()).flatten(2).mean(dim=2)
 
 
 def l1(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -47,7 +47,9 @@ def l1(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             [2., 2., 2.]])
     """
     diff = outputs - _per_member(targets, outputs)
-    return diff.abs().flatten(2).mean(dim=2)
+    # In place when nothing differentiates it (the recordings): a fresh buffer of that
+    # size is fresh pages, and took half of this function's time on 1,024-row batches.
+    return (diff.abs() if diff.requires_grad else diff.abs_()).flatten(2).mean(dim=2)
 
 
 def _per_member(targets: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
