@@ -261,8 +261,8 @@ class StackedMLP:
         products (as a separate pass, adding them cost a quarter of the time, and
         baddbmm's copy of the bias into its output as much), and the residual is taken
         on the feature-major ``(K, d, B)`` outputs, so nothing is transposed. On one CPU
-        thread this was 3x faster than ``forward`` plus the loss (1M x 20 rows, 30
-        members).
+        thread this was 2.2x faster than ``forward`` plus the loss (65,536 rows of 20
+        features in batches of 448, 30 members 20-32-16-8-16-32-20).
 
         Examples
         --------
@@ -278,7 +278,7 @@ class StackedMLP:
         if loss not in _RESIDUALS:
             raise ValueError(f"unknown reconstruction loss {loss!r}; choose one of "
                              f"{sorted(_RESIDUALS)}")
-        k, width, d = folded[0].shape[0], folded[0].shape[1], xt.shape[0]
+        (k, width, _), d = folded[0].shape, xt.shape[0]
         h = torch.mm(folded[0].reshape(k * width, d + 1),
                      torch.cat([xt, xt.new_ones(1, xt.shape[1])])).view(k, width, -1)
         hidden = ACTIVATIONS[self.activation].inplace
