@@ -18,13 +18,20 @@ This is study code, not part of ``imod``.
 
 Examples
 --------
+Two correlated columns; the last 15 rows keep both marginals but break the correlation:
+
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
->>> X = np.r_[rng.normal(size=(300, 5)), rng.uniform(-8, 8, size=(15, 5))]
+>>> a = rng.normal(size=(315, 1))
+>>> b = np.r_[a[:300] + 0.1 * rng.normal(size=(300, 1)), rng.permutation(a[300:])]
+>>> X = np.c_[a, b, rng.normal(size=(315, 2))]
 >>> det = ViewLossIM(random_state=0).fit(X)
 >>> [(v.method, v.loss) for v in det.views_]
 [('robust', 'l1'), ('whiten', 'mse'), ('quantile', 'l1')]
->>> bool(np.allclose(det.train_scores_, det.score_samples(X), atol=1e-5))
+>>> scores = det.score_samples(X)  # lower = more abnormal
+>>> bool(np.allclose(det.train_scores_, scores, atol=1e-5))
+True
+>>> bool(scores[300:].mean() < scores[:300].mean())
 True
 """
 
